@@ -1,0 +1,10 @@
+"""policytrim_ros: chunked VLA policies on ROS 2 arms, made efficient with PolicyTrim.
+
+The hand-written modules and the rosidl-generated ``policytrim_ros.msg`` / ``policytrim_ros.srv``
+share this package. ``extend_path`` lets the generated subpackages be found even when the source
+tree shadows the installed package (e.g. ``python -m pytest`` from the repo root).
+"""
+from pkgutil import extend_path
+
+__path__ = extend_path(__path__, __name__)
+__version__ = '0.1.0'

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Idempotent setup for the pip path: system GL libs for headless MuJoCo, .venv with the pinned
+# packages (ROS 2 Kilted wheels included), the msg/srv interfaces built into the venv, and this
+# package installed. Each step is skipped when its inputs have not changed, so a second run takes
+# seconds.   Usage: bash scripts/setup.sh      (env: PYTHON=python3.11 to pick the interpreter)
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv="$repo/.venv"
+stamps="$venv/.policytrim-stamps"
+py=${PYTHON:-python3}
+log() { printf '[setup] %s\n' "$*"; }
+hash_of() { (cd "$repo" && cat "$@" 2>/dev/null) | sha256sum | cut -d' ' -f1; }
+fresh() { [ -f "$stamps/$1" ] && [ "$(cat "$stamps/$1")" = "$2" ]; }
+mark() { mkdir -p "$stamps"; echo "$2" > "$stamps/$1"; }
+
+# 1. Debian GL libraries MuJoCo needs to render without a display (EGL and OSMesa backends),
+#    plus cmake and a C++ compiler for the rosidl interfaces when the machine lacks them.
+gl_pkgs="libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6"
+command -v cmake >/dev/null || gl_pkgs="$gl_pkgs cmake"
+command -v g++ >/dev/null || gl_pkgs="$gl_pkgs g++"
+missing=""
+for p in $gl_pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing GL libraries:$missing"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  elif command -v sudo >/dev/null; then
+    log "installing GL libraries with sudo:$missing"
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "[setup] missing Debian packages:$missing (run: apt-get install -y$missing)" >&2; exit 1
+  fi
+fi
+
+# 2. The virtual environment and the pinned packages.
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating $venv"
+  "$py" -m venv "$venv"
+fi
+# keep colcon from crawling the venv if the repo sits inside a workspace
+touch "$venv/COLCON_IGNORE"
+req=$(hash_of requirements.txt)
+if ! fresh requirements "$req"; then
+  log "installing pinned packages (first run: about a minute)"
+  "$venv/bin/python" -m pip install -q -U pip
+  "$venv/bin/python" -m pip install -q -r "$repo/requirements.txt"
+  mark requirements "$req"
+fi
+
+export AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv" ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+
+# 3. rosidl interfaces (msg/, srv/) built with CMake and installed into the venv.
+ifc=$(hash_of CMakeLists.txt package.xml setup.py msg/*.msg srv/*.srv requirements.txt)
+if ! fresh interfaces "$ifc"; then
+  log "building msg/ and srv/ interfaces"
+  build="$repo/build/cmake"; mkdir -p "$build"
+  cmake -S "$repo" -B "$build" -DCMAKE_INSTALL_PREFIX="$venv" -DCMAKE_PREFIX_PATH="$venv" \
+    -DPython3_EXECUTABLE="$venv/bin/python" -DBUILD_TESTING=OFF -Wno-dev >"$build.log" 2>&1 \
+    || { cat "$build.log" >&2; exit 1; }
+  cmake --build "$build" -j"$(nproc)" >>"$build.log" 2>&1 || { tail -50 "$build.log" >&2; exit 1; }
+  cmake --install "$build" >>"$build.log" 2>&1 || { tail -20 "$build.log" >&2; exit 1; }
+  mark interfaces "$ifc"
+  rm -f "$stamps/package"   # the cmake install overlays the package dir: reinstall ours on top
+fi
+
+# 4. This package (pip path; `pip install -e` is not usable: it installs no data_files).
+pkg=$(cd "$repo" && find policytrim_ros launch config setup.py package.xml -type f \
+        ! -name '*.pyc' ! -path '*__pycache__*' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+if ! fresh package "$pkg"; then
+  log "installing policytrim_ros into the venv"
+  "$venv/bin/python" -m pip install -q --no-deps "$repo"
+  mark package "$pkg"
+fi
+log "ready: $venv"

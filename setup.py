@@ -1,0 +1,37 @@
+"""pip path for policytrim_ros (colcon builds the package from CMakeLists.txt instead).
+
+Keep one console script per line in the exact form  'name = module:function',  : CMakeLists.txt
+parses those lines to generate the lib/policytrim_ros/<name> wrappers that `ros2 run` expects.
+"""
+from glob import glob
+from xml.etree import ElementTree
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'policytrim_ros'
+VERSION = ElementTree.parse('package.xml').getroot().findtext('version')
+
+setup(
+    name=PACKAGE,
+    version=VERSION,
+    description='Efficient chunked VLA policies on ROS 2 arms, post-trained with PolicyTrim.',
+    license='Apache-2.0',
+    python_requires='>=3.10',
+    packages=find_packages(include=[PACKAGE, PACKAGE + '.*']),
+    package_data={PACKAGE: ['envs/assets/*.xml']},
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+        ('share/' + PACKAGE, ['package.xml']),
+        ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
+        ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
+    ],
+    install_requires=['numpy', 'pyyaml', 'mujoco', 'tqdm'],
+    entry_points={
+        'console_scripts': [
+            'sim_node = policytrim_ros.nodes.sim_node:main',
+            'policy_node = policytrim_ros.nodes.policy_node:main',
+            'episode_runner = policytrim_ros.nodes.episode_runner:main',
+            'policytrim = policytrim_ros.cli:main',
+        ],
+    },
+)
