@@ -1,0 +1,39 @@
+"""Names used everywhere (messages, JSONL logs, scalars, reports), defined once.
+
+The metric names follow the design brief: success rate, steps S, executed length h
+(``n_action_steps``), predicted length H (``chunk_size``), chunk utilization h/H, inference calls,
+speedup Spd = calls_baseline / calls_method, and measured wall-clock seconds.
+"""
+
+SUCCESS = 'success'
+SUCCESS_RATE = 'success_rate'
+STEPS = 'steps'
+N_ACTION_STEPS = 'n_action_steps'
+CHUNK_SIZE = 'chunk_size'
+CHUNK_UTILIZATION = 'chunk_utilization'
+INFERENCE_CALLS = 'inference_calls'
+SPEEDUP = 'speedup'
+WALL_CLOCK_S = 'wall_clock_s'
+END_REASON = 'end_reason'
+
+# Human-readable column headers for tables, keyed by metric name.
+METRIC_LABELS = {
+    SUCCESS: 'success',
+    SUCCESS_RATE: 'SR',
+    STEPS: 'steps S',
+    N_ACTION_STEPS: 'h',
+    CHUNK_SIZE: 'H',
+    CHUNK_UTILIZATION: 'h/H',
+    INFERENCE_CALLS: 'inference calls',
+    SPEEDUP: 'Spd',
+    WALL_CLOCK_S: 'wall-clock s',
+}
+
+# Why an episode ended (EpisodeStats.end_reason).
+END_SUCCESS = 'success'
+END_MAX_STEPS = 'max_steps'
+END_FAILURE = 'failure'        # the environment ended it without success
+END_PREEMPTED = 'preempted'    # a new episode started before this one ended
+END_STOPPED = 'stopped'        # the node shut down mid-episode
+END_ERROR = 'error'            # the policy produced an unusable chunk
+END_REASONS = (END_SUCCESS, END_MAX_STEPS, END_FAILURE, END_PREEMPTED, END_STOPPED, END_ERROR)

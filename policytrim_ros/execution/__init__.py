@@ -1,0 +1,1 @@
+"""Chunk execution: chunk -> timed trajectory, safety checks, per-episode bookkeeping and metrics."""

@@ -1,0 +1,61 @@
+"""Configs of chunk execution: how much of each chunk runs, how fast, and what is safe to send."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """How chunks are executed.
+
+    chunk_size: H, actions the policy predicts per call (must match the policy).
+    n_action_steps: h, actions executed open-loop before re-planning (1 <= h <= H).
+    control_dt: seconds per physical control step (1 / control rate).
+    max_episode_steps: physical steps after which an unfinished episode ends (end_reason max_steps).
+    """
+
+    chunk_size: int = 16
+    n_action_steps: int = 4
+    control_dt: float = 0.1
+    max_episode_steps: int = 150
+
+    def __post_init__(self):
+        if self.chunk_size < 1:
+            raise ValueError(f'chunk_size ({self.chunk_size}) must be >= 1')
+        if not 1 <= self.n_action_steps <= self.chunk_size:
+            raise ValueError(f'n_action_steps ({self.n_action_steps}) must be in [1, chunk_size '
+                             f'({self.chunk_size})]')
+        if not (math.isfinite(self.control_dt) and self.control_dt > 0):
+            raise ValueError(f'control_dt ({self.control_dt}) must be > 0 seconds')
+        if self.max_episode_steps < 1:
+            raise ValueError(f'max_episode_steps ({self.max_episode_steps}) must be >= 1')
+
+    @property
+    def chunk_utilization(self) -> float:
+        """h / H."""
+        return self.n_action_steps / self.chunk_size
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    """Limits every chunk is checked against before any of it is sent (empty tuple = no check).
+
+    position_lower, position_upper: per-joint position limits, in ``joint_names`` order (rad or m).
+    max_velocity: per-joint speed limit (rad/s or m/s) between consecutive targets, including the
+        jump from the measured position to the first target.
+    """
+
+    position_lower: tuple[float, ...] = ()
+    position_upper: tuple[float, ...] = ()
+    max_velocity: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        if len(self.position_lower) != len(self.position_upper):
+            raise ValueError(f'position_lower ({len(self.position_lower)} values) and position_upper '
+                             f'({len(self.position_upper)} values) must have the same length')
+        for i, (lo, hi) in enumerate(zip(self.position_lower, self.position_upper)):
+            if not lo < hi:
+                raise ValueError(f'position_lower[{i}] ({lo}) must be < position_upper[{i}] ({hi})')
+        if any(not (v > 0) for v in self.max_velocity):
+            raise ValueError(f'max_velocity {list(self.max_velocity)} must all be > 0')

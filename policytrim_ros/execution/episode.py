@@ -1,0 +1,55 @@
+"""The closed loop without ROS: the same executor and trajectory the policy node uses, driven
+directly against an ``ArmEnv`` at full speed (evaluation sweeps, data collection, RL rollouts).
+
+On the same seed this loop and the ROS path (sim_node in lockstep + policy_node) execute the same
+trajectories and count the same steps and inference calls.
+"""
+from __future__ import annotations
+
+import time
+
+from policytrim_ros import constants as C
+from policytrim_ros.envs.arm import ArmEnv
+from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
+from policytrim_ros.execution.executor import ChunkExecutor, ChunkRecord
+from policytrim_ros.execution.metrics import EpisodeMetrics
+from policytrim_ros.execution.safety import UnsafeChunkError
+from policytrim_ros.policy.base import ChunkPolicy, PolicyInputError
+
+
+def run_episode(env: ArmEnv, policy: ChunkPolicy, config: ExecutionConfig, task: str, seed: int,
+                episode_id: str = '', safety: SafetyConfig | None = None
+                ) -> tuple[EpisodeMetrics, list[ChunkRecord]]:
+    """Run one episode of ``task`` from ``seed``; return its metrics and one record per call.
+
+    Each call executes the chunk's first h actions as one trajectory, stepping the env once per
+    action until success (the episode ends at the first successful step) or the step limit. A
+    chunk the executor rejects, or an observation the policy cannot use, ends the episode with
+    end_reason 'error' and the arm holding.
+    """
+    executor = ChunkExecutor(config, env.joint_names, safety)
+    render = policy.metadata.image_size is not None
+    observation = env.reset(task, seed, render=render)
+    policy.reset()
+    executor.start(episode_id or f'{task}-{seed}', task, env.instruction, time.perf_counter())
+    records: list[ChunkRecord] = []
+    while True:
+        started = time.perf_counter()
+        try:
+            chunk = policy.predict_action_chunk(observation)
+            traj, record = executor.dispatch(chunk, env.time, observation.joint_positions,
+                                             time.perf_counter() - started)
+        except (PolicyInputError, UnsafeChunkError):
+            env.hold()
+            return executor.finish(False, C.END_ERROR, time.perf_counter()), records
+        records.append(record)
+        env.set_trajectory(traj)
+        for executed in range(1, record.n_action_steps + 1):
+            if env.step():
+                executor.complete_window(executed)
+                return executor.finish(True, C.END_SUCCESS, time.perf_counter()), records
+        executor.complete_window()
+        if executor.out_of_steps:
+            env.hold()
+            return executor.finish(False, C.END_MAX_STEPS, time.perf_counter()), records
+        observation = env.observe(render=render)

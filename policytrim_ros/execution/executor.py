@@ -1,0 +1,172 @@
+"""Per-episode chunk execution bookkeeping: which window runs, how many steps and calls so far.
+
+The executor is shared by the ROS policy node and the ROS-free episode loop, so both count steps
+and inference calls the same way. Each inference call dispatches ONE window: the first
+``n_action_steps`` (h) actions of the chunk (fewer if the episode's step limit is closer), as one
+timed trajectory. The caller reports when the window ran (or how far, if the episode succeeded
+mid-window) and asks for the next chunk.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
+from policytrim_ros.execution.metrics import EpisodeMetrics
+from policytrim_ros.execution.safety import UnsafeChunkError, check_chunk
+from policytrim_ros.execution.trajectory import TimedTrajectory, window_trajectory
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """One inference call (the ChunkStats message)."""
+
+    episode_id: str
+    call_index: int
+    chunk_size: int
+    n_action_steps: int
+    first_step: int
+    last_step: int
+    inference_latency_s: float
+
+
+@dataclass
+class _Episode:
+    episode_id: str
+    task: str
+    instruction: str
+    start_wall_time: float
+    steps: int = 0
+    inference_calls: int = 0
+
+
+@dataclass(frozen=True)
+class Window:
+    """The window in flight: ``n_steps`` control steps starting at ``start_time``."""
+
+    start_time: float
+    n_steps: int
+    dt: float
+
+    @property
+    def end_time(self) -> float:
+        return self.start_time + self.n_steps * self.dt
+
+
+class NoEpisodeError(RuntimeError):
+    """An episode operation was called with no episode running."""
+
+
+class ChunkExecutor:
+    """Runs h of each H-step chunk and keeps the episode's step and call counts."""
+
+    def __init__(self, config: ExecutionConfig, joint_names: tuple[str, ...] | list[str],
+                 safety: SafetyConfig | None = None):
+        self.config = config
+        self.joint_names = tuple(joint_names)
+        self.safety = safety or SafetyConfig()
+        self._episode: _Episode | None = None
+        self.window: Window | None = None
+
+    # -- episode -------------------------------------------------------------------------------
+    def start(self, episode_id: str, task: str, instruction: str, wall_time: float) -> None:
+        """Begin a new episode (any previous one must have been finished)."""
+        self._episode = _Episode(episode_id, task, instruction, wall_time)
+        self.window = None
+
+    @property
+    def active(self) -> bool:
+        return self._episode is not None
+
+    @property
+    def episode_id(self) -> str:
+        return self._require().episode_id
+
+    @property
+    def steps(self) -> int:
+        return self._require().steps
+
+    @property
+    def inference_calls(self) -> int:
+        return self._require().inference_calls
+
+    @property
+    def out_of_steps(self) -> bool:
+        """The step limit is reached and no window is pending."""
+        return self.window is None and self.steps >= self.config.max_episode_steps
+
+    def finish(self, success: bool, end_reason: str, wall_time: float) -> EpisodeMetrics:
+        """End the episode and return its metrics."""
+        ep = self._require()
+        self._episode, self.window = None, None
+        cfg = self.config
+        return EpisodeMetrics(
+            episode_id=ep.episode_id, task=ep.task, instruction=ep.instruction, success=bool(success),
+            steps=ep.steps, inference_calls=ep.inference_calls, n_action_steps=cfg.n_action_steps,
+            chunk_size=cfg.chunk_size, chunk_utilization=cfg.chunk_utilization,
+            wall_clock_s=max(0.0, wall_time - ep.start_wall_time), end_reason=end_reason)
+
+    # -- windows -------------------------------------------------------------------------------
+    def dispatch(self, chunk: np.ndarray, start_time: float, current_position: np.ndarray | None,
+                 inference_latency_s: float) -> tuple[TimedTrajectory, ChunkRecord]:
+        """Check a fresh chunk (H, A) and turn its executed window into one trajectory.
+
+        Raises UnsafeChunkError (nothing is counted or sent) for a wrong shape, NaN/inf or a
+        safety-limit violation. ``start_time`` is when the window starts, in the controller's clock.
+        """
+        ep = self._require()
+        if self.window is not None:
+            raise RuntimeError('dispatch() called while a window is still in flight')
+        chunk = np.asarray(chunk, dtype=np.float64)
+        if chunk.ndim != 2 or chunk.shape[0] != self.config.chunk_size:
+            raise UnsafeChunkError(f'policy returned a chunk of shape {chunk.shape}; expected '
+                                   f'({self.config.chunk_size}, {len(self.joint_names)}) (chunk_size H)')
+        chunk = check_chunk(chunk, current_position, self.joint_names, self.config.control_dt, self.safety)
+        n = min(self.config.n_action_steps, self.config.max_episode_steps - ep.steps)
+        if n < 1:
+            raise RuntimeError('the episode is out of steps; finish() it instead of dispatching')
+        traj = window_trajectory(chunk, n, self.config.control_dt, self.joint_names, start_time=start_time)
+        record = ChunkRecord(ep.episode_id, ep.inference_calls, self.config.chunk_size, n,
+                             ep.steps, ep.steps + n - 1, float(inference_latency_s))
+        ep.inference_calls += 1
+        self.window = Window(float(start_time), n, self.config.control_dt)
+        return traj, record
+
+    def steps_at(self, time: float) -> int:
+        """Steps of the pending window executed by ``time`` (for a success seen mid-window)."""
+        w = self.window
+        if w is None:
+            return 0
+        return int(np.clip(round((time - w.start_time) / w.dt), 0, w.n_steps))
+
+    def complete_window(self, executed_steps: int | None = None) -> None:
+        """Account the pending window as run (all of it, or ``executed_steps`` of it)."""
+        ep = self._require()
+        if self.window is None:
+            return
+        n = self.window.n_steps if executed_steps is None else int(np.clip(executed_steps, 0, self.window.n_steps))
+        ep.steps += n
+        self.window = None
+
+    def end_window_at(self, time: float) -> None:
+        """The episode ended at ``time`` (success/failure seen by the environment).
+
+        Steps of the pending window executed by then are counted. A window that starts at or after
+        ``time`` was planned from an observation taken after the episode had already ended (the end
+        event and the observation raced): that call is not counted, as the ROS-free loop would
+        never have made it.
+        """
+        ep = self._require()
+        w = self.window
+        if w is not None and w.start_time >= time - 1e-9:
+            ep.inference_calls -= 1
+            self.window = None
+        else:
+            self.complete_window(self.steps_at(time))
+
+    def _require(self) -> _Episode:
+        if self._episode is None:
+            raise NoEpisodeError('no episode is running')
+        return self._episode
+

@@ -1,0 +1,130 @@
+"""Per-episode efficiency metrics, their summaries, the speedup Spd, and text tables.
+
+Conventions (the paper's, made explicit): steps S and inference calls are means over *successful*
+episodes (a failed episode's length only measures the step limit); success rate is over all
+episodes; Spd = inference calls of the baseline / inference calls of the method.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from policytrim_ros import constants as C
+
+
+@dataclass(frozen=True)
+class EpisodeMetrics:
+    """One finished episode; the same fields as the EpisodeStats message and a JSONL line."""
+
+    episode_id: str
+    task: str
+    instruction: str
+    success: bool
+    steps: int
+    inference_calls: int
+    n_action_steps: int
+    chunk_size: int
+    chunk_utilization: float
+    wall_clock_s: float
+    end_reason: str
+
+    def __post_init__(self):
+        if self.end_reason not in C.END_REASONS:
+            raise ValueError(f'end_reason {self.end_reason!r} must be one of {C.END_REASONS}')
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else math.nan
+
+
+def summarize(episodes: list[EpisodeMetrics]) -> dict:
+    """Aggregate episodes (of one task, or all) into the named metrics."""
+    ok = [e for e in episodes if e.success]
+    return {
+        'episodes': len(episodes),
+        C.SUCCESS_RATE: _mean(float(e.success) for e in episodes),
+        C.STEPS: _mean(e.steps for e in ok),
+        C.N_ACTION_STEPS: _mean(e.n_action_steps for e in episodes),
+        C.CHUNK_SIZE: _mean(e.chunk_size for e in episodes),
+        C.CHUNK_UTILIZATION: _mean(e.chunk_utilization for e in episodes),
+        C.INFERENCE_CALLS: _mean(e.inference_calls for e in ok),
+        C.WALL_CLOCK_S: _mean(e.wall_clock_s for e in episodes),
+    }
+
+
+def summarize_by_task(episodes: list[EpisodeMetrics]) -> dict[str, dict]:
+    """{task: summary} in first-seen task order, plus 'all'."""
+    tasks = list(dict.fromkeys(e.task for e in episodes))
+    out = {t: summarize([e for e in episodes if e.task == t]) for t in tasks}
+    out['all'] = summarize(episodes)
+    return out
+
+
+def speedup(baseline_calls: float, method_calls: float) -> float:
+    """Spd = calls_baseline / calls_method (NaN when either is undefined or the method made none)."""
+    if not (baseline_calls > 0 and method_calls > 0):
+        return math.nan
+    return baseline_calls / method_calls
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool):
+        return 'yes' if value else 'no'
+    if isinstance(value, float):
+        return '-' if math.isnan(value) else f'{value:.3g}' if abs(value) < 1000 else f'{value:.0f}'
+    return str(value)
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    """Markdown table; column headers use METRIC_LABELS where a column is a metric name."""
+    header = [C.METRIC_LABELS.get(c, c) for c in columns]
+    cells = [[_fmt(r.get(c, '')) for c in columns] for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(header)]
+    line = lambda vals: '| ' + ' | '.join(v.ljust(w) for v, w in zip(vals, widths)) + ' |'  # noqa: E731
+    sep = '|' + '|'.join('-' * (w + 2) for w in widths) + '|'
+    return '\n'.join([line(header), sep] + [line(r) for r in cells])
+
+
+EPISODE_COLUMNS = ['episode_id', 'task', C.SUCCESS, C.STEPS, C.N_ACTION_STEPS, C.CHUNK_SIZE,
+                   C.CHUNK_UTILIZATION, C.INFERENCE_CALLS, C.WALL_CLOCK_S, C.END_REASON]
+SUMMARY_COLUMNS = ['task', 'episodes', C.SUCCESS_RATE, C.STEPS, C.N_ACTION_STEPS, C.CHUNK_SIZE,
+                   C.CHUNK_UTILIZATION, C.INFERENCE_CALLS, C.WALL_CLOCK_S]
+
+
+def write_json(path: str | Path, data) -> None:
+    """Write JSON with NaN (an undefined mean) as null, so strict parsers read it."""
+    def clean(v):
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean(data), indent=2) + '\n')
+
+
+class JsonlLog:
+    """Appends one JSON line per finished episode."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, episode: EpisodeMetrics) -> None:
+        with self.path.open('a') as f:
+            f.write(json.dumps(episode.to_dict()) + '\n')
+
+
+def read_jsonl(path: str | Path) -> list[EpisodeMetrics]:
+    """Episodes from a JSONL log written by JsonlLog."""
+    lines = Path(path).read_text().splitlines()
+    return [EpisodeMetrics(**json.loads(line)) for line in lines if line.strip()]

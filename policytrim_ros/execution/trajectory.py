@@ -1,0 +1,152 @@
+"""Joint trajectories in joint_trajectory_controller (JTC) form, numpy only.
+
+A chunk's executed window becomes ONE timed trajectory: knot i at ``time_from_start = (i+1)*dt``
+with positions and velocities, so a JTC (or the embedded sim, which follows the same rules)
+interpolates it with cubic splines instead of jerking from knot to knot. Sampling follows JTC's
+semantics: start from the state the arm is in when the trajectory begins, cubic Hermite between
+knots, hold the last knot afterwards.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class TrajectoryError(ValueError):
+    """A trajectory JTC would reject; the message says why."""
+
+
+@dataclass(frozen=True)
+class TimedTrajectory:
+    """Knots of a joint trajectory.
+
+    joint_names: (A,) names, in the order of the columns below.
+    times_from_start: (N,) seconds after the trajectory start, strictly increasing, >= 0.
+    positions: (N, A) joint positions (rad, or m for prismatic joints).
+    velocities: (N, A) joint velocities, or None (then sampling is piecewise linear).
+    start_time: absolute start time in the receiver's clock (s); None means "start on arrival"
+        (JTC's ``header.stamp == 0``).
+    """
+
+    joint_names: tuple[str, ...]
+    times_from_start: np.ndarray
+    positions: np.ndarray
+    velocities: np.ndarray | None = None
+    start_time: float | None = None
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the start to the last knot."""
+        return float(self.times_from_start[-1])
+
+    def __len__(self) -> int:
+        return len(self.times_from_start)
+
+
+def window_trajectory(chunk: np.ndarray, n_action_steps: int, dt: float,
+                      joint_names: tuple[str, ...] | list[str],
+                      start_time: float | None = None) -> TimedTrajectory:
+    """Build the trajectory for the first ``n_action_steps`` actions of a chunk.
+
+    chunk: (H, A) absolute joint position targets, one per control step of ``dt`` seconds.
+    Knot i is chunk[i] at (i+1)*dt. Velocities are central differences over the whole chunk, so the
+    last executed knot uses the next predicted action and leaves the window moving the way the
+    policy intended (smooth seam into the next window); the chunk's final knot uses a backward
+    difference.
+    """
+    chunk = np.asarray(chunk, dtype=np.float64)
+    if chunk.ndim != 2:
+        raise TrajectoryError(f'chunk must be (H, A), got shape {chunk.shape}')
+    h = int(n_action_steps)
+    if not 1 <= h <= len(chunk):
+        raise TrajectoryError(f'n_action_steps ({h}) must be in [1, chunk_size ({len(chunk)})]')
+    if len(joint_names) != chunk.shape[1]:
+        raise TrajectoryError(f'chunk has {chunk.shape[1]} columns but {len(joint_names)} joint names')
+    if not np.isfinite(chunk).all():
+        raise TrajectoryError('chunk contains NaN or inf')
+    padded = np.concatenate([chunk[:1], chunk, chunk[-1:]], axis=0)
+    velocities = (padded[2:] - padded[:-2]) / (2.0 * dt)
+    velocities[-1] = (chunk[-1] - chunk[-2]) / dt if len(chunk) > 1 else 0.0
+    return TimedTrajectory(
+        joint_names=tuple(joint_names),
+        times_from_start=dt * np.arange(1, h + 1, dtype=np.float64),
+        positions=chunk[:h].copy(),
+        velocities=velocities[:h].copy(),
+        start_time=start_time,
+    )
+
+
+def validate_trajectory(traj: TimedTrajectory, joint_names: tuple[str, ...] | list[str]) -> TimedTrajectory:
+    """Check a received trajectory the way JTC does; return it with columns in ``joint_names`` order.
+
+    Raises TrajectoryError naming the first problem: missing/unknown/duplicate joints (partial goals
+    are not allowed), no points, time_from_start not strictly increasing or negative, wrong row
+    sizes, NaN/inf.
+    """
+    names = list(traj.joint_names)
+    expected = list(joint_names)
+    if len(set(names)) != len(names):
+        raise TrajectoryError(f'duplicate joint names: {names}')
+    missing = [n for n in expected if n not in names]
+    unknown = [n for n in names if n not in expected]
+    if missing or unknown:
+        raise TrajectoryError(f'joint names must match the controller joints {expected}: '
+                              f'missing {missing}, unknown {unknown}')
+    times = np.asarray(traj.times_from_start, dtype=np.float64)
+    if times.ndim != 1 or len(times) == 0:
+        raise TrajectoryError('trajectory has no points')
+    if not np.isfinite(times).all() or times[0] < 0 or np.any(np.diff(times) <= 0):
+        raise TrajectoryError(f'time_from_start must be >= 0 and strictly increasing, got {times.tolist()}')
+    positions = np.asarray(traj.positions, dtype=np.float64)
+    if positions.shape != (len(times), len(names)):
+        raise TrajectoryError(f'positions must be ({len(times)}, {len(names)}), got {positions.shape}')
+    velocities = traj.velocities
+    if velocities is not None:
+        velocities = np.asarray(velocities, dtype=np.float64)
+        if velocities.shape != positions.shape:
+            raise TrajectoryError(f'velocities must be {positions.shape}, got {velocities.shape}')
+    if not np.isfinite(positions).all() or (velocities is not None and not np.isfinite(velocities).all()):
+        raise TrajectoryError('trajectory contains NaN or inf')
+    order = [names.index(n) for n in expected]
+    return TimedTrajectory(
+        joint_names=tuple(expected),
+        times_from_start=times,
+        positions=positions[:, order],
+        velocities=None if velocities is None else velocities[:, order],
+        start_time=traj.start_time,
+    )
+
+
+def sample_trajectory(traj: TimedTrajectory, t: float, start_position: np.ndarray,
+                      start_velocity: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Desired (position, velocity) at ``t`` seconds after the trajectory start.
+
+    Before the first knot the segment starts from (start_position, start_velocity), the state the
+    arm was commanded to when this trajectory took over. Cubic Hermite between knots when velocities
+    are given, linear otherwise. After the last knot: hold its position with zero velocity.
+    """
+    times = traj.times_from_start
+    p0 = np.asarray(start_position, dtype=np.float64)
+    v0 = np.zeros_like(p0) if start_velocity is None else np.asarray(start_velocity, dtype=np.float64)
+    if t >= times[-1]:
+        return traj.positions[-1].copy(), np.zeros_like(p0)
+    if t <= 0.0:
+        return p0.copy(), v0.copy()
+    k = int(np.searchsorted(times, t, side='right'))  # knot index the segment ends at
+    if k == 0:
+        ta, pa, va = 0.0, p0, v0
+    else:
+        ta, pa = times[k - 1], traj.positions[k - 1]
+        va = traj.velocities[k - 1] if traj.velocities is not None else None
+    tb, pb = times[k], traj.positions[k]
+    vb = traj.velocities[k] if traj.velocities is not None else None
+    span = tb - ta
+    s = (t - ta) / span
+    if vb is None or va is None:
+        return pa + s * (pb - pa), (pb - pa) / span
+    h00, h10, h01, h11 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s, -2 * s**3 + 3 * s**2, s**3 - s**2
+    pos = h00 * pa + h10 * span * va + h01 * pb + h11 * span * vb
+    d00, d10, d01, d11 = 6 * s**2 - 6 * s, 3 * s**2 - 4 * s + 1, -6 * s**2 + 6 * s, 3 * s**2 - 2 * s
+    vel = (d00 * pa + d10 * span * va + d01 * pb + d11 * span * vb) / span
+    return pos, vel

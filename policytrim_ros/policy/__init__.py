@@ -1,0 +1,1 @@
+"""Policy backends: ``observation -> chunk (H, A)``; see ``base.ChunkPolicy``."""

@@ -1,0 +1,100 @@
+"""policy_node as a real process over DDS: the timed window it sends, and every kind of bad input."""
+import time
+
+import numpy as np
+import pytest
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
+
+from policytrim_ros.envs.base import JOINT_NAMES
+from policytrim_ros.launcher import NodeSpec
+from policytrim_ros.msg import ChunkStats, EpisodeStats
+from policytrim_ros.nodes.conversions import to_seconds, to_time
+
+from conftest import node_log, wait_for
+
+H, h, DT = 8, 4, 0.1
+
+
+def policy_spec(tmp_path, chunks):
+    path = tmp_path / 'chunks.npy'
+    np.save(path, chunks)
+    return NodeSpec('policy_node', overrides={
+        'policy.backend': 'replay', 'policy.checkpoint': str(path),
+        'execution.chunk_size': H, 'execution.n_action_steps': h, 'execution.control_dt': DT,
+        'episode.log_path': str(tmp_path / 'episodes.jsonl'), 'episode.max_observation_age_s': 0.5})
+
+
+def good_chunks(n=3):
+    ramp = np.linspace(0.0, 0.07, H)[:, None] * np.ones(len(JOINT_NAMES))
+    return np.stack([ramp + 0.07 * i for i in range(n)])
+
+
+def joint_state(stamp, names=JOINT_NAMES, positions=None):
+    positions = np.zeros(len(names)) if positions is None else positions
+    msg = JointState(name=list(names), position=[float(p) for p in positions], velocity=[0.0] * len(names))
+    msg.header.stamp = to_time(stamp)
+    return msg
+
+
+@pytest.fixture
+def policy(tmp_path, harness, launch, request):
+    chunks = getattr(request, 'param', None)
+    launch([policy_spec(tmp_path, good_chunks() if chunks is None else chunks)])
+    t = harness.record(JointTrajectory, 'arm_controller/joint_trajectory')
+    stats = harness.record(EpisodeStats, 'policytrim/episode_stats')
+    calls = harness.record(ChunkStats, 'policytrim/chunk_stats')
+    joints = harness.stream(JointState, 'joint_states', lambda t: None, qos=qos_profile_sensor_data)
+    instruction = harness.publisher(String, 'instruction')
+    wait_for(lambda: harness.node.count_publishers('arm_controller/joint_trajectory') > 0, what='policy_node')
+    return dict(trajectories=t, stats=stats, calls=calls, joints=joints, instruction=instruction)
+
+
+def wait_for_log(tmp_path, text):
+    wait_for(lambda: text in node_log(tmp_path, 'policy_node'), what=f'"{text}" in the policy_node log')
+
+
+def test_policy_node_sends_each_window_as_one_timed_trajectory(policy):
+    policy['instruction'].publish(String(data='wave'))
+    policy['joints'].make_msg = joint_state   # a 50 Hz joint state stream, stamped now
+    first = wait_for(lambda: policy['trajectories'][:1], what='first trajectory')[0]
+    t0 = to_seconds(first.header.stamp)       # the stamp of the observation it planned from
+    assert list(first.joint_names) == list(JOINT_NAMES)
+    assert [to_seconds(p.time_from_start) for p in first.points] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert all(len(p.velocities) == len(JOINT_NAMES) for p in first.points)
+    assert time.time() - 1.0 < t0 <= time.time()
+    np.testing.assert_allclose([p.positions for p in first.points], good_chunks()[0][:h], atol=1e-9)
+    # the next call is planned from the first joint state stamped at/after the window's end
+    second = wait_for(lambda: policy['trajectories'][1:2], what='second trajectory')[0]
+    assert t0 + h * DT - 0.5 * DT <= to_seconds(second.header.stamp) < t0 + h * DT + 0.2
+    calls = wait_for(lambda: policy['calls'][1:2] and policy['calls'], what='chunk stats')
+    assert [(c.call_index, c.first_step, c.last_step, c.n_action_steps, c.chunk_size) for c in calls[:2]] == \
+        [(0, 0, 3, 4, 8), (1, 4, 7, 4, 8)]
+
+
+@pytest.mark.parametrize('bad, log', [
+    (lambda t: joint_state(t, positions=[np.nan] + [0.0] * 6), 'NaN/inf for joints'),
+    (lambda t: joint_state(t, names=JOINT_NAMES[:-1]), "missing joints ['gripper']"),
+    (lambda t: joint_state(t - 5.0), 'observation is stale'),
+])
+def test_policy_node_holds_on_bad_joint_state(tmp_path, policy, bad, log):
+    policy['instruction'].publish(String(data='wave'))
+    policy['joints'].make_msg = bad
+    wait_for_log(tmp_path, log)
+    assert policy['trajectories'] == []      # nothing was commanded
+    policy['joints'].make_msg = joint_state  # the node kept running: good states are used
+    wait_for(lambda: policy['trajectories'], what='trajectory after a good joint state')
+
+
+@pytest.mark.parametrize('policy', [np.full((2, H, len(JOINT_NAMES)), np.nan)], indirect=True)
+def test_policy_node_holds_on_nan_chunk(tmp_path, policy):
+    policy['joints'].make_msg = joint_state
+    for episode in range(2):  # the node survives and serves the next episode
+        policy['instruction'].publish(String(data='wave'))
+        stats = wait_for(lambda: policy['stats'][episode:episode + 1], what='EpisodeStats')[0]
+        assert stats.end_reason == 'error' and not stats.success and stats.inference_calls == 0
+    wait_for_log(tmp_path, 'chunk has NaN/inf at step 0')
+    assert all(len(t.points) == 0 for t in policy['trajectories'])  # only holds were sent
+    assert len(policy['trajectories']) >= 2

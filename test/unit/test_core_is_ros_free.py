@@ -1,0 +1,15 @@
+import subprocess
+import sys
+
+CORE = ['policytrim_ros.config', 'policytrim_ros.constants', 'policytrim_ros.launcher', 'policytrim_ros.cli',
+        'policytrim_ros.execution.executor', 'policytrim_ros.execution.episode', 'policytrim_ros.execution.metrics',
+        'policytrim_ros.envs.arm', 'policytrim_ros.envs.experts', 'policytrim_ros.policy.factory',
+        'policytrim_ros.policy.expert', 'policytrim_ros.policy.replay']
+
+
+def test_importing_the_core_does_not_import_rclpy():
+    code = ('import sys\n' + ''.join(f'import {m}\n' for m in CORE) +
+            'bad = [m for m in sys.modules if m == "rclpy" or m.startswith("rclpy.")]\n'
+            'assert not bad, bad\n')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,104 @@
+"""Launch files and parameter files name only things that exist.
+
+The ROS 2 launch package cannot be installed from PyPI, so the launch files are checked statically:
+every Node(...) names this package and an installed executable, every parameter file they use
+exists in config/, and every parameter a YAML section sets is declared by that node.
+"""
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from policytrim_ros import launcher
+from policytrim_ros.nodes.episode_runner import EpisodeRunnerConfig
+from policytrim_ros.nodes.params import _fields
+from policytrim_ros.nodes.policy_node import PolicyNodeConfig
+from policytrim_ros.nodes.sim_node import SimNodeConfig
+
+REPO = Path(__file__).resolve().parents[2]
+NODE_CONFIGS = {'sim_node': SimNodeConfig, 'policy_node': PolicyNodeConfig, 'episode_runner': EpisodeRunnerConfig}
+BUILTIN_PARAMETERS = {'use_sim_time'}
+LAUNCH_FILES = sorted((REPO / 'launch').glob('*.launch.py'))
+CONFIG_FILES = sorted((REPO / 'config').glob('*.yaml'))
+
+
+def declared(executable):
+    return {name for name, _, _ in _fields(NODE_CONFIGS[executable])} | BUILTIN_PARAMETERS
+
+
+def flat(d, prefix=''):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from flat(v, f'{prefix}{k}.')
+        else:
+            yield prefix + k
+
+
+def console_scripts():
+    text = (REPO / 'setup.py').read_text()
+    return dict(re.findall(r"^\s*'(\w+) = ([\w.]+:\w+)',", text, re.M))
+
+
+def launch_nodes(path):
+    """(keyword dict) of every Node(...) call in a launch file; values are AST nodes."""
+    tree = ast.parse(path.read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, 'id', '') == 'Node']
+    return [{kw.arg: kw.value for kw in call.keywords} for call in calls]
+
+
+def test_there_are_sim_and_deploy_launch_files():
+    assert {p.name for p in LAUNCH_FILES} >= {'sim.launch.py', 'deploy.launch.py'}
+
+
+@pytest.mark.parametrize('path', LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_file_nodes_exist_and_their_parameters_are_declared(path):
+    nodes = launch_nodes(path)
+    assert nodes, f'{path.name} starts no Node'
+    scripts = console_scripts()
+    config_names = {p.name for p in CONFIG_FILES}
+    for kw in nodes:
+        assert ast.literal_eval(kw['package']) == 'policytrim_ros'
+        exe = ast.literal_eval(kw['executable'])
+        assert exe in scripts, f'{path.name}: executable {exe} is not a console script'
+        assert launcher.executable(exe).exists()
+        assert ast.literal_eval(kw['name']) == exe  # YAML sections are keyed by node name
+        for d in (n for n in ast.walk(kw['parameters']) if isinstance(n, ast.Dict)):
+            for key in d.keys:
+                assert ast.literal_eval(key) in declared(exe), f'{path.name}: {exe} has no parameter {key}'
+    referenced = set(re.findall(r"'(\w+\.yaml)'", path.read_text()))
+    assert referenced and referenced <= config_names, f'{path.name} names missing config files {referenced}'
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=lambda p: p.name)
+def test_config_file_sets_only_declared_parameters_with_valid_values(path):
+    from policytrim_ros.config import from_dict, ros_parameters
+    data = yaml.safe_load(path.read_text())
+    for node_name, section in data.items():
+        assert node_name in NODE_CONFIGS, f'{path.name}: unknown node {node_name}'
+        unknown = set(flat(section['ros__parameters'])) - declared(node_name)
+        assert not unknown, f'{path.name}: {node_name} declares no {sorted(unknown)}'
+        values = ros_parameters(data, node_name)
+        values.pop('use_sim_time', None)
+        from_dict(NODE_CONFIGS[node_name], values)  # raises if a value breaks a rule
+
+
+def test_installed_share_has_launch_config_and_package_xml():
+    share = launcher.package_share()
+    assert (share / 'package.xml').is_file()
+    assert {p.name for p in LAUNCH_FILES} <= {p.name for p in (share / 'launch').iterdir()}
+    assert {p.name for p in CONFIG_FILES} <= {p.name for p in (share / 'config').iterdir()}
+
+
+@pytest.mark.parametrize('exe', sorted(console_scripts()))
+def test_every_console_script_has_a_ros2_run_wrapper(exe):
+    assert launcher.executable(exe).is_file()
+
+
+def test_messages_and_service_import_and_fill():
+    from policytrim_ros.msg import ChunkStats, EpisodeEvent, EpisodeStats
+    from policytrim_ros.srv import ResetEpisode
+    stats = EpisodeStats(episode_id='e', steps=3, inference_calls=1, chunk_utilization=0.25, end_reason='success')
+    assert stats.steps == 3 and ChunkStats(call_index=2).call_index == 2
+    assert EpisodeEvent.SUCCESS == 1 and ResetEpisode.Request(task='reach').task == 'reach'
