@@ -75,6 +75,7 @@ class Launch:
     def __init__(self, specs: list[NodeSpec], env: dict[str, str], log_dir: Path | None = None):
         self.specs, self.env, self.log_dir = specs, env, log_dir
         self.processes: dict[str, subprocess.Popen] = {}
+        self._logs: list = []
 
     def __enter__(self) -> 'Launch':
         for spec in self.specs:
@@ -82,6 +83,7 @@ class Launch:
             if self.log_dir is not None:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
                 out = open(self.log_dir / f'{spec.executable}.log', 'w')
+                self._logs.append(out)
             self.processes[spec.executable] = subprocess.Popen(
                 spec.command(), env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None)
         return self
@@ -103,4 +105,6 @@ class Launch:
                     pass
         for n, p in self.processes.items():
             codes[n] = p.returncode
+        for f in self._logs:
+            f.close()
         return codes

@@ -6,7 +6,7 @@ import signal
 import sys
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile
 from rclpy.signals import SignalHandlerOptions
 
@@ -41,7 +41,9 @@ def run_node(node_factory, name: str, args=None, num_threads: int = 2) -> int:
     code = 0
     try:
         node = node_factory()
-        executor = MultiThreadedExecutor(num_threads=num_threads)
+        # num_threads=1: every callback runs in this (the main) thread, e.g. for a GL context
+        executor = (SingleThreadedExecutor() if num_threads == 1
+                    else MultiThreadedExecutor(num_threads=num_threads))
         executor.add_node(node)
         while rclpy.ok() and not getattr(node, 'done', False):
             executor.spin_once(timeout_sec=0.1)

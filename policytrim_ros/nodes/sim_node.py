@@ -13,10 +13,8 @@ real_time_factor is 0); ``realtime`` steps continuously at real_time_factor x wa
 """
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -107,7 +105,6 @@ class SimNode(Node):
                              f'{suggest(cfg.sim.initial_task, task_names())}')
         self.env = ArmEnv(cfg.env)
         self.rejected_trajectories = 0
-        self._lock = threading.Lock()
         self._clock_offset = 0.0       # simulated time at the current episode's reset
         self._episode_id = ''
         self._succeeded = False
@@ -121,13 +118,12 @@ class SimNode(Node):
         self.clock_pub = self.create_publisher(Clock, '/clock', RELIABLE) if cfg.sim.publish_clock else None
         self.create_subscription(JointTrajectory, t.trajectory, self._on_trajectory, RELIABLE)
         self.create_service(ResetEpisode, t.reset_service, self._on_reset)
-        physics = MutuallyExclusiveCallbackGroup()
         if cfg.sim.step_mode == 'realtime':
             period = cfg.env.control_dt / cfg.sim.real_time_factor
         else:
             period = cfg.env.control_dt / cfg.sim.real_time_factor if cfg.sim.real_time_factor else 0.001
-        self.create_timer(period, self._tick, callback_group=physics)
-        self.create_timer(1.0 / cfg.sim.idle_publish_rate_hz, self._republish, callback_group=physics)
+        self.create_timer(period, self._tick)
+        self.create_timer(1.0 / cfg.sim.idle_publish_rate_hz, self._republish)
         self._reset(cfg.sim.initial_task, cfg.sim.initial_seed, episode_id='', announce=False)
         self.get_logger().info(f'{cfg.sim.step_mode} sim ready: joints {list(self.env.joint_names)}, '
                                f'tasks {task_names()}')
@@ -138,20 +134,18 @@ class SimNode(Node):
 
     # -- callbacks -----------------------------------------------------------------------------
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        with self._lock:
-            if not msg.points:
-                self.env.hold()
-                return
-            try:
-                traj = conv.msg_to_trajectory(msg)
-                if traj.start_time is not None:  # absolute stamp -> time since this episode's reset
-                    traj = type(traj)(traj.joint_names, traj.times_from_start, traj.positions,
-                                      traj.velocities, traj.start_time - self._clock_offset)
-                self.env.set_trajectory(traj)
-            except TrajectoryError as err:
-                self.rejected_trajectories += 1
-                self.env.hold()
-                self.get_logger().error(f'trajectory rejected: {err}; holding')
+        if not msg.points:
+            self.env.hold()
+            return
+        try:
+            traj = conv.msg_to_trajectory(msg)
+            if traj.start_time is not None:  # absolute stamp -> time since this episode's reset
+                traj = replace(traj, start_time=traj.start_time - self._clock_offset)
+            self.env.set_trajectory(traj)
+        except TrajectoryError as err:
+            self.rejected_trajectories += 1
+            self.env.hold()
+            self.get_logger().error(f'trajectory rejected: {err}; holding')
 
     def _on_reset(self, request: ResetEpisode.Request, response: ResetEpisode.Response):
         if request.task not in task_names():
@@ -159,27 +153,25 @@ class SimNode(Node):
             response.message = (f"unknown task '{request.task}'{suggest(request.task, task_names())}; "
                                 f'tasks: {task_names()}')
             return response
-        with self._lock:
-            self._reset(request.task, request.seed, request.episode_id)
+        self._reset(request.task, request.seed, request.episode_id)
         response.success, response.instruction = True, self.env.instruction
         response.message = f'{request.task} seed {request.seed}'
         return response
 
     def _tick(self) -> None:
-        with self._lock:
-            if self.config.sim.step_mode == 'lockstep' and not self.env.trajectory_active:
-                return
-            success = self.env.step()
-            self._publish_observation()
-            if success and not self._succeeded:
-                self._succeeded = True
-                self._publish_event(EpisodeEvent.SUCCESS)
+        if self.config.sim.step_mode == 'lockstep' and not self.env.trajectory_active:
+            return
+        success = self.env.step()
+        self._publish_observation()
+        if success and not self._succeeded:
+            self._succeeded = True
+            self._publish_event(EpisodeEvent.SUCCESS)
 
     def _republish(self) -> None:
-        with self._lock:
-            self._republish_unlocked()
+        for pub, msg in zip((self.joint_pub, self.image_pub, self.poses_pub), self._last_obs_msgs):
+            pub.publish(msg)
 
-    # -- helpers (lock held) -------------------------------------------------------------------
+    # -- helpers -------------------------------------------------------------------
     def _reset(self, task: str, seed: int, episode_id: str, announce: bool = True) -> None:
         """Reset the env; announce the episode with START unless it is the start-up scene."""
         self._clock_offset = self.sim_time + self.env.control_dt if self._last_obs_msgs else 0.0
@@ -199,11 +191,7 @@ class SimNode(Node):
             conv.array_to_image(obs.image, stamp, self.config.env.camera),
             conv.environment_state_to_poses(obs.environment_state, stamp, 'world'),
         )
-        self._republish_unlocked()
-
-    def _republish_unlocked(self) -> None:
-        for pub, msg in zip((self.joint_pub, self.image_pub, self.poses_pub), self._last_obs_msgs):
-            pub.publish(msg)
+        self._republish()
 
     def _publish_event(self, kind: int) -> None:
         msg = EpisodeEvent(event=kind, episode_id=self._episode_id, task=self.env.task.name,
@@ -213,7 +201,8 @@ class SimNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(SimNode, 'sim_node', args)
+    # single-threaded: MuJoCo's EGL/OSMesa context belongs to the thread that created it
+    return run_node(SimNode, 'sim_node', args, num_threads=1)
 
 
 if __name__ == '__main__':
