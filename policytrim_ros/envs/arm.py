@@ -1,0 +1,376 @@
+"""``ArmEnv``: the embedded MuJoCo arm, commanded with timed joint trajectories like a JTC.
+
+The arm follows ``TimedTrajectory`` messages with joint_trajectory_controller semantics (validate
+and reject whole, replace the remaining trajectory, deferred start times, smooth takeover from
+the commanded state, hold the last knot). Disturbances come from ``EnvConfig.disturbances`` and
+every random stream is spawned from the episode seed, so a seed plus a command sequence replays
+bit for bit. No ROS imports here: ``nodes/sim_node.py`` wraps this class.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from policytrim_ros.envs.base import (ARM_JOINT_NAMES, JOINT_NAMES, WORKSPACE_HIGH, WORKSPACE_LOW,
+                                      Observation, Task)
+from policytrim_ros.envs.config import EnvConfig
+from policytrim_ros.envs.registry import make_task
+from policytrim_ros.execution.trajectory import (TimedTrajectory, sample_trajectory,
+                                                 validate_trajectory)
+
+SCENE_PATH = Path(__file__).parent / 'assets' / 'arm_scene.xml'
+"""The MJCF scene shared by ``ArmEnv`` and ``ScriptedExpert``."""
+SETTLE_TIME = 0.3
+"""Seconds of physics run at reset, holding the home pose, so the cube comes to rest."""
+_RESTING_HEIGHT_TOLERANCE = 0.005  # m above its resting height: the cube still lies on the table
+_RESTING_SPEED = 0.05  # m/s: slower than this, a cube on the table counts as at rest
+# Random streams spawned from the episode seed. Episode streams are drawn in order as the episode
+# runs; sensor streams get a fresh generator per control step, so an observation depends on the
+# seed and the step only, not on how often observe() was called (ROS publishes every step, a
+# training loop observes only when it replans: both see the same readings).
+_EPISODE_STREAMS = ('layout', 'physics', 'actuation', 'perturbation')
+_SENSOR_STREAMS = ('joint_sensor', 'image')
+
+
+def _release_gl_context() -> None:
+    """Unbind the calling thread's GL context so that the next render may come from any thread.
+
+    An EGL or GLFW context is current in one thread at a time, and ROS executors call from thread
+    pools: without this, rendering from a second thread fails with EGL_BAD_ACCESS.
+    """
+    backend = os.environ.get('MUJOCO_GL', 'egl').lower()
+    if backend == 'egl':
+        from mujoco import egl  # the backend modules only import under their own MUJOCO_GL
+        egl.EGL.eglMakeCurrent(egl.EGL_DISPLAY, egl.EGL.EGL_NO_SURFACE, egl.EGL.EGL_NO_SURFACE,
+                               egl.EGL.EGL_NO_CONTEXT)
+    elif backend == 'osmesa':
+        from OpenGL import GL, osmesa
+        osmesa.OSMesaMakeCurrent(None, None, GL.GL_FLOAT, 0, 0)
+    elif backend == 'glfw':
+        import glfw
+        glfw.make_context_current(None)
+
+
+@dataclass(frozen=True)
+class _ActiveTrajectory:
+    """A trajectory being executed: started at ``start`` (env s) from the commanded state."""
+
+    trajectory: TimedTrajectory
+    start: float
+    start_position: np.ndarray
+    start_velocity: np.ndarray
+
+
+class ArmEnv:
+    """6-DoF arm + parallel gripper on a table with a cube, a goal marker and a fixed camera.
+
+    Commands are absolute joint targets for ``joint_names`` (A = 7: six arm joints in rad, then the
+    opening of each finger in m), sent as timed trajectories; ``step()`` advances one control
+    period of ``config.control_dt`` seconds. Call ``reset`` before anything else.
+    """
+
+    def __init__(self, config: EnvConfig | None = None) -> None:
+        self.config = config if config is not None else EnvConfig()
+        self.model = mujoco.MjModel.from_xml_path(str(SCENE_PATH))
+        self.model.opt.timestep = self.config.physics_dt
+        self.data = mujoco.MjData(self.model)
+        self.joint_names: tuple[str, ...] = JOINT_NAMES
+        self.control_dt = self.config.control_dt
+        # Times closer than half a physics step are the same instant: physics time accumulates
+        # float error, and ROS stamps have ns resolution.
+        self._time_tolerance = 0.5 * self.config.physics_dt
+        m = self.model
+        cameras = [m.camera(i).name for i in range(m.ncam)]
+        if self.config.camera not in cameras:
+            raise ValueError(f"camera '{self.config.camera}' is not in the scene (cameras: {cameras})")
+        joints = [m.joint(n) for n in ARM_JOINT_NAMES + ('finger_left',)]  # gripper = left finger
+        self._qpos_adr = np.array([j.qposadr[0] for j in joints])
+        self._dof_adr = np.array([j.dofadr[0] for j in joints])
+        self._lower = np.array([j.range[0] for j in joints])
+        self._upper = np.array([j.range[1] for j in joints])
+        self._actuators = np.array([m.actuator(n).id for n in JOINT_NAMES])
+        # Position actuators give kp*(u - q) - kv*qdot; the target u = p + (kv/kp)*v makes that
+        # kp*(p - q) + kv*(v - qdot), i.e. PD tracking of the trajectory's position AND velocity.
+        self._velocity_feedforward = (m.actuator_biasprm[self._actuators, 2]
+                                      / m.actuator_biasprm[self._actuators, 1])
+        self._home = m.key('home').id
+        self._cube_body = m.body('cube').id
+        self._cube_qpos = m.joint('cube').qposadr[0]
+        self._cube_dof = m.joint('cube').dofadr[0]
+        self._cube_geom = m.geom('cube').id
+        self.cube_half_size = float(m.geom_size[self._cube_geom, 2])
+        self._finger_geoms = (m.geom('finger_left').id, m.geom('finger_right').id)
+        self._ee_site = m.site('ee_site').id
+        self._goal_mocap = m.body('goal').mocapid[0]
+        self._goal_geoms = {'sphere': m.geom('goal_sphere').id, 'disc': m.geom('goal_disc').id}
+        self._goal_alpha = {k: float(m.geom_rgba[g, 3]) for k, g in self._goal_geoms.items()}
+        self._nominal_friction = float(m.geom_friction[self._cube_geom, 0])
+        self._nominal_mass = float(m.body_mass[self._cube_body])
+        self._nominal_inertia = m.body_inertia[self._cube_body].copy()
+        self._renderer: mujoco.Renderer | None = None
+        self.task: Task | None = None
+        self.instruction = ''
+        self.step_count = 0
+        self._seed = 0
+        self._rng: dict[str, np.random.Generator] = {}
+        self._noise = np.zeros(len(ARM_JOINT_NAMES))
+        self._cmd_position = np.zeros(len(JOINT_NAMES))
+        self._cmd_velocity = np.zeros(len(JOINT_NAMES))
+        self._active: _ActiveTrajectory | None = None
+        self._pending: tuple[TimedTrajectory, float] | None = None
+
+    # ----------------------------------------------------------------- episode
+    def reset(self, task: str, seed: int, render: bool = True) -> Observation:
+        """Start an episode of ``task``: home pose, gripper open, layout and physics from ``seed``.
+
+        The physics then runs ``SETTLE_TIME`` with the arm holding, so the cube rests; time and
+        step count start at 0 afterwards. Raises the registry's UnknownTaskError for an unknown task.
+        """
+        self.task = make_task(task)
+        self.instruction = self.task.instruction
+        self._seed = seed
+        streams = np.random.SeedSequence(seed).spawn(len(_EPISODE_STREAMS))
+        self._rng = {name: np.random.default_rng(s) for name, s in zip(_EPISODE_STREAMS, streams)}
+        self._randomize_physics(self._rng['physics'])
+        mujoco.mj_resetDataKeyframe(self.model, self.data, self._home)
+        self.task.initialize(self, self._rng['layout'])
+        self._cmd_position = self.data.qpos[self._qpos_adr].copy()
+        self._cmd_velocity = np.zeros(len(JOINT_NAMES))
+        self._active, self._pending = None, None
+        self._noise = (self.config.disturbances.actuation_noise_std
+                       * self._rng['actuation'].standard_normal(len(ARM_JOINT_NAMES)))
+        self.data.ctrl[self._actuators] = self._cmd_position
+        for _ in range(round(SETTLE_TIME / self.config.physics_dt)):
+            mujoco.mj_step(self.model, self.data)
+        self.data.time = 0.0
+        self.step_count = 0
+        mujoco.mj_forward(self.model, self.data)
+        return self.observe(render=render)
+
+    def _randomize_physics(self, rng: np.random.Generator) -> None:
+        """Scale the cube's friction and mass (from their nominal values) by seeded factors."""
+        d = self.config.disturbances
+        m = self.model
+        m.geom_friction[self._cube_geom, 0] = self._nominal_friction * rng.uniform(*d.friction_scale_range)
+        mass_scale = rng.uniform(*d.mass_scale_range)
+        m.body_mass[self._cube_body] = self._nominal_mass * mass_scale
+        m.body_inertia[self._cube_body] = self._nominal_inertia * mass_scale
+        mujoco.mj_setConst(m, self.data)  # refresh quantities derived from the masses
+
+    def close(self) -> None:
+        """Free the renderer (the GL context)."""
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # ----------------------------------------------------------------- commands
+    def set_trajectory(self, traj: TimedTrajectory) -> None:
+        """Execute ``traj`` (JTC semantics), replacing whatever remains of the current one.
+
+        ``start_time`` None starts it now; a future ``start_time`` (env seconds) keeps executing
+        the current command until then; a past one starts it now, sampled as if it had started
+        then (start times within half a physics step of now count as now). The segment before
+        the first knot starts from the commanded position and velocity at takeover. Raises
+        TrajectoryError on a malformed trajectory and then changes nothing (the arm keeps its
+        current command).
+        """
+        checked = validate_trajectory(traj, self.joint_names)
+        start = self.time if checked.start_time is None else float(checked.start_time)
+        if start > self.time + self._time_tolerance:
+            self._pending = (checked, start)
+        else:
+            self._pending = None
+            self._activate(checked, start)
+
+    def hold(self) -> None:
+        """Drop any trajectory and hold the commanded position, at zero velocity."""
+        self._active, self._pending = None, None
+        self._cmd_velocity = np.zeros(len(JOINT_NAMES))
+
+    @property
+    def trajectory_active(self) -> bool:
+        """Whether a trajectory still has knots ahead (including one waiting for its start)."""
+        if self._pending is not None:
+            return True
+        active = self._active
+        if active is None:
+            return False
+        return self.time - active.start < active.trajectory.duration - self._time_tolerance
+
+    def _activate(self, traj: TimedTrajectory, start: float) -> None:
+        """Make ``traj`` the executed trajectory now, taking over from the commanded state."""
+        if abs(start - self.time) <= self._time_tolerance:
+            start = self.time  # snap to this physics step
+        self._active = _ActiveTrajectory(traj, start, self._cmd_position.copy(), self._cmd_velocity.copy())
+
+    def _update_command(self) -> None:
+        """Sample the trajectory at the current physics time into the commanded state."""
+        t = self.data.time
+        if self._pending is not None and t >= self._pending[1] - self._time_tolerance:
+            self._activate(*self._pending)
+            self._pending = None
+        active = self._active
+        if active is None:
+            return
+        elapsed = t - active.start
+        if elapsed >= active.trajectory.duration - self._time_tolerance:
+            self._cmd_position = active.trajectory.positions[-1].copy()  # held from now on
+            self._cmd_velocity = np.zeros(len(JOINT_NAMES))
+            self._active = None
+            return
+        self._cmd_position, self._cmd_velocity = sample_trajectory(
+            active.trajectory, elapsed, active.start_position, active.start_velocity)
+
+    def step(self) -> bool:
+        """Advance one control period; return whether the task is solved afterwards.
+
+        Per control step: one AR(1) update of the actuation noise and maybe a kick to the cube.
+        Per physics substep: the trajectory is sampled, noise added to the arm targets, targets
+        clipped to the joint ranges, velocity feedforward applied.
+        """
+        self._require_reset('step')
+        d = self.config.disturbances
+        c = d.actuation_noise_correlation
+        self._noise = c * self._noise + np.sqrt(1.0 - c * c) * d.actuation_noise_std * \
+            self._rng['actuation'].standard_normal(len(ARM_JOINT_NAMES))
+        self._maybe_kick_cube()
+        for _ in range(self.config.substeps):
+            self._update_command()
+            target = self._cmd_position.copy()
+            target[:len(ARM_JOINT_NAMES)] += self._noise
+            target = np.clip(target, self._lower, self._upper)
+            self.data.ctrl[self._actuators] = target + self._velocity_feedforward * self._cmd_velocity
+            mujoco.mj_step(self.model, self.data)
+        mujoco.mj_forward(self.model, self.data)  # kinematics and contacts of the final state
+        self.step_count += 1
+        return self.task.is_success(self)
+
+    def _require_reset(self, method: str) -> None:
+        if self.task is None:
+            raise RuntimeError(f'call reset(task, seed) before {method}()')
+
+    def _maybe_kick_cube(self) -> None:
+        """With the configured probability, kick a cube that lies on the table and is not grasped.
+
+        The direction is uniform within +-90 deg of the direction to the workspace centre, so kicks
+        never drive the cube off the reachable part of the table.
+        """
+        d = self.config.disturbances
+        rng = self._rng['perturbation']
+        draw, offset = rng.random(), rng.uniform(-np.pi / 2, np.pi / 2)  # always drawn: stable streams
+        position = self.cube_position
+        on_table = position[2] < self.cube_half_size + _RESTING_HEIGHT_TOLERANCE
+        if draw < d.perturbation_probability and on_table and not self.cube_grasped:
+            to_centre = (WORKSPACE_LOW + WORKSPACE_HIGH) / 2 - position[:2]
+            angle = np.arctan2(to_centre[1], to_centre[0]) + offset
+            v = self._cube_dof
+            self.data.qvel[v:v + 2] = d.perturbation_velocity * np.array([np.cos(angle), np.sin(angle)])
+
+    # ----------------------------------------------------------------- sensing
+    def observe(self, render: bool = True) -> Observation:
+        """The current observation; ``render=False`` returns a zero image and skips the GL work.
+
+        Sensor noise is drawn once per control step: observing twice between steps gives the same
+        readings, and observing less often does not change later ones.
+        """
+        self._require_reset('observe')
+        d = self.config.disturbances
+        noise = self._sensor_rng('joint_sensor').standard_normal(len(JOINT_NAMES))
+        noise *= np.r_[np.full(len(ARM_JOINT_NAMES), d.joint_noise_std), d.gripper_noise_std]
+        if render:
+            image = self._render()
+        else:
+            image = np.zeros((self.config.image_height, self.config.image_width, 3), np.uint8)
+        return Observation(
+            image=image,
+            joint_positions=self.data.qpos[self._qpos_adr] + noise,
+            joint_velocities=self.data.qvel[self._dof_adr].copy(),
+            environment_state=np.concatenate([self.cube_position, self.cube_quaternion, self.goal_position]),
+            instruction=self.instruction,
+            time=self.time,
+            step=self.step_count,
+        )
+
+    def _sensor_rng(self, stream: str) -> np.random.Generator:
+        """The generator of sensor ``stream`` for the current control step (seed and step only)."""
+        key = (len(_EPISODE_STREAMS) + _SENSOR_STREAMS.index(stream), self.step_count)
+        return np.random.default_rng(np.random.SeedSequence(self._seed, spawn_key=key))
+
+    def _render(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB from the configured camera, plus the configured pixel noise."""
+        try:
+            if self._renderer is None:
+                self._renderer = mujoco.Renderer(self.model, self.config.image_height,
+                                                 self.config.image_width)
+            self._renderer.update_scene(self.data, camera=self.config.camera)
+            flags = self._renderer.scene.flags
+            for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
+                         mujoco.mjtRndFlag.mjRND_SKYBOX):
+                flags[flag] = 0  # about 5x faster on a software GL; the scene needs none of them
+            image = self._renderer.render()
+        finally:
+            _release_gl_context()
+        std = self.config.disturbances.image_noise_std
+        if std > 0.0:
+            noisy = image + self._sensor_rng('image').normal(0.0, std, image.shape)
+            image = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+        return image
+
+    @property
+    def time(self) -> float:
+        """Simulated seconds since reset."""
+        return float(self.data.time)
+
+    @property
+    def ee_position(self) -> np.ndarray:
+        """(3,) position of ``ee_site``, between the fingertips (m, world)."""
+        return self.data.site_xpos[self._ee_site].copy()
+
+    @property
+    def cube_position(self) -> np.ndarray:
+        """(3,) cube centre (m, world)."""
+        return self.data.qpos[self._cube_qpos:self._cube_qpos + 3].copy()
+
+    @property
+    def cube_quaternion(self) -> np.ndarray:
+        """(4,) cube orientation, unit quaternion (w, x, y, z)."""
+        return self.data.qpos[self._cube_qpos + 3:self._cube_qpos + 7].copy()
+
+    @property
+    def goal_position(self) -> np.ndarray:
+        """(3,) goal marker position (m, world); z = 0 for goals on the table."""
+        return self.data.mocap_pos[self._goal_mocap].copy()
+
+    @property
+    def cube_grasped(self) -> bool:
+        """Whether both fingers touch the cube."""
+        contact = self.data.contact[:self.data.ncon]
+        touching = set(contact.geom2[contact.geom1 == self._cube_geom])
+        touching.update(contact.geom1[contact.geom2 == self._cube_geom])
+        return all(g in touching for g in self._finger_geoms)
+
+    @property
+    def cube_resting(self) -> bool:
+        """Whether the cube lies on the table and is (nearly) still."""
+        on_table = self.cube_position[2] < self.cube_half_size + _RESTING_HEIGHT_TOLERANCE
+        speed = np.linalg.norm(self.data.qvel[self._cube_dof:self._cube_dof + 3])
+        return bool(on_table and speed < _RESTING_SPEED)
+
+    # ----------------------------------------------------------------- task hooks
+    def place_cube(self, xy: np.ndarray, yaw: float) -> None:
+        """Put the cube on the table at ``xy`` (m) with heading ``yaw`` (rad), at rest."""
+        a = self._cube_qpos
+        self.data.qpos[a:a + 3] = (xy[0], xy[1], self.cube_half_size)
+        self.data.qpos[a + 3:a + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
+        self.data.qvel[self._cube_dof:self._cube_dof + 6] = 0.0
+
+    def place_goal(self, position: np.ndarray) -> None:
+        """Move the goal marker to ``position`` (m) and show the current task's marker geom."""
+        self.data.mocap_pos[self._goal_mocap] = position
+        for kind, geom in self._goal_geoms.items():
+            shown = self.task is not None and kind == self.task.goal_marker
+            self.model.geom_rgba[geom, 3] = self._goal_alpha[kind] if shown else 0.0

@@ -1,0 +1,104 @@
+"""The task contract of the embedded arm: joint names, the observation, the workspace, ``Task``.
+
+A task places the cube and the goal at reset and judges success; the arm, physics, noise and
+rendering belong to ``ArmEnv``. Tasks only use the small ``ArmEnv`` surface listed in ``Task``.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from policytrim_ros.envs.arm import ArmEnv
+
+ARM_JOINT_NAMES: tuple[str, ...] = ('joint1', 'joint2', 'joint3', 'joint4', 'joint5', 'joint6')
+"""The six revolute arm joints, base to tool (rad)."""
+JOINT_NAMES: tuple[str, ...] = ARM_JOINT_NAMES + ('gripper',)
+"""Controlled joints, the A = 7 columns of every action: six arm joints (rad), then the opening of
+each finger (m, 0 = closed, 0.04 = open)."""
+
+ENVIRONMENT_STATE_LAYOUT: dict[str, slice] = {
+    'cube_position': slice(0, 3),
+    'cube_quaternion': slice(3, 7),
+    'goal_position': slice(7, 10),
+}
+"""Slices of ``Observation.environment_state`` (10,): cube position (m, world), cube orientation
+(unit quaternion w, x, y, z) and goal position (m, world)."""
+
+WORKSPACE_LOW = np.array([0.32, -0.2])
+"""Lower xy corner (m) of the table area where cubes and goals are placed."""
+WORKSPACE_HIGH = np.array([0.55, 0.2])
+"""Upper xy corner (m) of that area; all of it is reachable with the gripper pointing down."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the arm reports after a control step.
+
+    image: (H, W, 3) uint8 RGB from the fixed camera (zeros when not rendered).
+    joint_positions: (A,) float64 joint readings, with sensor noise (rad; gripper opening in m).
+    joint_velocities: (A,) float64 true joint velocities (rad/s; m/s for the gripper).
+    environment_state: (10,) float64 privileged true state, see ``ENVIRONMENT_STATE_LAYOUT``;
+        for scripted experts and metrics only, never a policy input.
+    instruction: the task's language instruction.
+    time: simulated seconds since reset.
+    step: control steps since reset.
+    """
+
+    image: np.ndarray
+    joint_positions: np.ndarray
+    joint_velocities: np.ndarray
+    environment_state: np.ndarray
+    instruction: str
+    time: float
+    step: int
+
+
+class Task(abc.ABC):
+    """One tabletop task: where things start and what counts as success.
+
+    Subclasses set the class attributes and implement ``initialize`` and ``is_success``. They use
+    ``ArmEnv.place_cube``, ``place_goal``, ``cube_position``, ``goal_position``, ``ee_position``,
+    ``cube_grasped``, ``cube_resting`` and ``config.disturbances.object_position_range``.
+    """
+
+    name: ClassVar[str]
+    """Registry key, e.g. 'pick_place'."""
+    instruction: ClassVar[str]
+    """The one language instruction of the task."""
+    goal_marker: ClassVar[str]
+    """Which goal geom is shown: 'sphere' (a point in the air) or 'disc' (a spot on the table)."""
+    cube_nominal_xy: ClassVar[tuple[float, float]]
+    """Nominal cube position (m); ``object_position_range`` randomizes around it."""
+
+    @abc.abstractmethod
+    def initialize(self, env: ArmEnv, rng: np.random.Generator) -> None:
+        """Place the cube and the goal for a new episode, drawing only from ``rng``."""
+
+    @abc.abstractmethod
+    def is_success(self, env: ArmEnv) -> bool:
+        """Whether the task is solved in the current simulator state."""
+
+    def place_cube_randomly(self, env: ArmEnv, rng: np.random.Generator) -> np.ndarray:
+        """Put the cube at its nominal spot plus the configured xy noise, yaw uniform in +-45 deg.
+
+        Returns the cube's (2,) xy position (m).
+        """
+        half_width = env.config.disturbances.object_position_range
+        xy = np.asarray(self.cube_nominal_xy) + rng.uniform(-half_width, half_width, size=2)
+        env.place_cube(xy, yaw=rng.uniform(-np.pi / 4, np.pi / 4))
+        return xy
+
+
+def sample_goal_xy(rng: np.random.Generator, cube_xy: np.ndarray, min_distance: float,
+                   max_distance: float) -> np.ndarray:
+    """Uniform xy in the workspace whose distance to ``cube_xy`` is in [min, max] (m); (2,)."""
+    for _ in range(1000):
+        xy = rng.uniform(WORKSPACE_LOW, WORKSPACE_HIGH)
+        if min_distance <= np.linalg.norm(xy - cube_xy) <= max_distance:
+            return xy
+    raise RuntimeError(f'no goal in the workspace {min_distance}-{max_distance} m from the cube '
+                       f'at {cube_xy.tolist()}')

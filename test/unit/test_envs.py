@@ -1,0 +1,237 @@
+"""Property tests over every embedded task (like dm_control's suite_test) and the arm's JTC contract."""
+import threading
+
+import numpy as np
+import pytest
+
+from policytrim_ros.envs import (ENVIRONMENT_STATE_LAYOUT, JOINT_NAMES, TASKS, WORKSPACE_HIGH, WORKSPACE_LOW,
+                                 ArmEnv, DisturbanceConfig, EnvConfig, ScriptedExpert, UnknownTaskError,
+                                 make_task, task_for_instruction, task_names)
+from policytrim_ros.execution.trajectory import TimedTrajectory, TrajectoryError, window_trajectory
+
+ALL_TASKS = task_names()
+CUBE = ENVIRONMENT_STATE_LAYOUT['cube_position']
+GOAL = ENVIRONMENT_STATE_LAYOUT['goal_position']
+
+
+@pytest.fixture(scope='module')
+def env():
+    env = ArmEnv()
+    yield env
+    env.close()
+
+
+@pytest.fixture(scope='module')
+def quiet_env():
+    """No disturbances: joint readings are exact, so holding and tracking can be checked tightly."""
+    env = ArmEnv(EnvConfig(disturbances=DisturbanceConfig.none()))
+    yield env
+    env.close()
+
+
+@pytest.fixture(scope='module')
+def expert():
+    return ScriptedExpert()
+
+
+def run_expert(env, expert, task, seed, n_action_steps, max_steps=150, render=False):
+    """Closed loop: chunk of 16, execute n_action_steps, observe, repeat. Returns (success, observations)."""
+    obs = env.reset(task, seed, render=render)
+    observations = [obs]
+    while env.step_count < max_steps:
+        chunk = expert.chunk(task, obs.joint_positions, obs.environment_state, 16, env.control_dt)
+        env.set_trajectory(window_trajectory(chunk, n_action_steps, env.control_dt, env.joint_names))
+        for _ in range(n_action_steps):
+            if env.step():
+                return True, observations
+        obs = env.observe(render=render)
+        observations.append(obs)
+    return False, observations
+
+
+def trajectory(positions, times, names=JOINT_NAMES, start_time=None):
+    return TimedTrajectory(joint_names=tuple(names), times_from_start=np.asarray(times, dtype=float),
+                           positions=np.asarray(positions, dtype=float), start_time=start_time)
+
+
+@pytest.mark.parametrize('task', ALL_TASKS)
+def test_same_seed_and_commands_replay_bit_for_bit(env, expert, task):
+    first = run_expert(env, expert, task, seed=3, n_action_steps=4, max_steps=12, render=True)[1]
+    second = run_expert(env, expert, task, seed=3, n_action_steps=4, max_steps=12, render=True)[1]
+    assert len(first) == len(second) == 4
+    for a, b in zip(first, second):
+        for name in ('image', 'joint_positions', 'joint_velocities', 'environment_state'):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        assert (a.time, a.step) == (b.time, b.step)
+
+
+def test_observations_do_not_depend_on_how_often_observe_is_called(env, expert):
+    readings = []
+    for observe_every_step in (True, False):
+        obs = env.reset('push', 5, render=False)
+        chunk = expert.chunk('push', obs.joint_positions, obs.environment_state, 16, env.control_dt)
+        env.set_trajectory(window_trajectory(chunk, 8, env.control_dt, env.joint_names))
+        for _ in range(8):
+            env.step()
+            if observe_every_step:
+                env.observe()
+        readings.append((env.observe(), env.observe()))
+    (a, b), (c, _) = readings
+    for name in ('image', 'joint_positions', 'environment_state'):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        np.testing.assert_array_equal(getattr(a, name), getattr(c, name), err_msg=name)
+
+
+@pytest.mark.parametrize('task', ALL_TASKS)
+def test_different_seeds_give_different_layouts(env, task):
+    states = [env.reset(task, seed, render=False).environment_state for seed in range(4)]
+    assert len({s.tobytes() for s in states}) == 4
+
+
+@pytest.mark.parametrize('task', ALL_TASKS)
+def test_reset_places_cube_and_goal_inside_the_workspace(env, task):
+    for seed in range(10):
+        obs = env.reset(task, seed, render=False)
+        cube, goal = obs.environment_state[CUBE], obs.environment_state[GOAL]
+        assert np.all(cube[:2] >= WORKSPACE_LOW) and np.all(cube[:2] <= WORKSPACE_HIGH)
+        assert np.all(goal[:2] >= WORKSPACE_LOW) and np.all(goal[:2] <= WORKSPACE_HIGH)
+        assert env.cube_resting and not env.cube_grasped
+        if task == 'reach':
+            assert TASKS[task].goal_height_range[0] <= goal[2] <= TASKS[task].goal_height_range[1]
+        else:
+            assert goal[2] == 0.0
+            assert TASKS[task].goal_distance_range[0] <= np.linalg.norm(goal[:2] - cube[:2]) + 1e-9
+        assert not TASKS[task]().is_success(env)
+
+
+@pytest.mark.parametrize('task', ALL_TASKS)
+def test_observation_has_the_documented_shapes(env, task):
+    obs = env.reset(task, 0)
+    assert obs.image.shape == (96, 96, 3) and obs.image.dtype == np.uint8 and obs.image.any()
+    assert obs.joint_positions.shape == obs.joint_velocities.shape == (len(JOINT_NAMES),)
+    assert obs.environment_state.shape == (10,) and obs.environment_state.dtype == np.float64
+    assert obs.instruction == TASKS[task].instruction and task_for_instruction(obs.instruction) == task
+    assert (obs.time, obs.step) == (0.0, 0)
+    env.step()
+    obs = env.observe(render=False)
+    assert obs.step == 1 and obs.time == pytest.approx(env.control_dt)
+    assert not obs.image.any()
+
+
+def test_observe_renders_from_any_thread(env):
+    """ROS executors call from thread pools; a GL context bound to one thread must not break that."""
+    first = env.reset('reach', 0).image
+    images = []
+    worker = threading.Thread(target=lambda: images.append(env.observe().image))
+    worker.start()
+    worker.join()
+    assert len(images) == 1 and images[0].shape == first.shape and env.observe().image.any()
+
+
+@pytest.mark.parametrize('task', ALL_TASKS)
+@pytest.mark.parametrize('n_action_steps', [4, 16])
+def test_scripted_expert_solves_the_task_under_default_disturbances(env, expert, task, n_action_steps):
+    successes = sum(run_expert(env, expert, task, seed, n_action_steps)[0] for seed in range(10))
+    assert successes >= 9
+
+
+@pytest.mark.parametrize('bad', [
+    dict(names=JOINT_NAMES[:-1] + ('finger',)),
+    dict(times=[0.2, 0.1]),
+    dict(positions=[[0.0] * 7, [np.nan] * 7]),
+])
+def test_malformed_trajectory_is_rejected_and_the_arm_holds(quiet_env, bad):
+    obs = quiet_env.reset('reach', 0, render=False)
+    kwargs = dict(positions=[obs.joint_positions + 0.3] * 2, times=[0.1, 0.2], names=JOINT_NAMES)
+    kwargs.update(bad)
+    with pytest.raises(TrajectoryError):
+        quiet_env.set_trajectory(trajectory(**kwargs))
+    for _ in range(5):
+        quiet_env.step()
+    assert not quiet_env.trajectory_active
+    held = quiet_env.observe(render=False).joint_positions
+    np.testing.assert_allclose(held, obs.joint_positions, atol=2e-3)
+
+
+def test_trajectory_is_tracked_then_its_last_knot_held(quiet_env):
+    start = quiet_env.reset('reach', 0, render=False).joint_positions
+    goal = start + np.array([0.3, 0.2, -0.2, 0.3, 0.2, -0.3, -0.02])
+    chunk = np.linspace(start, goal, 11)[1:]
+    quiet_env.set_trajectory(window_trajectory(chunk, 10, quiet_env.control_dt, JOINT_NAMES))
+    for _ in range(5):
+        quiet_env.step()
+    np.testing.assert_allclose(quiet_env.observe(render=False).joint_positions[:6], chunk[4, :6], atol=0.01)
+    for _ in range(8):
+        quiet_env.step()
+    assert not quiet_env.trajectory_active
+    np.testing.assert_allclose(quiet_env.observe(render=False).joint_positions, goal, atol=2e-3)
+
+
+def test_deferred_start_time_keeps_the_current_command_until_then(quiet_env):
+    start = quiet_env.reset('reach', 0, render=False).joint_positions
+    target = start + np.r_[0.2, np.zeros(6)]
+    quiet_env.set_trajectory(trajectory([target], [0.1], start_time=quiet_env.time + 0.3))
+    assert quiet_env.trajectory_active
+    for _ in range(3):
+        quiet_env.step()
+    assert quiet_env.observe(render=False).joint_positions[0] == pytest.approx(start[0], abs=2e-3)
+    for _ in range(4):
+        quiet_env.step()
+    assert not quiet_env.trajectory_active
+    assert quiet_env.observe(render=False).joint_positions[0] == pytest.approx(target[0], abs=2e-3)
+
+
+def test_hold_stops_the_arm_where_it_is_commanded(quiet_env):
+    start = quiet_env.reset('reach', 0, render=False).joint_positions
+    quiet_env.set_trajectory(trajectory([start + 0.3], [2.0]))
+    for _ in range(5):
+        quiet_env.step()
+    quiet_env.hold()
+    held = quiet_env.observe(render=False).joint_positions
+    for _ in range(5):
+        quiet_env.step()
+    assert not quiet_env.trajectory_active
+    np.testing.assert_allclose(quiet_env.observe(render=False).joint_positions, held, atol=0.01)
+
+
+def test_kicks_move_a_resting_cube_only_when_enabled():
+    kicked = ArmEnv(EnvConfig(disturbances=DisturbanceConfig(perturbation_probability=1.0)))
+    quiet = ArmEnv(EnvConfig(disturbances=DisturbanceConfig.none()))
+    for env in (kicked, quiet):
+        start = env.reset('pick_place', 0, render=False).environment_state[CUBE]
+        env.step()
+        moved = np.linalg.norm(env.cube_position[:2] - start[:2])
+        assert (moved > 0.01) if env is kicked else (moved < 1e-4)
+
+
+def test_physics_randomization_stays_in_the_configured_ranges(env):
+    nominal = ArmEnv(EnvConfig(disturbances=DisturbanceConfig.none()))
+    cube = env.model.body('cube').id
+    masses = []
+    for seed in range(5):
+        env.reset('push', seed, render=False)
+        masses.append(env.model.body_mass[cube] / nominal.model.body_mass[cube])
+    lo, hi = env.config.disturbances.mass_scale_range
+    assert all(lo <= m <= hi for m in masses) and len(set(masses)) == 5
+
+
+def test_unknown_names_suggest_the_closest_one(expert):
+    with pytest.raises(UnknownTaskError, match="did you mean 'pick_place'"):
+        make_task('pick_plcae')
+    with pytest.raises(ValueError, match="did you mean 'push'"):
+        ArmEnv(EnvConfig(disturbances=DisturbanceConfig.none())).reset('psh', 0, render=False)
+    with pytest.raises(ValueError, match="did you mean 'perturbation_velocity'"):
+        DisturbanceConfig.from_dict({'perturbation_speed': 1.0})
+    with pytest.raises(ValueError, match='actuation_noise_correlation'):
+        EnvConfig.from_dict({'disturbances': {'actuation_noise_correlation': 1.0}})
+    with pytest.raises(ValueError, match="no expert for task 'stack'"):
+        expert.chunk('stack', np.zeros(7), np.zeros(10), 16, 0.1)
+    assert task_for_instruction('  Put the cube   on the GREEN target') == 'pick_place'
+    assert task_for_instruction('stack the cubes') is None
+
+
+def test_expert_rejects_malformed_observations(expert):
+    with pytest.raises(ValueError, match='NaN'):
+        expert.chunk('reach', np.full(7, np.nan), np.zeros(10), 16, 0.1)
+    with pytest.raises(ValueError, match=r'must be \(7,\)'):
+        expert.chunk('reach', np.zeros(6), np.zeros(10), 16, 0.1)
