@@ -23,7 +23,7 @@ def _demo_parser(sub) -> None:
                                    'per-episode table, the per-task summary and the speedup Spd of each h '
                                    'against the first one, and writes JSONL + JSON under --out.')
     p.add_argument('--tasks', nargs='+', default=['reach', 'push', 'pick_place'], help='tasks to run')
-    p.add_argument('--episodes', type=int, default=5, help='episodes per task and h (default 5)')
+    p.add_argument('--episodes', type=int, default=10, help='episodes per task and h (default 10)')
     p.add_argument('--seed', type=int, default=0, help='seed of the first episode of each task')
     p.add_argument('--chunk-size', type=int, default=16, help='H, actions predicted per call (default 16)')
     p.add_argument('--n-action-steps', type=int, nargs='+', default=None,

@@ -73,18 +73,26 @@ def speedup(baseline_calls: float, method_calls: float) -> float:
     return baseline_calls / method_calls
 
 
-def _fmt(value) -> str:
+# Decimal places per metric in tables (other floats: 3 significant digits).
+_DECIMALS = {C.SUCCESS_RATE: 2, C.STEPS: 1, C.INFERENCE_CALLS: 1, C.CHUNK_UTILIZATION: 2, C.SPEEDUP: 2,
+             C.WALL_CLOCK_S: 2, C.N_ACTION_STEPS: 0, C.CHUNK_SIZE: 0}
+
+
+def _fmt(value, column: str = '') -> str:
     if isinstance(value, bool):
         return 'yes' if value else 'no'
     if isinstance(value, float):
-        return '-' if math.isnan(value) else f'{value:.3g}' if abs(value) < 1000 else f'{value:.0f}'
+        if math.isnan(value):
+            return '-'
+        digits = _DECIMALS.get(column)
+        return f'{value:.{digits}f}' if digits is not None else f'{value:.3g}'
     return str(value)
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:
     """Markdown table; column headers use METRIC_LABELS where a column is a metric name."""
     header = [C.METRIC_LABELS.get(c, c) for c in columns]
-    cells = [[_fmt(r.get(c, '')) for c in columns] for r in rows]
+    cells = [[_fmt(r.get(c, ''), c) for c in columns] for r in rows]
     widths = [max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(header)]
     line = lambda vals: '| ' + ' | '.join(v.ljust(w) for v, w in zip(vals, widths)) + ' |'  # noqa: E731
     sep = '|' + '|'.join('-' * (w + 2) for w in widths) + '|'

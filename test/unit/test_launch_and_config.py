@@ -102,3 +102,14 @@ def test_messages_and_service_import_and_fill():
     stats = EpisodeStats(episode_id='e', steps=3, inference_calls=1, chunk_utilization=0.25, end_reason='success')
     assert stats.steps == 3 and ChunkStats(call_index=2).call_index == 2
     assert EpisodeEvent.SUCCESS == 1 and ResetEpisode.Request(task='reach').task == 'reach'
+
+
+@pytest.mark.parametrize('name', ['sim.yaml', 'deploy.yaml'])
+def test_shipped_safety_limits_match_the_embedded_arm(name):
+    from policytrim_ros.envs.arm import ArmEnv
+    safety = yaml.safe_load((REPO / 'config' / name).read_text())['policy_node']['ros__parameters']['safety']
+    env = ArmEnv()
+    model_joints = env.joint_names[:-1] + ('finger_left',)  # the gripper command drives finger_left
+    lower, upper = env.model.jnt_range[[env.model.joint(n).id for n in model_joints]].T
+    assert safety['position_lower'] == pytest.approx(list(lower))
+    assert safety['position_upper'] == pytest.approx(list(upper))
