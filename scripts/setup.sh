@@ -9,6 +9,8 @@ venv="$repo/.venv"
 stamps="$venv/.policytrim-stamps"
 py=${PYTHON:-python3}
 log() { printf '[setup] %s\n' "$*"; }
+# pip warns once per missing local index folder on some machines: keep only real messages
+pip_q() { "$venv/bin/python" -m pip -q "$@" 2> >(grep -v '^WARNING: Location .* is ignored' >&2); }
 hash_of() { (cd "$repo" && cat "$@" 2>/dev/null) | sha256sum | cut -d' ' -f1; }
 fresh() { [ -f "$stamps/$1" ] && [ "$(cat "$stamps/$1")" = "$2" ]; }
 mark() { mkdir -p "$stamps"; echo "$2" > "$stamps/$1"; }
@@ -42,8 +44,8 @@ touch "$venv/COLCON_IGNORE"
 req=$(hash_of requirements.txt)
 if ! fresh requirements "$req"; then
   log "installing pinned packages (first run: about a minute)"
-  "$venv/bin/python" -m pip install -q -U pip
-  "$venv/bin/python" -m pip install -q -r "$repo/requirements.txt"
+  pip_q install -U pip
+  pip_q install -r "$repo/requirements.txt"
   mark requirements "$req"
 fi
 
@@ -68,7 +70,7 @@ pkg=$(cd "$repo" && find policytrim_ros launch config setup.py package.xml -type
         ! -name '*.pyc' ! -path '*__pycache__*' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
 if ! fresh package "$pkg"; then
   log "installing policytrim_ros into the venv"
-  "$venv/bin/python" -m pip install -q --no-deps "$repo"
+  pip_q install --no-deps "$repo"
   mark package "$pkg"
 fi
 log "ready: $venv"
