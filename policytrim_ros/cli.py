@@ -2,17 +2,19 @@
 
     policytrim demo    run the embedded sim + policy node over ROS 2 for each executed length h and
                        compare inference calls (the README's main job)
+    policytrim eval    forced-horizon sweep over h, without ROS (multi-process) or through the nodes;
+                       writes JSON, a markdown table and a PNG plot
 """
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from policytrim_ros import constants as C
 from policytrim_ros import launcher
+from policytrim_ros.evaluation.ros import run_ros_episodes
 from policytrim_ros.execution import metrics as M
 
 
@@ -24,7 +26,8 @@ def _demo_parser(sub) -> None:
                                    'against the first one, and writes JSONL + JSON under --out.')
     p.add_argument('--tasks', nargs='+', default=['reach', 'push', 'pick_place'], help='tasks to run')
     p.add_argument('--episodes', type=int, default=10, help='episodes per task and h (default 10)')
-    p.add_argument('--seed', type=int, default=0, help='seed of the first episode of each task')
+    p.add_argument('--seed', type=int, default=1000,
+                   help='seed of the first episode of each task (evaluation seeds start at 1000)')
     p.add_argument('--chunk-size', type=int, default=16, help='H, actions predicted per call (default 16)')
     p.add_argument('--n-action-steps', type=int, nargs='+', default=None,
                    help='executed lengths h to compare; the first is the baseline (default: H/4 and H)')
@@ -35,31 +38,70 @@ def _demo_parser(sub) -> None:
     p.set_defaults(func=demo)
 
 
-def _run_once(args, h: int, run_dir: Path, env: dict) -> dict:
-    """One sim + policy node session at executed length h; returns the runner's summary."""
+def _eval_parser(sub) -> None:
+    p = sub.add_parser('eval', help='forced-horizon sweep: N episodes per task for each executed length h',
+                       description='Runs N episodes of each task for every h (paired seeds), reports SR, steps '
+                                   'S, h, H, h/H, inference calls, Spd against --reference and wall-clock, and '
+                                   'writes sweep.json, sweep.md and sweep.png under --out.')
+    p.add_argument('--backend', default='expert', help='policy backend: expert, torch, onnx (default expert)')
+    p.add_argument('--checkpoint', default='', help='checkpoint directory (torch/onnx)')
+    p.add_argument('--tasks', nargs='+', default=['reach', 'push', 'pick_place'])
+    p.add_argument('--n-action-steps', type=int, nargs='+', default=[1, 2, 4, 8, 16], help='h values')
+    p.add_argument('--reference', type=int, default=4, help='h whose inference calls define Spd = 1')
+    p.add_argument('--chunk-size', type=int, default=16, help='H of the policy (default 16)')
+    p.add_argument('--episodes', type=int, default=50, help='episodes per task and h (default 50)')
+    p.add_argument('--seed', type=int, default=1000, help='seed of episode 0 of each task (default 1000)')
+    p.add_argument('--workers', type=int, default=0, help='worker processes without ROS (0 = one per core)')
+    p.add_argument('--ros', action='store_true', help='run through sim_node + policy_node instead')
+    p.add_argument('--params', type=Path, default=None,
+                   help='ROS parameter file both modes read env/safety/execution from (default config/sim.yaml)')
+    p.add_argument('--out', type=Path, default=None, help='output folder (default runs/eval-<time>)')
+    p.set_defaults(func=evaluate)
+
+
+def evaluate(args) -> int:
+    from policytrim_ros.config import from_dict, load_yaml, ros_parameters
+    from policytrim_ros.envs.config import EnvConfig
+    from policytrim_ros.evaluation.report import sweep_rows, write_report
+    from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep
+    from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
+    from policytrim_ros.policy.factory import PolicyConfig
+
     params = args.params or launcher.package_share() / 'config' / 'sim.yaml'
-    log = run_dir / 'episodes.jsonl'
-    log.unlink(missing_ok=True)
-    nodes = [
-        launcher.NodeSpec('sim_node', [params]),
-        launcher.NodeSpec('policy_node', [params], {
-            'execution.chunk_size': args.chunk_size, 'execution.n_action_steps': h,
-            'episode.log_path': str(log)}),
-    ]
-    runner = launcher.NodeSpec('episode_runner', [params], {
-        'runner.tasks': list(args.tasks), 'runner.episodes_per_task': args.episodes,
-        'runner.seed': args.seed, 'runner.episode_timeout_s': args.episode_timeout,
-        'runner.summary_path': str(run_dir / 'summary.json')})
-    print(f'\n=== h = {h} of H = {args.chunk_size}: {len(args.tasks)} tasks x {args.episodes} episodes '
-          f'(node logs: {run_dir / "logs"}) ===', flush=True)
-    with launcher.Launch(nodes, env, log_dir=run_dir / 'logs') as launch:
-        code = subprocess.run(runner.command(), env=env).returncode
-        for name, proc in launch.processes.items():
-            if proc.poll() is not None:
-                raise RuntimeError(f'{name} exited early with code {proc.returncode}; see {run_dir / "logs"}')
-    if code != 0:
-        raise RuntimeError(f'episode_runner failed with exit code {code}; see {run_dir / "logs"}')
-    return M.summarize_by_task(M.read_jsonl(log))
+    data = load_yaml(params)
+    node = ros_parameters(data, 'policy_node')
+    execution = from_dict(ExecutionConfig, node.get('execution', {}))
+    policy = PolicyConfig(backend=args.backend, checkpoint=args.checkpoint)
+    config = SweepConfig(
+        policy=policy, tasks=tuple(args.tasks), n_action_steps=tuple(args.n_action_steps),
+        chunk_size=args.chunk_size, episodes=args.episodes, seed=args.seed, control_dt=execution.control_dt,
+        max_episode_steps=execution.max_episode_steps, workers=args.workers,
+        env=from_dict(EnvConfig, ros_parameters(data, 'sim_node').get('env', {})),
+        safety=from_dict(SafetyConfig, node.get('safety', {})))
+    if args.reference not in config.n_action_steps:
+        raise ValueError(f'--reference {args.reference} must be one of --n-action-steps {list(args.n_action_steps)}')
+    out = args.out or Path('runs') / time.strftime('eval-%Y%m%d-%H%M%S')
+    started = time.monotonic()
+    if args.ros:
+        env = launcher.ros_env(launcher.random_domain_id())
+        results = {}
+        for h in config.n_action_steps:
+            print(f'\n=== h = {h} through ROS ===', flush=True)
+            results[h] = run_ros_episodes(params, {
+                'policy.backend': args.backend, 'policy.checkpoint': args.checkpoint,
+                'execution.chunk_size': args.chunk_size, 'execution.n_action_steps': h},
+                args.tasks, args.episodes, args.seed, out / f'h{h}', env)
+    else:
+        results = run_sweep(config)
+    rows = sweep_rows(results, args.reference)
+    title = f'{args.backend} {args.checkpoint}'.strip() + f' ({"ROS nodes" if args.ros else "core loop"})'
+    paths = write_report(rows, out, title, {
+        'backend': args.backend, 'checkpoint': args.checkpoint, 'path': 'ros' if args.ros else 'core',
+        'episodes_per_task': args.episodes, 'seed': args.seed, 'reference_n_action_steps': args.reference,
+        'params': str(params), 'total_wall_clock_s': round(time.monotonic() - started, 1)})
+    print(paths['markdown'].read_text())
+    print(f'wrote {paths["json"]}, {paths["markdown"]} and {paths["plot"]}')
+    return 0
 
 
 def demo(args) -> int:
@@ -72,9 +114,15 @@ def demo(args) -> int:
     env = launcher.ros_env(launcher.random_domain_id())
     started = time.monotonic()
     runs = []
+    params = args.params or launcher.package_share() / 'config' / 'sim.yaml'
     for h in h_values:
-        summary = _run_once(args, h, out / f'h{h}', env)
-        runs.append({C.N_ACTION_STEPS: h, C.CHUNK_SIZE: args.chunk_size, 'summary': summary})
+        run_dir = out / f'h{h}'
+        print(f'\n=== h = {h} of H = {args.chunk_size}: {len(args.tasks)} tasks x {args.episodes} episodes '
+              f'(node logs: {run_dir / "logs"}) ===', flush=True)
+        episodes = run_ros_episodes(params, {'execution.chunk_size': args.chunk_size,
+                                             'execution.n_action_steps': h}, args.tasks, args.episodes,
+                                    args.seed, run_dir, env, args.episode_timeout)
+        runs.append({C.N_ACTION_STEPS: h, C.CHUNK_SIZE: args.chunk_size, 'summary': M.summarize_by_task(episodes)})
     rows = []
     base = runs[0]['summary']
     for run in runs:
@@ -95,6 +143,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)
     _demo_parser(sub)
+    _eval_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

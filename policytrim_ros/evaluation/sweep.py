@@ -1,0 +1,101 @@
+"""The forced-horizon sweep without ROS: N episodes per task for each executed length h.
+
+Episodes are spread over worker processes (spawned, each with its own env and policy, since a
+MuJoCo GL context and a torch model do not survive a fork well). Episode k of a task uses seed
+``seed + k`` for every h, so the rows of a sweep are paired.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from policytrim_ros.envs.config import EnvConfig
+from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
+from policytrim_ros.execution.metrics import EpisodeMetrics
+from policytrim_ros.policy.factory import PolicyConfig
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """One sweep.
+
+    policy: the backend and checkpoint to evaluate.
+    tasks: task names.
+    n_action_steps: the executed lengths h to evaluate.
+    chunk_size: H of the policy.
+    episodes: episodes per task and h.
+    seed: seed of each task's first episode (evaluation seeds start at 1000, demos use 0-999).
+    control_dt: seconds per control step.
+    max_episode_steps: step limit per episode.
+    workers: worker processes (0 = one per CPU core).
+    """
+
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    tasks: tuple[str, ...] = ('reach', 'push', 'pick_place')
+    n_action_steps: tuple[int, ...] = (1, 2, 4, 8, 16)
+    chunk_size: int = 16
+    episodes: int = 50
+    seed: int = 1000
+    control_dt: float = 0.1
+    max_episode_steps: int = 150
+    workers: int = 0
+    env: EnvConfig = field(default_factory=EnvConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+
+    def __post_init__(self):
+        if not self.tasks or not self.n_action_steps:
+            raise ValueError('tasks and n_action_steps must not be empty')
+        for h in self.n_action_steps:
+            ExecutionConfig(self.chunk_size, h, self.control_dt, self.max_episode_steps)  # validates h
+        if self.episodes < 1:
+            raise ValueError(f'episodes ({self.episodes}) must be >= 1')
+
+    def execution(self, h: int) -> ExecutionConfig:
+        return ExecutionConfig(self.chunk_size, h, self.control_dt, self.max_episode_steps)
+
+
+_worker: dict = {}
+
+
+def _init_worker(config: SweepConfig) -> None:
+    import torch
+
+    from policytrim_ros.envs.arm import ArmEnv
+    from policytrim_ros.policy.factory import make_policy
+    torch.set_num_threads(1)  # one core per worker process
+    env = ArmEnv(config.env)
+    _worker.update(config=config, env=env,
+                   policy=make_policy(config.policy, config.chunk_size, config.control_dt, env.joint_names))
+
+
+def _run(job: tuple[int, str, int]) -> EpisodeMetrics:
+    from policytrim_ros.execution.episode import run_episode
+    h, task, k = job
+    cfg: SweepConfig = _worker['config']
+    metrics, _ = run_episode(_worker['env'], _worker['policy'], cfg.execution(h), task, cfg.seed + k,
+                             episode_id=f'{task}-{k:03d}', safety=cfg.safety)
+    return metrics
+
+
+def run_sweep(config: SweepConfig, progress: bool = True) -> dict[int, list[EpisodeMetrics]]:
+    """{h: episodes in (task, k) order} for every h of the sweep."""
+    jobs = [(h, task, k) for h in config.n_action_steps for task in config.tasks for k in range(config.episodes)]
+    workers = config.workers or os.cpu_count() or 1
+    results: dict[tuple, EpisodeMetrics] = {}
+    bar = tqdm(total=len(jobs), desc='episodes', unit='ep', disable=not progress)
+    if workers == 1:
+        _init_worker(config)
+        for job in jobs:
+            results[job] = _run(job)
+            bar.update()
+    else:
+        with mp.get_context('spawn').Pool(workers, _init_worker, (config,)) as pool:
+            for job, metrics in zip(jobs, pool.imap(_run, jobs, chunksize=4)):
+                results[job] = metrics
+                bar.update()
+    bar.close()
+    return {h: [results[(h, t, k)] for t in config.tasks for k in range(config.episodes)]
+            for h in config.n_action_steps}

@@ -1,0 +1,41 @@
+"""Smoke tests of the `policytrim` command with tiny budgets (CleanRL-style)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from policytrim_ros import launcher
+
+CLI = [str(Path(sys.executable).parent / 'policytrim')]
+
+
+def run(*args):
+    result = subprocess.run(CLI + list(args), env=launcher.ros_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result.stdout
+
+
+def test_demo_prints_the_comparison_and_writes_logs(tmp_path):
+    out = run('demo', '--tasks', 'reach', '--episodes', '1', '--out', str(tmp_path))
+    assert 'comparison (Spd = inference calls at h = 4' in out
+    summary = json.loads((tmp_path / 'summary.json').read_text())
+    assert [r['n_action_steps'] for r in summary['runs']] == [4, 16]
+    assert (tmp_path / 'h4' / 'episodes.jsonl').read_text().count('\n') == 1
+
+
+def test_eval_core_and_ros_paths_agree_on_the_same_seeds(tmp_path):
+    common = ['--tasks', 'reach', 'push', '--episodes', '1', '--n-action-steps', '4', '16', '--reference', '4']
+    run('eval', *common, '--workers', '1', '--out', str(tmp_path / 'core'))
+    run('eval', *common, '--ros', '--out', str(tmp_path / 'ros'))
+    keys = ('task', 'n_action_steps', 'success_rate', 'steps', 'inference_calls', 'speedup')
+    rows = {p: [{k: r[k] for k in keys} for r in json.loads((tmp_path / p / 'sweep.json').read_text())['rows']]
+            for p in ('core', 'ros')}
+    assert rows['core'] == rows['ros']
+    assert (tmp_path / 'core' / 'sweep.png').stat().st_size > 0
+    assert '| reach' in (tmp_path / 'core' / 'sweep.md').read_text()
+
+
+def test_cli_reports_bad_arguments_clearly(tmp_path):
+    result = subprocess.run(CLI + ['eval', '--n-action-steps', '4', '32', '--out', str(tmp_path)],
+                            capture_output=True, text=True, env=launcher.ros_env())
+    assert result.returncode == 1 and 'n_action_steps (32) must be in [1, chunk_size (16)]' in result.stderr
