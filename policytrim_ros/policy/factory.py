@@ -3,22 +3,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policytrim_ros.config import suggest
+from policytrim_ros.config import ConfigError, suggest
 from policytrim_ros.policy.base import ChunkPolicy
 
-BACKENDS = ('expert', 'replay')
+BACKENDS = ('expert', 'replay', 'torch', 'onnx')
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
     """Which backend serves chunks.
 
-    backend: expert (the embedded tasks' scripted experts) or replay (chunks from a .npy file).
-    checkpoint: what the backend loads: the (N, H, A) .npy file for replay; unused by expert.
+    backend: expert (the embedded tasks' scripted experts), replay (chunks from a .npy file), torch
+        (a VLA checkpoint run by PyTorch) or onnx (its exported model.onnx run by onnxruntime).
+    checkpoint: what the backend loads: the (N, H, A) .npy file for replay, the checkpoint directory
+        for torch and onnx; unused by expert.
+    device: torch device of the torch backend ('cpu', 'cuda', 'cuda:1'); onnx picks CUDA by itself
+        when onnxruntime-gpu is installed.
+    num_threads: CPU threads per inference for torch and onnx (0 = the library's default).
     """
 
     backend: str = 'expert'
     checkpoint: str = ''
+    device: str = 'cpu'
+    num_threads: int = 0
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -26,15 +33,45 @@ class PolicyConfig:
                              f'{suggest(self.backend, BACKENDS)}')
         if self.backend == 'replay' and not self.checkpoint:
             raise ValueError('policy.checkpoint must name the .npy file of chunks for the replay backend')
+        if self.backend in ('torch', 'onnx') and not self.checkpoint:
+            raise ValueError(f'policy.checkpoint must name the checkpoint directory for the {self.backend} backend')
+        if not (self.device == 'cpu' or self.device == 'cuda' or self.device.startswith('cuda:')):
+            raise ValueError(f"policy.device '{self.device}' must be 'cpu', 'cuda' or 'cuda:<index>'")
+        if self.num_threads < 0:
+            raise ValueError(f'policy.num_threads ({self.num_threads}) must be >= 0 (0 = library default)')
 
 
 def make_policy(config: PolicyConfig, chunk_size: int, control_dt: float,
                 joint_names: tuple[str, ...]) -> ChunkPolicy:
-    """The backend named in ``config``, emitting chunks of ``chunk_size`` steps of ``control_dt`` s."""
+    """The backend named in ``config``, emitting chunks of ``chunk_size`` steps of ``control_dt`` s.
+
+    A learned backend's H and joints come from its checkpoint; they must equal ``chunk_size`` and
+    ``joint_names`` (ConfigError otherwise).
+    """
     if config.backend == 'expert':
         from policytrim_ros.policy.expert import ScriptedExpertPolicy
         return ScriptedExpertPolicy(chunk_size=chunk_size, control_dt=control_dt)
     if config.backend == 'replay':
         from policytrim_ros.policy.replay import ReplayPolicy
         return ReplayPolicy(config.checkpoint, chunk_size, joint_names)
-    raise AssertionError(config.backend)  # unreachable: PolicyConfig validates the name
+    if config.backend == 'torch':
+        import torch
+
+        from policytrim_ros.policy.torch_policy import TorchVLAPolicy
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)   # process-wide: the node runs one policy
+        policy = TorchVLAPolicy(config.checkpoint, device=config.device)
+    elif config.backend == 'onnx':
+        from policytrim_ros.policy.onnx import OnnxVLAPolicy
+        policy = OnnxVLAPolicy(config.checkpoint, intra_op_num_threads=config.num_threads)
+    else:
+        raise AssertionError(config.backend)  # unreachable: PolicyConfig validates the name
+    meta = policy.metadata
+    if meta.chunk_size != chunk_size:
+        raise ConfigError(f'chunk_size ({chunk_size}) must equal the chunk size H ({meta.chunk_size}) of the '
+                          f'checkpoint {config.checkpoint}: the model always predicts H steps (choose '
+                          f'n_action_steps <= {meta.chunk_size} to run fewer)')
+    if meta.joint_names != tuple(joint_names):
+        raise ConfigError(f'the checkpoint {config.checkpoint} commands joints {list(meta.joint_names)} but the '
+                          f'robot has {list(joint_names)}')
+    return policy

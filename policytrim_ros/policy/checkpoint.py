@@ -1,0 +1,169 @@
+"""Checkpoints as safetensors + JSON: never pickle, so loading a file cannot run code.
+
+A VLA checkpoint is a directory:
+    model.safetensors   the model's state dict (weights and normalization buffers)
+    config.json         {"format": "policytrim-vla", "version": 1, "config": VLAConfig as a dict,
+                         "metadata": {...caller's JSON...}, "weights_sha256": hex digest of model.safetensors}
+    model.onnx          optional, written by ``policytrim export-onnx``
+The trainer stores optimizer and RNG state the same way (``save_tensors`` / ``save_json``). Files are
+written to a temporary name and renamed, so an interrupted save never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from policytrim_ros.config import ConfigError
+from policytrim_ros.policy.vla.configuration_vla import VLAConfig
+
+FORMAT = 'policytrim-vla'
+VERSION = 1
+WEIGHTS_FILE = 'model.safetensors'
+CONFIG_FILE = 'config.json'
+ONNX_FILE = 'model.onnx'
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or does not fit the model; the message names the file and key."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _replace_atomically(path: Path, write) -> None:
+    tmp = path.with_name(path.name + '.tmp')
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_json(path: str | Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as indented JSON; a TypeError names a value that is not JSON."""
+    text = json.dumps(data, indent=2) + '\n'   # raises before anything is written
+    _replace_atomically(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def load_json(path: str | Path) -> dict[str, Any]:
+    """Read a JSON object; CheckpointError if the file is missing, unreadable or not an object."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'{path} not found')
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f'{path} is not valid JSON: {err}') from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f'{path} must hold a JSON object, got {type(data).__name__}')
+    return data
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write named tensors to a safetensors file (copied to contiguous CPU memory first)."""
+    cpu = {k: v.detach().to('cpu').contiguous().clone() for k, v in tensors.items()}
+    _replace_atomically(Path(path), lambda tmp: save_file(cpu, str(tmp)))
+
+
+def load_tensors(path: str | Path, device: str = 'cpu') -> dict[str, torch.Tensor]:
+    """Named tensors of a safetensors file; CheckpointError if it is missing, truncated or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'{path} not found')
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f'{path} is not a readable safetensors file (truncated or corrupt?): {err}') from None
+
+
+def save_checkpoint(directory: str | Path, model: torch.nn.Module, config: VLAConfig,
+                    metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created); returns it.
+
+    metadata: JSON-serializable facts about the run (task, dataset, steps, scores).
+    A ``model.onnx`` left from earlier weights stays, but no longer loads (its weights hash differs).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_tensors(directory / WEIGHTS_FILE, model.state_dict())
+    save_json(directory / CONFIG_FILE, {'format': FORMAT, 'version': VERSION, 'config': config.to_dict(),
+                                        'metadata': dict(metadata or {}),
+                                        'weights_sha256': file_sha256(directory / WEIGHTS_FILE)})
+    return directory
+
+
+def parse_checkpoint_info(data: dict[str, Any], source: str) -> tuple[VLAConfig, dict[str, Any], str]:
+    """(config, metadata, weights_sha256) from a ``config.json`` object read from ``source`` (for messages)."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f'{source}: must hold a JSON object, got {type(data).__name__}')
+    if data.get('format') != FORMAT:
+        raise CheckpointError(f"{source}: format is {data.get('format')!r}; expected {FORMAT!r}")
+    if data.get('version') != VERSION:
+        raise CheckpointError(f"{source}: version {data.get('version')!r} is not supported (this build reads "
+                              f'version {VERSION})')
+    for key, kind in (('config', dict), ('metadata', dict), ('weights_sha256', str)):
+        if not isinstance(data.get(key), kind):
+            raise CheckpointError(f'{source}: key {key!r} must be a {kind.__name__}, got {data.get(key)!r}')
+    try:
+        config = VLAConfig.from_dict(data['config'])
+    except ConfigError as err:
+        raise CheckpointError(f'{source}: config: {err}') from None
+    return config, data['metadata'], data['weights_sha256']
+
+
+def read_checkpoint_config(directory: str | Path) -> tuple[VLAConfig, dict[str, Any], str]:
+    """(config, metadata, weights_sha256) from ``config.json`` of a checkpoint, validated."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f'checkpoint directory not found: {directory}')
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f'{path} not found: {directory} is not a policytrim checkpoint directory')
+    return parse_checkpoint_info(load_json(path), str(path))
+
+
+def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f'{path} does not fit the model in config.json: missing tensors {missing[:5]}'
+                              f'{" ..." if len(missing) > 5 else ""}, unexpected tensors {unexpected[:5]}'
+                              f'{" ..." if len(unexpected) > 5 else ""}')
+    for name, tensor in tensors.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(f'{path}: tensor {name!r} has shape {tuple(tensor.shape)}; the model in '
+                                  f'config.json needs {tuple(expected[name].shape)}')
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f'{path}: tensor {name!r} holds NaN or infinite values')
+
+
+def load_checkpoint(directory: str | Path, device: str = 'cpu'):
+    """(model in eval mode, VLAConfig, metadata dict) from a checkpoint directory.
+
+    Raises CheckpointError when a file is missing or corrupt, the format or version is unknown, the
+    config is invalid, or the tensors do not fit the configured model (missing, unexpected, shape).
+    """
+    from policytrim_ros.policy.vla.modeling_vla import VLAModel
+    directory = Path(directory)
+    config, metadata, sha256 = read_checkpoint_config(directory)
+    path = directory / WEIGHTS_FILE
+    if not path.is_file():
+        raise CheckpointError(f'{path} not found')
+    if file_sha256(path) != sha256:
+        raise CheckpointError(f'{path} does not match the weights_sha256 in {directory / CONFIG_FILE}: '
+                              'the file was modified or corrupted after it was saved')
+    tensors = load_tensors(path, device=device)
+    model = VLAModel(config).to(device)
+    _check_tensors(path, tensors, model.state_dict())
+    model.load_state_dict(tensors)
+    return model.eval(), config, metadata
