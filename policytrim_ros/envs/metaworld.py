@@ -1,0 +1,332 @@
+"""``MetaWorldEnv``: Meta-World 3.1.1 tasks behind the ``ArmEnv`` surface that ``run_episode`` uses.
+
+Meta-World is commanded per control step with a 4-d action in [-1, 1]: a delta of the hand's mocap
+target (1 unit = 1 cm per step) and a gripper effort (-1 open, +1 close). A chunk's executed window
+arrives as a ``TimedTrajectory`` whose k-th knot is the k-th action (at ``(k+1) * control_dt``);
+after the window the env holds (zero xyz motion, last gripper effort). Disturbances mirror the
+embedded arm's and use the same ``DisturbanceConfig`` fields in Meta-World units (see
+``MetaWorldDisturbanceConfig``); every random stream comes from the episode seed.
+"""
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import metaworld
+import mujoco
+import numpy as np
+
+from policytrim_ros.envs.arm import _release_gl_context  # shared: same GL threading rules
+from policytrim_ros.envs.base import Observation
+from policytrim_ros.envs.metaworld_config import (METAWORLD_TASKS, MetaWorldConfig,
+                                                  MetaWorldDisturbanceConfig, check_task)
+from policytrim_ros.execution.trajectory import TimedTrajectory, TrajectoryError, validate_trajectory
+
+__all__ = ['ACTION_NAMES', 'METAWORLD_TASKS', 'MW_OBS_DIM', 'N_VARIANTS', 'STATE_SPEC', 'MetaWorldConfig',
+           'MetaWorldDisturbanceConfig', 'MetaWorldEnv', 'check_task', 'make_metaworld_env']
+
+ACTION_NAMES: tuple[str, ...] = ('dx', 'dy', 'dz', 'grip')
+"""The A = 4 action columns: hand mocap delta xyz (1 unit = 1 cm per step), gripper effort."""
+MW_OBS_DIM = 39
+"""Meta-World's observation: hand xyz, gripper opening, object poses, previous frame, goal xyz."""
+STATE_SPEC = (mujoco.mjtState.mjSTATE_QPOS | mujoco.mjtState.mjSTATE_QVEL | mujoco.mjtState.mjSTATE_ACT
+              | mujoco.mjtState.mjSTATE_WARMSTART | mujoco.mjtState.mjSTATE_CTRL
+              | mujoco.mjtState.mjSTATE_MOCAP_POS | mujoco.mjtState.mjSTATE_MOCAP_QUAT)
+"""The ``mj_getState`` spec appended to ``environment_state``: enough to replay the physics."""
+N_VARIANTS = 50
+"""Task variants (object and goal spots) per MT1 benchmark."""
+_MIN_OBJECT_GOAL_DISTANCE = 0.15  # m in xy: Meta-World's reset loops forever on closer spots
+_RESTING_HEIGHT_TOLERANCE = 0.005  # m above its initial height: the object still lies on the table
+# Kicks only happen with the fingers this far (m) from the object: a puck kicked into the fingers
+# can tip over, which no expert recovers from.
+_KICK_CLEARANCE = 0.06
+_TABLE_CENTRE_XY = np.array([0.0, 0.7])  # m: kicks point within +-90 deg of this direction
+_EPISODE_STREAMS = ('layout', 'physics', 'actuation', 'perturbation')
+_SENSOR_STREAMS = ('hand_sensor', 'image')
+
+
+@lru_cache(maxsize=None)
+def _variants(task: str, benchmark_seed: int) -> tuple[type, tuple[dict[str, Any], ...]]:
+    """(env class, the MT1 variants' unpickled data) of ``task``; building MT1 takes ~0.6 s."""
+    mt1 = metaworld.MT1(task, seed=benchmark_seed)
+    return mt1.train_classes[task], tuple(pickle.loads(t.data) for t in mt1.train_tasks)
+
+
+def make_metaworld_env(task: str, benchmark_seed: int = 0, max_path_length: int = 500):
+    """A reset Meta-World env of ``task`` (goal observable), set to its first MT1 variant."""
+    env_cls, variants = _variants(task, benchmark_seed)
+    env = env_cls()
+    env.max_path_length = max_path_length
+    env.set_task(metaworld.Task(env_name=task, data=pickle.dumps(variants[0])))
+    env.reset()
+    return env
+
+
+@dataclass
+class _Loaded:
+    """One task's Meta-World env and its renderer (created on first render)."""
+
+    env: Any
+    object_body: int
+    object_dof: int
+    nominal_friction: float
+    nominal_mass: float
+    nominal_inertia: np.ndarray
+    renderer: mujoco.Renderer | None = None
+
+
+class MetaWorldEnv:
+    """A Meta-World task with the ``ArmEnv`` surface: timed windows of actions, seeded disturbances.
+
+    ``joint_names`` are the action columns ``ACTION_NAMES``; ``control_dt`` is Meta-World's
+    frame_skip * timestep (0.0125 s). Observations: ``joint_positions`` (4,) hand xyz (m) and
+    gripper opening (0-1) with sensor noise; ``joint_velocities`` (4,) their true rates (per s);
+    ``environment_state`` (39 + S,) privileged, for the scripted expert only: Meta-World's
+    observation, then ``mj_getState(STATE_SPEC)`` (S = 55 for the supported tasks). One Meta-World
+    env per task is created on first use; ``reset`` may switch tasks.
+    """
+
+    def __init__(self, task: str, config: MetaWorldConfig | None = None) -> None:
+        self.config = config if config is not None else MetaWorldConfig()
+        self.joint_names = ACTION_NAMES
+        self._loaded: dict[str, _Loaded] = {}
+        first = self._load(task)
+        self.control_dt = float(first.env.frame_skip * first.env.model.opt.timestep)
+        self.task = ''
+        self.instruction = ''
+        self.step_count = 0
+        self._seed = 0
+        self._rng: dict[str, np.random.Generator] = {}
+        self._obs = np.zeros(MW_OBS_DIM)
+        self._noise = np.zeros(3)
+        self._grip = -1.0  # Meta-World resets with the gripper driven open
+        self._active: tuple[np.ndarray, int] | None = None  # (actions (N, 4), start step)
+        self._pending: tuple[np.ndarray, int] | None = None
+        self._upside_down = False
+
+    def _load(self, task: str) -> _Loaded:
+        """The task's env, created on first use; raises UnknownTaskError for unsupported tasks."""
+        if task not in self._loaded:
+            check_task(task)
+            env = make_metaworld_env(task, self.config.benchmark_seed,
+                                     max_path_length=self.config.max_path_length)
+            m = env.model
+            body = int(m.geom('objGeom').bodyid[0])
+            self._loaded[task] = _Loaded(
+                env, body, int(m.jnt_dofadr[m.body_jntadr[body]]), float(m.geom('objGeom').friction[0]),
+                float(m.body_mass[body]), m.body_inertia[body].copy())
+        return self._loaded[task]
+
+    @property
+    def _current(self) -> _Loaded:
+        if not self.task:
+            raise RuntimeError('call reset(task, seed) first')
+        return self._loaded[self.task]
+
+    # ----------------------------------------------------------------- episode
+    def reset(self, task: str, seed: int, render: bool = True) -> Observation:
+        """Start an episode: MT1 variant ``seed % 50``, then the seeded disturbances on top.
+
+        Raises UnknownTaskError (with a suggestion) for an unsupported task.
+        """
+        loaded = self._load(task)
+        self.task, self.instruction = task, METAWORLD_TASKS[task].instruction
+        self._seed = int(seed)
+        streams = np.random.SeedSequence(self._seed).spawn(len(_EPISODE_STREAMS))
+        self._rng = {name: np.random.default_rng(s) for name, s in zip(_EPISODE_STREAMS, streams)}
+        self._randomize_physics(loaded, self._rng['physics'])
+        data = dict(_variants(task, self.config.benchmark_seed)[1][self._seed % N_VARIANTS])
+        data['rand_vec'] = self._shift_spot(loaded, data['rand_vec'], self._rng['layout'])
+        loaded.env.set_task(metaworld.Task(env_name=task, data=pickle.dumps(data)))
+        self._obs, _ = loaded.env.reset()
+        cam = loaded.env.model.camera(self.config.camera).id
+        self._upside_down = bool(loaded.env.data.cam_xmat[cam, 7] < 0)  # image "up" points down
+        self.step_count = 0
+        self._grip = -1.0
+        self._active, self._pending = None, None
+        self._noise = self.config.disturbances.actuation_noise_std * self._rng['actuation'].standard_normal(3)
+        return self.observe(render=render)
+
+    def _shift_spot(self, loaded: _Loaded, rand_vec: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The variant's rand_vec with the task's object (or goal) xy moved by the layout noise.
+
+        The moved spot is clipped to Meta-World's own sampling range (the observation clips goals
+        to it, so an expert would aim at the wrong spot beyond). Offsets that bring object and
+        goal within 0.15 m are redrawn (Meta-World's reset would loop forever on them).
+        """
+        half = self.config.disturbances.object_position_range
+        i = 0 if METAWORLD_TASKS[self.task].randomized == 'object' else 3
+        space = loaded.env._random_reset_space  # (object xyz, goal xyz) bounds of the variants
+        for _ in range(100):
+            shifted = np.array(rand_vec, dtype=np.float64)
+            shifted[i:i + 2] = np.clip(shifted[i:i + 2] + rng.uniform(-half, half, size=2),
+                                       space.low[i:i + 2], space.high[i:i + 2])
+            if np.linalg.norm(shifted[0:2] - shifted[3:5]) >= _MIN_OBJECT_GOAL_DISTANCE:
+                return shifted
+        raise RuntimeError(f'no layout offset within {half} m keeps object and goal '
+                           f'{_MIN_OBJECT_GOAL_DISTANCE} m apart (rand_vec {rand_vec.tolist()})')
+
+    def _randomize_physics(self, loaded: _Loaded, rng: np.random.Generator) -> None:
+        """Scale the object's friction and mass (from their nominal values) by seeded factors."""
+        d = self.config.disturbances
+        m = loaded.env.model
+        m.geom('objGeom').friction[0] = loaded.nominal_friction * rng.uniform(*d.friction_scale_range)
+        mass_scale = rng.uniform(*d.mass_scale_range)
+        m.body_mass[loaded.object_body] = loaded.nominal_mass * mass_scale
+        m.body_inertia[loaded.object_body] = loaded.nominal_inertia * mass_scale
+        mujoco.mj_setConst(m, loaded.env.data)  # refresh quantities derived from the masses
+
+    def close(self) -> None:
+        """Free the renderers (GL contexts) and the Meta-World envs."""
+        for loaded in self._loaded.values():
+            if loaded.renderer is not None:
+                loaded.renderer.close()
+                loaded.renderer = None
+            loaded.env.close()
+        self._loaded.clear()
+        self.task = ''
+
+    # ----------------------------------------------------------------- commands
+    def set_trajectory(self, traj: TimedTrajectory) -> None:
+        """Execute ``traj``'s actions, replacing whatever remains of the current window.
+
+        Knot k (at ``(k+1) * control_dt``) is the action applied during the k-th step after the
+        start; velocities are ignored; values are clipped to [-1, 1] like Meta-World's action
+        space. ``start_time`` None starts now, a future one waits (the current window keeps
+        running), a past one skips the actions already due. Raises TrajectoryError (changing
+        nothing) on wrong names, NaN/inf, or knots off the control grid.
+        """
+        checked = validate_trajectory(traj, self.joint_names)
+        grid = self.control_dt * np.arange(1, len(checked) + 1)
+        if not np.allclose(checked.times_from_start, grid, rtol=0.0, atol=0.01 * self.control_dt):
+            raise TrajectoryError(f'knot k must be at (k+1) * control_dt ({self.control_dt} s): got '
+                                  f'{checked.times_from_start.tolist()}')
+        start = self.step_count if checked.start_time is None else round(checked.start_time / self.control_dt)
+        actions = np.clip(checked.positions, -1.0, 1.0)
+        if start > self.step_count:
+            self._pending = (actions, start)
+        else:
+            self._active, self._pending = (actions, start), None
+
+    def hold(self) -> None:
+        """Drop any window: zero xyz motion from now on, gripper effort unchanged."""
+        self._active, self._pending = None, None
+
+    @property
+    def trajectory_active(self) -> bool:
+        """Whether a window still has actions ahead (including one waiting for its start)."""
+        if self._pending is not None:
+            return True
+        return self._active is not None and self.step_count - self._active[1] < len(self._active[0])
+
+    def _next_action(self) -> np.ndarray:
+        """(4,) the window's action for this step, or the hold action."""
+        if self._pending is not None and self.step_count >= self._pending[1]:
+            self._active, self._pending = self._pending, None
+        if self._active is not None:
+            actions, start = self._active
+            k = self.step_count - start
+            if k < len(actions):
+                return actions[k]
+            self._active = None
+        return np.array([0.0, 0.0, 0.0, self._grip])
+
+    def step(self) -> bool:
+        """Apply one action (plus AR(1) xyz noise, maybe a kick); return ``info['success']``."""
+        loaded = self._current
+        if self.step_count >= self.config.max_path_length:
+            raise RuntimeError(f'the episode reached max_path_length ({self.config.max_path_length}) '
+                               'steps; call reset()')
+        action = self._next_action()
+        self._grip = float(action[3])
+        d = self.config.disturbances
+        c = d.actuation_noise_correlation
+        self._noise = c * self._noise + math.sqrt(1.0 - c * c) * d.actuation_noise_std * \
+            self._rng['actuation'].standard_normal(3)
+        self._maybe_kick_object(loaded)
+        command = np.r_[np.clip(action[:3] + self._noise, -1.0, 1.0), self._grip]
+        self._obs, _, _, _, info = loaded.env.step(command)
+        self.step_count += 1
+        return bool(info['success'])
+
+    def _maybe_kick_object(self, loaded: _Loaded) -> None:
+        """With the configured probability, kick the object if it rests on the table, fingers away.
+
+        The direction is uniform within +-90 deg of the direction to the table centre, so the
+        object stays reachable.
+        """
+        d = self.config.disturbances
+        rng = self._rng['perturbation']
+        draw, offset = rng.random(), rng.uniform(-np.pi / 2, np.pi / 2)  # always drawn: stable streams
+        if draw >= d.perturbation_probability:
+            return
+        env = loaded.env
+        position = env.data.xpos[loaded.object_body]
+        lifted = position[2] > env.obj_init_pos[2] + _RESTING_HEIGHT_TOLERANCE
+        if lifted or np.linalg.norm(env.tcp_center - position) < _KICK_CLEARANCE:
+            return
+        to_centre = _TABLE_CENTRE_XY - position[:2]
+        angle = np.arctan2(to_centre[1], to_centre[0]) + offset
+        v = loaded.object_dof
+        env.data.qvel[v:v + 2] = d.perturbation_velocity * np.array([np.cos(angle), np.sin(angle)])
+
+    # ----------------------------------------------------------------- sensing
+    def observe(self, render: bool = True) -> Observation:
+        """The current observation; ``render=False`` returns a zero image and skips the GL work.
+
+        Sensor noise depends on (seed, step) only: observing more or less often changes nothing.
+        """
+        loaded = self._current
+        d = self.config.disturbances
+        noise = self._sensor_rng('hand_sensor').standard_normal(4)
+        noise *= np.array([d.joint_noise_std] * 3 + [d.gripper_noise_std])
+        state = np.empty(mujoco.mj_stateSize(loaded.env.model, STATE_SPEC))
+        mujoco.mj_getState(loaded.env.model, loaded.env.data, state, STATE_SPEC)
+        if render:
+            image = self._render(loaded)
+        else:
+            image = np.zeros((self.config.image_height, self.config.image_width, 3), np.uint8)
+        return Observation(
+            image=image,
+            joint_positions=self._obs[:4] + noise,
+            joint_velocities=(self._obs[:4] - self._obs[18:22]) / self.control_dt,
+            environment_state=np.concatenate([self._obs, state]),
+            instruction=self.instruction,
+            time=self.time,
+            step=self.step_count,
+        )
+
+    def _sensor_rng(self, stream: str) -> np.random.Generator:
+        """The generator of sensor ``stream`` for the current control step (seed and step only)."""
+        key = (len(_EPISODE_STREAMS) + _SENSOR_STREAMS.index(stream), self.step_count)
+        return np.random.default_rng(np.random.SeedSequence(self._seed, spawn_key=key))
+
+    def _render(self, loaded: _Loaded) -> np.ndarray:
+        """(H, W, 3) uint8 RGB from the configured camera, upright, plus the configured pixel noise."""
+        cfg = self.config
+        try:
+            if loaded.renderer is None:
+                loaded.renderer = mujoco.Renderer(loaded.env.model, cfg.image_height, cfg.image_width)
+            loaded.renderer.update_scene(loaded.env.data, camera=cfg.camera)
+            flags = loaded.renderer.scene.flags
+            for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
+                         mujoco.mjtRndFlag.mjRND_SKYBOX):
+                flags[flag] = 0  # several times faster on a software GL (env.render() keeps them)
+            image = loaded.renderer.render()
+        finally:
+            _release_gl_context()
+        if self._upside_down:
+            image = np.ascontiguousarray(image[::-1, ::-1])  # a 180 deg roll, not a mirror
+        std = cfg.disturbances.image_noise_std
+        if std > 0.0:
+            noisy = image + self._sensor_rng('image').normal(0.0, std, image.shape)
+            image = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+        return image
+
+    @property
+    def time(self) -> float:
+        """Simulated seconds since reset (``step_count * control_dt``)."""
+        return self.step_count * self.control_dt
