@@ -4,6 +4,9 @@
                        compare inference calls (the README's main job)
     policytrim eval    forced-horizon sweep over h, without ROS (multi-process) or through the nodes;
                        writes JSON, a markdown table and a PNG plot
+    policytrim collect        scripted demonstrations (efficient or teleop style) as rosbag2 MCAP
+    policytrim train-bc       behaviour cloning of the compact VLA from demonstration bags
+    policytrim export-onnx    export a checkpoint to ONNX for the onnxruntime backend
 """
 from __future__ import annotations
 
@@ -104,6 +107,72 @@ def evaluate(args) -> int:
     return 0
 
 
+def _collect_parser(sub) -> None:
+    p = sub.add_parser('collect', help='scripted demonstrations on the embedded arm, one rosbag2 (MCAP) each',
+                       description='Runs the scripted expert as an operator (efficient, or teleop with '
+                                   'human-like dwell, hesitations, detours and corrections) without ROS and '
+                                   'writes each successful episode as a bag with the robot-side topics.')
+    p.add_argument('--tasks', nargs='+', default=['reach', 'push', 'pick_place'])
+    p.add_argument('--episodes', type=int, default=100, help='episodes per task (default 100)')
+    p.add_argument('--style', default='teleop', help='operator style: efficient or teleop (default teleop)')
+    p.add_argument('--seed', type=int, default=0, help='first seed (demonstration seeds are 0-999)')
+    p.add_argument('--workers', type=int, default=2, help='worker processes (default 2)')
+    p.add_argument('--out', type=Path, default=Path('runs/demos'), help='output root (default runs/demos)')
+    p.set_defaults(func=collect)
+
+
+def collect(args) -> int:
+    from policytrim_ros.data.collect import collect_demonstrations
+    paths = collect_demonstrations(args.tasks, args.episodes, args.style, args.seed, args.out, workers=args.workers)
+    print(f'wrote {len(paths)} bags under {args.out} (summary: {args.out / "index.json"})')
+    return 0
+
+
+def _train_bc_parser(sub) -> None:
+    p = sub.add_parser('train-bc', help='behaviour cloning of the compact VLA from demonstration bags',
+                       description='Trains the VLA chunk head on demonstration windows. Config: a YAML of '
+                                   'BCConfig fields (see config/training/bc.yaml); --set overrides single keys.')
+    p.add_argument('--config', type=Path, default=None, help='YAML with BCConfig fields')
+    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='override config keys (YAML values)')
+    p.add_argument('--resume', action='store_true', help='continue the run in out_dir from its last checkpoint')
+    p.set_defaults(func=train_bc)
+
+
+def _overrides(pairs: list[str]) -> dict:
+    import yaml
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition('=')
+        if not sep:
+            raise ValueError(f'--set expects KEY=VALUE, got {pair!r}')
+        values[key] = yaml.safe_load(value)
+    return values
+
+
+def train_bc(args) -> int:
+    from policytrim_ros.config import from_dict, load_yaml
+    from policytrim_ros.training.bc import BCConfig
+    from policytrim_ros.training.bc import train_bc as run
+    values = load_yaml(args.config) if args.config else {}
+    config = from_dict(BCConfig, {**values, **_overrides(args.set)})
+    final = run(config, resume=args.resume)
+    print(f'final checkpoint: {final}')
+    return 0
+
+
+def _export_parser(sub) -> None:
+    p = sub.add_parser('export-onnx', help='export a VLA checkpoint to ONNX (model.onnx next to it)')
+    p.add_argument('checkpoint', type=Path, help='checkpoint directory')
+    p.add_argument('--out', type=Path, default=None, help='output file (default <checkpoint>/model.onnx)')
+    p.set_defaults(func=export)
+
+
+def export(args) -> int:
+    from policytrim_ros.policy.onnx import export_onnx
+    print(f'wrote {export_onnx(args.checkpoint, args.out)}')
+    return 0
+
+
 def demo(args) -> int:
     h_values = args.n_action_steps or [max(1, args.chunk_size // 4), args.chunk_size]
     for h in h_values:
@@ -144,10 +213,13 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest='command', required=True)
     _demo_parser(sub)
     _eval_parser(sub)
+    _collect_parser(sub)
+    _train_bc_parser(sub)
+    _export_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (RuntimeError, FileNotFoundError, ValueError) as err:
+    except (RuntimeError, OSError, ValueError) as err:
         print(f'policytrim {args.command}: error: {err}', file=sys.stderr)
         return 1
 

@@ -1,0 +1,337 @@
+"""Episodes <-> rosbag2 bags (MCAP by default) with the ``rosbags`` library; no ROS install needed.
+
+A bag holds the topics and types the robot side uses, so bags recorded on a real arm (or from
+sim_node + policy_node) load through the same reader:
+
+    /camera/image_raw                 sensor_msgs/msg/Image (rgb8; bgr8 is read too)
+    /joint_states                     sensor_msgs/msg/JointState (observed positions)
+    /arm_controller/joint_trajectory  trajectory_msgs/msg/JointTrajectory (the commands)
+    /instruction                      std_msgs/msg/String (once, at the start)
+    /episode/event                    policytrim_ros/msg/EpisodeEvent (START, then SUCCESS/FAILURE)
+
+Times are header stamps (sim time for the embedded arm), or the bag's log time where a stamp is
+zero. A command starts at its stamp; its point i is the action of the step that starts at
+``start + time_from_start[i] - time_from_start[0]`` (so a chunk window of h points expands to h
+steps), and a newer command drops the points of the older one at or after its start (JTC replace
+semantics). Each step then gets the latest image and joint state at or before its start (causal
+alignment, 1 us tolerance for stamp rounding). task, style, seed, success and control_dt also go
+into the bag's ``custom_data`` (metadata.yaml), which ``ros2 bag info`` shows.
+
+The custom EpisodeEvent type is registered from the package's own .msg text (the repo's msg/
+when running from a checkout, else the installed share/policytrim_ros/msg): one source of truth,
+and the type hash equals the one rosidl generated.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import yaml
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys.store import Typestore
+
+from policytrim_ros.data.episode import Episode
+
+IMAGE_TOPIC = '/camera/image_raw'
+JOINT_STATES_TOPIC = '/joint_states'
+COMMAND_TOPIC = '/arm_controller/joint_trajectory'
+INSTRUCTION_TOPIC = '/instruction'
+EVENT_TOPIC = '/episode/event'
+TOPIC_TYPES: dict[str, str] = {
+    IMAGE_TOPIC: 'sensor_msgs/msg/Image',
+    JOINT_STATES_TOPIC: 'sensor_msgs/msg/JointState',
+    COMMAND_TOPIC: 'trajectory_msgs/msg/JointTrajectory',
+    INSTRUCTION_TOPIC: 'std_msgs/msg/String',
+    EVENT_TOPIC: 'policytrim_ros/msg/EpisodeEvent',
+}
+"""Topic -> message type of an episode bag."""
+REQUIRED_TOPICS = (IMAGE_TOPIC, JOINT_STATES_TOPIC, COMMAND_TOPIC)
+"""Topics a bag must have to become an Episode; the task comes from an event or custom_data."""
+CAMERA_FRAME = 'scene_camera'  # Image.header.frame_id, as sim_node publishes it
+_ALIGN_TOLERANCE_NS = 1_000    # a message this much after a step start still counts as "at" it
+_START, _SUCCESS, _FAILURE = 0, 1, 2  # EpisodeEvent constants
+
+
+class BagError(ValueError):
+    """A bag that cannot become an Episode: missing, corrupt, or missing topics or data."""
+
+
+def _qos(reliability: QosReliability, durability: QosDurability, depth: int) -> Qos:
+    zero = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, depth, reliability, durability, zero, zero,
+               QosLiveliness.AUTOMATIC, zero, False)
+
+
+# The publishers' QoS (rclpy's qos_profile_sensor_data, RELIABLE, LATCHED in nodes/runtime.py), so
+# `ros2 bag play` offers what the nodes expect.
+_SENSOR = _qos(QosReliability.BEST_EFFORT, QosDurability.VOLATILE, 5)
+_RELIABLE = _qos(QosReliability.RELIABLE, QosDurability.VOLATILE, 10)
+_LATCHED = _qos(QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, 1)
+_TOPIC_QOS = {IMAGE_TOPIC: _SENSOR, JOINT_STATES_TOPIC: _SENSOR, COMMAND_TOPIC: _RELIABLE,
+              INSTRUCTION_TOPIC: _RELIABLE, EVENT_TOPIC: _LATCHED}
+
+
+def _msg_dir() -> Path:
+    """The directory holding policytrim_ros's .msg files (source checkout first, then share/)."""
+    source = Path(__file__).resolve().parents[2] / 'msg'
+    if (source / 'EpisodeEvent.msg').is_file():
+        return source
+    try:
+        from policytrim_ros.launcher import package_share
+        share = package_share() / 'msg'
+    except (ImportError, LookupError) as err:
+        raise RuntimeError(f'policytrim_ros message definitions not found in {source} and the package '
+                           f'share is not installed ({err}); run scripts/setup.sh') from None
+    if not (share / 'EpisodeEvent.msg').is_file():
+        raise RuntimeError(f'policytrim_ros message definitions not found in {source} or {share}; '
+                           'run scripts/setup.sh')
+    return share
+
+
+@functools.lru_cache(maxsize=1)
+def typestore() -> Typestore:
+    """The ROS 2 Kilted typestore with policytrim_ros's messages (EpisodeEvent, ...) registered."""
+    store = get_typestore(Stores.ROS2_KILTED)
+    for msg in sorted(_msg_dir().glob('*.msg')):
+        store.register(get_types_from_msg(msg.read_text(), f'policytrim_ros/msg/{msg.stem}'))
+    return store
+
+
+def _time(store: Typestore, ns: int):
+    return store.types['builtin_interfaces/msg/Time'](sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def _header(store: Typestore, ns: int, frame_id: str = ''):
+    return store.types['std_msgs/msg/Header'](stamp=_time(store, ns), frame_id=frame_id)
+
+
+def _duration(store: Typestore, ns: int):
+    return store.types['builtin_interfaces/msg/Duration'](sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def _ns(seconds: float) -> int:
+    return int(round(seconds * 1e9))
+
+
+def _stamp_ns(msg, log_ns: int) -> int:
+    """The message's header stamp (ns), or its log time when the stamp is zero."""
+    ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+    return ns if ns else log_ns
+
+
+def _episode_messages(e: Episode, store: Typestore):
+    """Yield (topic, log time ns, message) of an episode bag, in time order."""
+    types = store.types
+    names = list(e.joint_names)
+    times = [_ns(t) for t in e.times]
+    end = times[-1] + _ns(e.control_dt)
+    h, w = e.images.shape[1:3]
+
+    def event(kind: int, ns: int, step: int):
+        return types[TOPIC_TYPES[EVENT_TOPIC]](header=_header(store, ns), event=kind, task=e.task,
+                                               episode_id=e.episode_id, instruction=e.instruction, step=step)
+
+    yield EVENT_TOPIC, times[0], event(_START, times[0], 0)
+    yield INSTRUCTION_TOPIC, times[0], types['std_msgs/msg/String'](data=e.instruction)
+    call_starts = np.flatnonzero(np.r_[True, np.diff(e.call_index) != 0])
+    call_stops = dict(zip(call_starts.tolist(), np.r_[call_starts[1:], e.steps].tolist()))
+    for t, ns in enumerate(times):
+        yield IMAGE_TOPIC, ns, types['sensor_msgs/msg/Image'](
+            header=_header(store, ns, CAMERA_FRAME), height=h, width=w, encoding='rgb8', is_bigendian=0,
+            step=3 * w, data=np.ascontiguousarray(e.images[t]).reshape(-1))
+        yield JOINT_STATES_TOPIC, ns, types['sensor_msgs/msg/JointState'](
+            header=_header(store, ns), name=names, position=np.asarray(e.joint_positions[t], np.float64),
+            velocity=np.zeros(0), effort=np.zeros(0))
+        if t in call_stops:  # the first step of an inference call sends the call's window
+            points = [types['trajectory_msgs/msg/JointTrajectoryPoint'](
+                positions=np.asarray(e.actions[k], np.float64), velocities=np.zeros(0),
+                accelerations=np.zeros(0), effort=np.zeros(0),
+                time_from_start=_duration(store, _ns((k - t + 1) * e.control_dt)))
+                for k in range(t, call_stops[t])]
+            yield COMMAND_TOPIC, ns, types['trajectory_msgs/msg/JointTrajectory'](
+                header=_header(store, ns), joint_names=names, points=points)
+    yield EVENT_TOPIC, end, event(_SUCCESS if e.success else _FAILURE, end, e.steps)
+
+
+def write_episode_bag(episode: Episode, path: str | Path, storage: str = 'mcap') -> Path:
+    """Write ``episode`` as a rosbag2 bag directory at ``path`` (which must not exist); return it.
+
+    One Image and one JointState per step at the step's start; one JointTrajectory per inference
+    call (a run of equal ``call_index``), its points at (i+1)*control_dt, stamped with the call's
+    first step; /instruction and a START event at t = times[0]; SUCCESS or FAILURE at the end of
+    the last step. ``storage``: 'mcap' (zstd-compressed chunks) or 'sqlite3'.
+    """
+    plugins = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
+    if storage not in plugins:
+        raise ValueError(f"storage '{storage}' must be one of {sorted(plugins)}")
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f'{path} exists; a bag is never overwritten')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = typestore()
+    writer = Writer(path, version=9, storage_plugin=plugins[storage])
+    if storage == 'mcap':
+        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    e = episode
+    for key, value in (('task', e.task), ('style', e.style), ('seed', str(e.seed)),
+                       ('success', str(e.success).lower()), ('control_dt', repr(e.control_dt)),
+                       ('steps', str(e.steps))):
+        writer.set_custom_data(key, value)
+    with writer:
+        connections = {topic: writer.add_connection(topic, msgtype, typestore=store,
+                                                    offered_qos_profiles=[_TOPIC_QOS[topic]])
+                       for topic, msgtype in TOPIC_TYPES.items()}
+        for topic, ns, msg in _episode_messages(e, store):
+            writer.write(connections[topic], ns, store.serialize_cdr(msg, TOPIC_TYPES[topic]))
+    return path
+
+
+def bag_custom_data(path: str | Path) -> dict[str, str]:
+    """The ``custom_data`` of a bag directory's metadata.yaml ({} for a bare .mcap or none set)."""
+    meta = Path(path) / 'metadata.yaml'
+    if not meta.is_file():
+        return {}
+    try:
+        info = yaml.safe_load(meta.read_text())['rosbag2_bagfile_information']
+    except (yaml.YAMLError, KeyError, TypeError) as err:
+        raise BagError(f'{meta} is not a rosbag2 metadata file: {err}') from None
+    return {str(k): str(v) for k, v in (info.get('custom_data') or {}).items()}
+
+
+def _read_messages(path: Path) -> dict[str, list[tuple[int, object]]]:
+    """topic -> [(log time ns, deserialized message)] for the episode topics, in log-time order."""
+    store = typestore()
+    try:
+        with Reader(path) as reader:
+            topics = {c.topic: c.msgtype for c in reader.connections}
+            missing = [t for t in REQUIRED_TOPICS if t not in topics]
+            if missing:
+                raise BagError(f'{path} lacks the topics {missing} (it has {sorted(topics)})')
+            wrong = {t: topics[t] for t in TOPIC_TYPES if t in topics and topics[t] != TOPIC_TYPES[t]}
+            if wrong:
+                raise BagError(f'{path}: topics with unexpected types {wrong}; expected '
+                               f'{ {t: TOPIC_TYPES[t] for t in wrong} }')
+            messages: dict[str, list[tuple[int, object]]] = {t: [] for t in TOPIC_TYPES}
+            wanted = [c for c in reader.connections if c.topic in TOPIC_TYPES]
+            for connection, log_ns, raw in reader.messages(wanted):
+                messages[connection.topic].append((log_ns, store.deserialize_cdr(raw, connection.msgtype)))
+    except BagError:
+        raise
+    except Exception as err:  # a damaged file fails deep inside rosbags/mcap/zstd in many ways
+        raise BagError(f'cannot read the bag {path}: {type(err).__name__}: {err}') from err
+    return messages
+
+
+def _expand_commands(commands: list[tuple[int, object]], path: Path
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(step start times ns (T,), actions (T, A), command index (T,), joint names) of the commands."""
+    timed = sorted(((_stamp_ns(msg, ns), msg) for ns, msg in commands), key=lambda c: c[0])
+    filled = [msg for _, msg in timed if len(msg.points)]
+    if not filled:
+        raise BagError(f'{path}: {COMMAND_TOPIC} has no trajectory points')
+    names = list(filled[0].joint_names)
+    starts, actions, calls = [], [], []
+    for k, (start, msg) in enumerate(timed):
+        if not len(msg.points):
+            continue  # an empty trajectory (hold) only ends the previous one
+        if sorted(msg.joint_names) != sorted(names):
+            raise BagError(f'{path}: command {k} has joints {list(msg.joint_names)}, the first one {names}')
+        order = [list(msg.joint_names).index(n) for n in names]
+        offsets = [p.time_from_start.sec * 1_000_000_000 + p.time_from_start.nanosec for p in msg.points]
+        if np.any(np.diff(offsets) <= 0):
+            raise BagError(f'{path}: command {k} has time_from_start not strictly increasing: {offsets} ns')
+        replaced_at = timed[k + 1][0] - _ALIGN_TOLERANCE_NS if k + 1 < len(timed) else None
+        for point, offset in zip(msg.points, offsets):
+            step = start + offset - offsets[0]
+            if replaced_at is not None and step >= replaced_at:
+                break
+            if len(point.positions) != len(names):
+                raise BagError(f'{path}: command {k} has a point with {len(point.positions)} positions '
+                               f'for {len(names)} joints')
+            starts.append(step)
+            actions.append(np.asarray(point.positions, dtype=np.float64)[order])
+            calls.append(k)
+    return np.array(starts, dtype=np.int64), np.stack(actions), np.array(calls), names
+
+
+def _latest(samples: list[tuple[int, object]], steps_ns: np.ndarray, topic: str, path: Path) -> list:
+    """For each step start, the latest message (by stamp) at or before it."""
+    samples = sorted(((_stamp_ns(msg, ns), msg) for ns, msg in samples), key=lambda s: s[0])
+    times = np.array([ns for ns, _ in samples], dtype=np.int64)
+    index = np.searchsorted(times, steps_ns + _ALIGN_TOLERANCE_NS, side='right') - 1
+    if len(samples) == 0 or index[0] < 0:
+        raise BagError(f'{path}: no {topic} message at or before the first step ({steps_ns[0]} ns)')
+    return [samples[i][1] for i in index]
+
+
+def _image(msg, path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from an rgb8 or bgr8 Image."""
+    if msg.encoding not in ('rgb8', 'bgr8'):
+        raise BagError(f"{path}: image encoding '{msg.encoding}' is not supported (rgb8 or bgr8)")
+    h, w = msg.height, msg.width
+    if msg.step < 3 * w or len(msg.data) != msg.step * h:
+        raise BagError(f'{path}: image buffer has {len(msg.data)} bytes for {w}x{h} with step {msg.step}')
+    image = np.asarray(msg.data, dtype=np.uint8).reshape(h, msg.step)[:, :3 * w].reshape(h, w, 3)
+    return image[..., ::-1] if msg.encoding == 'bgr8' else image
+
+
+def _positions(msg, names: list[str], path: Path) -> np.ndarray:
+    """(A,) positions of ``names`` from a JointState (extra joints ignored)."""
+    have = list(msg.name)
+    missing = [n for n in names if n not in have]
+    if missing or len(msg.position) != len(have):
+        raise BagError(f'{path}: joint_states lacks joints {missing} or has {len(msg.position)} positions '
+                       f'for {len(have)} names')
+    return np.asarray(msg.position, dtype=np.float64)[[have.index(n) for n in names]]
+
+
+def read_episode_bag(path: str | Path) -> Episode:
+    """Load a bag (directory, or a bare .mcap/.db3 file) as an Episode; raises BagError if unusable.
+
+    The steps are the expanded commands between the START event and the end event (when present).
+    task, instruction and success come from the events and /instruction, falling back to
+    custom_data; seed, style and control_dt come from custom_data (-1, 'recorded' and the median
+    step spacing when absent).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f'no bag at {path}')
+    messages = _read_messages(path)
+    custom = bag_custom_data(path) if path.is_dir() else {}
+    events = sorted(((_stamp_ns(m, ns), m) for ns, m in messages[EVENT_TOPIC]), key=lambda e: e[0])
+    start = next(((ns, m) for ns, m in events if m.event == _START), None)
+    end = next(((ns, m) for ns, m in events if m.event in (_SUCCESS, _FAILURE)
+                and (start is None or ns >= start[0])), None)
+    steps_ns, actions, calls, names = _expand_commands(messages[COMMAND_TOPIC], path)
+    keep = np.ones(len(steps_ns), dtype=bool)
+    if start is not None:
+        keep &= steps_ns >= start[0] - _ALIGN_TOLERANCE_NS
+    if end is not None:
+        keep &= steps_ns < end[0] - _ALIGN_TOLERANCE_NS
+    if not keep.any():
+        raise BagError(f'{path}: no command falls between the START and the end event')
+    steps_ns, actions, calls = steps_ns[keep], actions[keep], calls[keep]
+    images = np.stack([_image(m, path) for m in _latest(messages[IMAGE_TOPIC], steps_ns, IMAGE_TOPIC, path)])
+    positions = np.stack([_positions(m, names, path)
+                          for m in _latest(messages[JOINT_STATES_TOPIC], steps_ns, JOINT_STATES_TOPIC, path)])
+    task = start[1].task if start is not None else custom.get('task', '')
+    if not task:
+        raise BagError(f'{path}: no task: neither a START event on {EVENT_TOPIC} nor custom_data task')
+    instructions = [m.data for _, m in messages[INSTRUCTION_TOPIC]]
+    instruction = instructions[0] if instructions else (start[1].instruction if start is not None else '')
+    success = end[1].event == _SUCCESS if end is not None else custom.get('success') == 'true'
+    if 'control_dt' in custom:
+        control_dt = float(custom['control_dt'])
+    elif len(steps_ns) > 1:
+        control_dt = float(np.median(np.diff(steps_ns))) / 1e9
+    else:
+        raise BagError(f'{path}: one step and no custom_data control_dt: the control period is unknown')
+    origin = start[0] if start is not None else steps_ns[0]
+    return Episode(task=task, instruction=instruction, seed=int(custom.get('seed', -1)),
+                   style=custom.get('style', 'recorded'), success=bool(success), control_dt=control_dt,
+                   joint_names=tuple(names), images=images, joint_positions=positions, actions=actions,
+                   times=(steps_ns - origin) / 1e9, call_index=np.unique(calls, return_inverse=True)[1])

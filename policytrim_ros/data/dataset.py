@@ -1,0 +1,138 @@
+"""``ChunkDataset``: training windows (image, state, instruction, next H actions) from recorded episodes.
+
+Every step t of every episode starts one window. All arrays live in memory (a 96x96 step is about
+28 kB of image, so a few hundred episodes of up to 150 steps take a few hundred MB).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from policytrim_ros.data.bag import bag_custom_data, read_episode_bag
+from policytrim_ros.data.episode import Episode
+
+_MIN_STD = 1e-6  # floor of the statistics' std, so normalizing a constant dimension stays finite
+
+
+def find_bags(root: str | Path) -> list[Path]:
+    """Bag directories (those with a metadata.yaml) at or below ``root``, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f'no directory {root}')
+    if (root / 'metadata.yaml').is_file():
+        return [root]
+    return sorted(meta.parent for meta in root.rglob('metadata.yaml'))
+
+
+def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(T, h, w, 3) uint8 -> (T, H, W, 3) uint8, area interpolation (antialiased when shrinking)."""
+    import cv2  # only needed when resizing
+    height, width = size
+    return np.stack([cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA) for image in images])
+
+
+class ChunkDataset:
+    """Windows of ``chunk_size`` future actions over episodes, as numpy arrays (torch Dataset style).
+
+    source: a demonstrations root (searched for bags), one bag directory, or a sequence of bag
+        paths, roots or ``Episode`` objects.
+    chunk_size: H, the number of future actions per window.
+    image_size: (height, width) to resize images to, or None to keep the recorded size (all
+        episodes must then share one size).
+    styles: keep only bags whose custom_data style is one of these (None keeps all).
+    only_successful: drop episodes that did not succeed.
+
+    Item i is a dict: image (h, w, 3) uint8 at step t; state (A,) float32 observed joint positions
+    at t; instruction str; actions (H, A) float32 commanded targets of steps t..t+H-1, padded past
+    the episode's end with its last action; action_mask (H,) bool, False on that padding.
+    """
+
+    def __init__(self, source: str | Path | Sequence[str | Path | Episode], chunk_size: int,
+                 image_size: tuple[int, int] | None = None, styles: Sequence[str] | None = None,
+                 only_successful: bool = True) -> None:
+        if chunk_size < 1:
+            raise ValueError(f'chunk_size ({chunk_size}) must be >= 1')
+        if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+            raise ValueError(f'image_size ({image_size}) must be (height, width) in pixels')
+        self.chunk_size = int(chunk_size)
+        items = [source] if isinstance(source, (str, Path)) else list(source)
+        episodes = [e for e in self._load(items, styles) if e.success or not only_successful]
+        if not episodes:
+            raise ValueError(f'no episodes to train on in {source} (styles={styles}, '
+                             f'only_successful={only_successful})')
+        names = {e.joint_names for e in episodes}
+        if len(names) != 1:
+            raise ValueError(f'episodes have different joint names: {sorted(names)}')
+        self.joint_names: tuple[str, ...] = names.pop()
+        images = [e.images if image_size is None or e.images.shape[1:3] == tuple(image_size)
+                  else _resize(e.images, tuple(image_size)) for e in episodes]
+        sizes = {i.shape[1:3] for i in images}
+        if len(sizes) != 1:
+            raise ValueError(f'episodes have different image sizes {sorted(sizes)}; pass image_size')
+        self.episodes: list[Episode] = episodes
+        self._images = np.concatenate(images)                                      # (N, h, w, 3)
+        self._states = np.concatenate([e.joint_positions for e in episodes]).astype(np.float32)  # (N, A)
+        self._actions = np.concatenate([e.actions for e in episodes]).astype(np.float32)         # (N, A)
+        lengths = np.array([e.steps for e in episodes])
+        self._episode_of = np.repeat(np.arange(len(episodes)), lengths)           # (N,)
+        self._episode_end = np.cumsum(lengths)                                     # (E,) exclusive ends
+
+    @staticmethod
+    def _load(items: list[str | Path | Episode], styles: Sequence[str] | None) -> list[Episode]:
+        episodes = []
+        for item in items:
+            if isinstance(item, Episode):
+                if styles is None or item.style in styles:
+                    episodes.append(item)
+                continue
+            path = Path(item)
+            bags = find_bags(path) if path.is_dir() else [path]
+            for bag in bags:
+                if styles is None or bag_custom_data(bag).get('style', 'recorded') in styles:
+                    episodes.append(read_episode_bag(bag))
+        return episodes
+
+    def __len__(self) -> int:
+        return len(self._actions)
+
+    def __getitem__(self, index: int) -> dict:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f'window {index} out of range for {n} windows')
+        t = int(index) % n
+        end = self._episode_end[self._episode_of[t]]
+        steps = t + np.arange(self.chunk_size)
+        return {
+            'image': self._images[t],
+            'state': self._states[t],
+            'instruction': self.episodes[self._episode_of[t]].instruction,
+            'actions': self._actions[np.minimum(steps, end - 1)],
+            'action_mask': steps < end,
+        }
+
+    def instructions(self) -> list[str]:
+        """The distinct instructions, sorted."""
+        return sorted({e.instruction for e in self.episodes})
+
+    def statistics(self) -> dict[str, np.ndarray]:
+        """Per-dimension normalization statistics, each (A,) float32, std floored at 1e-6.
+
+        state_mean, state_std: over the observed joint positions of every step.
+        delta_mean, delta_std: over actions[t + k] - state[t] for every unpadded (t, k) of the
+            windows, i.e. the targets a chunk predicts relative to the state it starts from.
+        """
+        deltas = []
+        for k in range(self.chunk_size):
+            t = np.arange(len(self) - k)
+            valid = t + k < self._episode_end[self._episode_of[t]]
+            deltas.append(self._actions[t[valid] + k] - self._states[t[valid]])
+        delta = np.concatenate(deltas).astype(np.float64)
+        states = self._states.astype(np.float64)
+        return {
+            'state_mean': states.mean(0).astype(np.float32),
+            'state_std': np.maximum(states.std(0), _MIN_STD).astype(np.float32),
+            'delta_mean': delta.mean(0).astype(np.float32),
+            'delta_std': np.maximum(delta.std(0), _MIN_STD).astype(np.float32),
+        }

@@ -1,0 +1,239 @@
+"""Step-wise demonstration operators: one absolute joint target (A,) per control step.
+
+Both styles wrap ``ScriptedExpert`` re-planned every step (``chunk(...)[0]``), which is how a
+teleoperator streams targets: one single-point JointTrajectory per control step. ``EfficientOperator``
+is the plain expert. ``TeleopOperator`` adds the redundancy real teleoperated datasets have
+(ALOHA-, DROID-style recordings): a reaction-time dwell at the start, hesitations, small detours
+and overshoot-then-correct motions. That redundancy is what PolicyTrim's step reduction removes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+
+from policytrim_ros.config import from_dict, suggest
+from policytrim_ros.envs.base import Observation
+from policytrim_ros.envs.experts import ScriptedExpert
+
+OPERATOR_STYLES: tuple[str, ...] = ('efficient', 'teleop')
+"""Registered demonstration styles (``make_operator`` keys, the ``style`` of an ``Episode``)."""
+
+# The operator's random stream: SeedSequence(seed, spawn_key=(_OPERATOR_STREAM,)), disjoint from
+# ArmEnv's streams (spawn keys 0-5), so operator draws never change the env's disturbances.
+_OPERATOR_STREAM = 0x0BE7
+_DETOUR_JOINTS = slice(0, 3)   # base yaw, shoulder, elbow: the joints that move the hand around
+_ARM = slice(0, 6)             # the six arm joints; column 6 is the gripper
+_SLOWING_RATIO = 0.7           # the expert "slows down" when its joint step shrinks below this ratio
+_MOVING_STEP = 0.01            # ... of a previous commanded step larger than this (rad, norm)
+_ARM_STILL = 0.04              # an arm step below this (rad, norm) is slow enough to grasp; the
+                               # expert moves up to 0.12 rad per step in free space
+_GRIPPER_MOVING = 0.002        # a gripper target change above this (m per step; 4x the reading
+                               # noise) is a motion; the expert moves the fingers 0.015 m per step
+
+
+class Operator(Protocol):
+    """Produces one action per control step; ``reset`` before each episode."""
+
+    style: str
+
+    def reset(self, task: str, seed: int, control_dt: float) -> None:
+        """Start an episode of ``task``; ``seed`` seeds any randomness of the operator."""
+
+    def act(self, observation: Observation) -> np.ndarray:
+        """(A,) absolute joint targets for the next control step (rad; gripper opening in m)."""
+
+
+class EfficientOperator:
+    """The scripted expert, re-planned from the observed joints every control step."""
+
+    style = 'efficient'
+
+    def __init__(self, expert: ScriptedExpert | None = None) -> None:
+        self._expert = expert if expert is not None else ScriptedExpert()
+        self._task = ''
+        self._control_dt = 0.0
+
+    def reset(self, task: str, seed: int, control_dt: float) -> None:
+        """The expert is deterministic: ``seed`` is not used."""
+        self._task, self._control_dt = task, control_dt
+
+    def act(self, observation: Observation) -> np.ndarray:
+        if not self._task:
+            raise RuntimeError('call reset(task, seed, control_dt) before act()')
+        return self._expert.chunk(self._task, observation.joint_positions, observation.environment_state,
+                                  1, self._control_dt)[0]
+
+
+def _check_steps(name: str, value: tuple[int, int], minimum: int) -> tuple[int, int]:
+    """Validate an inclusive (lo, hi) range of control steps; return it as ints."""
+    if len(value) != 2 or any(int(v) != v for v in value):
+        raise ValueError(f'{name} ({value}) must be a (lo, hi) pair of whole control steps')
+    lo, hi = int(value[0]), int(value[1])
+    if not minimum <= lo <= hi <= 50:
+        raise ValueError(f'{name} ({value}) must satisfy {minimum} <= lo <= hi <= 50 steps')
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class TeleopConfig:
+    """Human-like redundancy added to the expert. Ranges are inclusive (lo, hi), drawn uniformly.
+
+    dwell_steps: control steps the arm holds still at the start (operator reaction time).
+    hesitation_probability: chance per control step, while following the expert, of a hesitation.
+    hesitation_steps: control steps a hesitation holds the last target (arm and gripper).
+    detour_probability: chance per control step, while following the expert, of a detour.
+    detour_steps: control steps a detour drifts for; the expert steers back afterwards.
+    detour_size: joint-space distance (rad, norm over base yaw, shoulder and elbow) a detour drifts
+        in a random direction, spread evenly over its steps (0.08 rad is about 3 cm at the hand).
+    overshoot_probability: chance per control step, while the expert slows down toward a waypoint
+        (its joint step shrinks below 0.7 of the previous commanded step of > 0.01 rad), that the
+        operator keeps moving at the previous step instead, then comes back (a correction).
+    overshoot_steps: control steps an overshoot keeps moving for.
+    grasp_pause_probability: chance that the operator pauses when the expert starts to close or
+        open the gripper with the arm still (a grasp or a release: checking before committing).
+    grasp_pause_steps: control steps such a pause holds the last target.
+    """
+
+    dwell_steps: tuple[int, int] = (2, 6)
+    hesitation_probability: float = 0.03
+    hesitation_steps: tuple[int, int] = (2, 5)
+    detour_probability: float = 0.02
+    detour_steps: tuple[int, int] = (3, 6)
+    detour_size: float = 0.08
+    overshoot_probability: float = 0.3
+    overshoot_steps: tuple[int, int] = (1, 3)
+    grasp_pause_probability: float = 0.7
+    grasp_pause_steps: tuple[int, int] = (2, 6)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'dwell_steps', _check_steps('dwell_steps', self.dwell_steps, 0))
+        for name in ('hesitation_steps', 'detour_steps', 'overshoot_steps', 'grasp_pause_steps'):
+            object.__setattr__(self, name, _check_steps(name, getattr(self, name), 1))
+        for name in ('hesitation_probability', 'detour_probability', 'overshoot_probability',
+                     'grasp_pause_probability'):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f'{name} ({p}) must be in [0, 1]')
+        total = self.hesitation_probability + self.detour_probability
+        if total > 1.0:
+            raise ValueError(f'hesitation_probability + detour_probability ({total}) must be <= 1')
+        if not (math.isfinite(self.detour_size) and 0.0 <= self.detour_size <= 0.5):
+            raise ValueError(f'detour_size ({self.detour_size}) must be in [0, 0.5] rad')
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TeleopConfig:
+        """Build from a (YAML) mapping; an unknown key raises ConfigError with a suggestion."""
+        return from_dict(cls, dict(d))
+
+
+class TeleopOperator:
+    """The expert with a teleoperator's redundancy; same seed and observations, same actions.
+
+    A small state machine: 'dwell' at the start, then 'follow' the expert; while following, each
+    step may start a 'hesitate' (hold the last target; also when the gripper is about to close or
+    open), a 'detour' (expert target plus a drift on the first three joints) or, while the expert
+    slows down, an 'overshoot' (continue the last commanded joint step). Every event lasts a drawn
+    number of steps, then following resumes and the expert, re-planning from the observed joints,
+    corrects whatever the event did.
+    """
+
+    style = 'teleop'
+
+    def __init__(self, config: TeleopConfig | None = None, expert: ScriptedExpert | None = None) -> None:
+        self.config = config if config is not None else TeleopConfig()
+        self._expert = expert if expert is not None else ScriptedExpert()
+        self._task = ''
+        self._control_dt = 0.0
+        self._rng = np.random.default_rng(0)
+        self._mode = 'dwell'
+        self._left = 0                            # steps left in the current event
+        self._previous: np.ndarray | None = None  # (A,) last commanded target
+        self._step = np.zeros(0)                  # (A,) last commanded change of target
+        self._motion = np.zeros(0)                # (A,) per-step change in a detour or overshoot
+        self._paused_for_gripper = False          # a pause was drawn for the gripper motion ahead
+
+    def reset(self, task: str, seed: int, control_dt: float) -> None:
+        """Start an episode; all operator randomness comes from ``seed``."""
+        self._task, self._control_dt = task, control_dt
+        sequence = np.random.SeedSequence(seed, spawn_key=(_OPERATOR_STREAM,))
+        self._rng = np.random.default_rng(sequence)
+        self._start('dwell', self.config.dwell_steps)
+        self._previous = None
+        self._paused_for_gripper = False
+
+    def act(self, observation: Observation) -> np.ndarray:
+        if not self._task:
+            raise RuntimeError('call reset(task, seed, control_dt) before act()')
+        expert = self._expert.chunk(self._task, observation.joint_positions, observation.environment_state,
+                                    1, self._control_dt)[0]
+        if self._previous is None:  # first step: the dwell holds the pose the arm starts in
+            self._previous = observation.joint_positions.copy()
+            self._step = np.zeros_like(self._previous)
+        if self._left == 0:  # the dwell or the last event is over
+            self._mode = 'follow'
+            self._maybe_start_event(expert)
+        action = self._action(expert)
+        if self._mode != 'follow':
+            self._left -= 1
+        self._step = action - self._previous
+        self._previous = action
+        if abs(self._step[6]) > _GRIPPER_MOVING:
+            self._paused_for_gripper = False  # the next gripper motion may get its own pause
+        return action
+
+    def _maybe_start_event(self, expert: np.ndarray) -> None:
+        """While following, draw whether a pause, hesitation, detour or overshoot starts now."""
+        c, rng = self.config, self._rng
+        # a grasp or a release: the gripper starts to move while the arm stays (nearly) still
+        grasp = (abs(expert[6] - self._previous[6]) > _GRIPPER_MOVING and abs(self._step[6]) <= _GRIPPER_MOVING
+                 and np.linalg.norm((expert - self._previous)[_ARM]) < _ARM_STILL)
+        if grasp and not self._paused_for_gripper and rng.random() < c.grasp_pause_probability:
+            self._paused_for_gripper = True
+            self._start('hesitate', c.grasp_pause_steps)
+            return
+        draw = rng.random()
+        if draw < c.hesitation_probability:
+            self._start('hesitate', c.hesitation_steps)
+        elif draw < c.hesitation_probability + c.detour_probability:
+            self._start('detour', c.detour_steps)
+            direction = rng.standard_normal(_DETOUR_JOINTS.stop - _DETOUR_JOINTS.start)
+            self._motion = np.zeros_like(expert)
+            self._motion[_DETOUR_JOINTS] = c.detour_size * direction / np.linalg.norm(direction) / self._left
+        else:
+            previous_step = float(np.linalg.norm(self._step[_ARM]))
+            slowing = (previous_step > _MOVING_STEP and
+                       np.linalg.norm((expert - self._previous)[_ARM]) < _SLOWING_RATIO * previous_step)
+            if slowing and rng.random() < c.overshoot_probability:
+                self._start('overshoot', c.overshoot_steps)
+                self._motion = np.zeros_like(expert)
+                self._motion[_ARM] = self._step[_ARM]
+
+    def _start(self, mode: str, steps: tuple[int, int]) -> None:
+        """Enter ``mode`` for a number of steps drawn uniformly from the inclusive ``steps``."""
+        self._mode, self._left = mode, int(self._rng.integers(steps[0], steps[1] + 1))
+
+    def _action(self, expert: np.ndarray) -> np.ndarray:
+        """(A,) target of this step in the current mode."""
+        if self._mode in ('dwell', 'hesitate'):
+            return self._previous.copy()
+        if self._mode == 'detour':
+            return expert + self._motion  # the drift adds up: the expert plans from where it went
+        if self._mode == 'overshoot':
+            action = self._previous + self._motion
+            action[6] = expert[6]  # the gripper follows the expert
+            return action
+        return expert
+
+
+def make_operator(style: str, teleop: TeleopConfig | None = None,
+                  expert: ScriptedExpert | None = None) -> Operator:
+    """The operator of ``style`` (one of ``OPERATOR_STYLES``); ``teleop`` configures 'teleop'."""
+    if style == 'efficient':
+        return EfficientOperator(expert)
+    if style == 'teleop':
+        return TeleopOperator(teleop, expert)
+    raise ValueError(f"unknown operator style '{style}'{suggest(str(style), OPERATOR_STYLES)} "
+                     f'(styles: {list(OPERATOR_STYLES)})')

@@ -1,0 +1,246 @@
+"""Demonstration operators, episode bags (rosbag2 MCAP) and the training-window dataset."""
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+from policytrim_ros.data import BagError, Episode, read_episode_bag, typestore, write_episode_bag
+from policytrim_ros.data.bag import COMMAND_TOPIC, IMAGE_TOPIC, JOINT_STATES_TOPIC, TOPIC_TYPES
+from policytrim_ros.data.collect import collect_demonstrations, collect_episode
+from policytrim_ros.data.dataset import ChunkDataset
+from policytrim_ros.envs import JOINT_NAMES, ArmEnv
+from policytrim_ros.envs.operators import OPERATOR_STYLES, TeleopConfig, make_operator
+
+SEEDS = (0, 1, 2, 3)
+
+
+@pytest.fixture(scope='module')
+def env():
+    env = ArmEnv()
+    yield env
+    env.close()
+
+
+@pytest.fixture(scope='module')
+def reach_episodes(env):
+    """{style: [Episode per seed]} of the short reach task (about 20-30 steps each)."""
+    return {style: [collect_episode(env, make_operator(style), 'reach', seed, max_steps=60) for seed in SEEDS]
+            for style in OPERATOR_STYLES}
+
+
+def assert_same_episode(a: Episode, b: Episode) -> None:
+    for name in ('images', 'joint_positions', 'actions', 'call_index'):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    np.testing.assert_allclose(a.times, b.times, rtol=0, atol=1e-9)
+    for name in ('task', 'instruction', 'seed', 'style', 'success', 'control_dt', 'joint_names'):
+        assert getattr(a, name) == getattr(b, name), name
+
+
+# -- operators --------------------------------------------------------------------------------------
+def test_teleop_replays_the_same_episode_for_the_same_seed(env, reach_episodes):
+    again = collect_episode(env, make_operator('teleop'), 'reach', SEEDS[0], max_steps=60)
+    assert_same_episode(again, reach_episodes['teleop'][0])
+    other = reach_episodes['teleop'][1]
+    assert other.steps != again.steps or not np.array_equal(other.actions, again.actions)
+
+
+def test_teleop_is_longer_than_efficient_and_still_succeeds(reach_episodes):
+    for style in OPERATOR_STYLES:
+        assert all(e.success for e in reach_episodes[style]), style
+    teleop = np.mean([e.steps for e in reach_episodes['teleop']])
+    efficient = np.mean([e.steps for e in reach_episodes['efficient']])
+    assert teleop > 1.1 * efficient
+
+
+def test_teleop_dwells_at_the_start(reach_episodes):
+    for episode in reach_episodes['teleop']:
+        np.testing.assert_array_equal(episode.actions[1], episode.actions[0])  # dwell_steps >= 2
+        np.testing.assert_array_equal(episode.actions[0], episode.joint_positions[0])
+
+
+@pytest.mark.parametrize('field, value, rule', [
+    ('dwell_steps', (5, 2), 'lo <= hi'),
+    ('hesitation_probability', 1.5, 'in [0, 1]'),
+    ('detour_steps', (0, 3), '1 <= lo'),
+    ('detour_size', -0.1, 'in [0, 0.5]'),
+])
+def test_teleop_config_names_the_bad_field(field, value, rule):
+    with pytest.raises(ValueError) as error:
+        TeleopConfig(**{field: value})
+    assert str(error.value).startswith(f'{field} ({value})') and rule in str(error.value)
+
+
+def test_unknown_operator_style_suggests_one():
+    with pytest.raises(ValueError, match="did you mean 'teleop'"):
+        make_operator('teleopp')
+
+
+# -- bags -------------------------------------------------------------------------------------------
+def test_bag_round_trip_reproduces_the_episode(tmp_path, reach_episodes):
+    for episode in (reach_episodes['efficient'][0], reach_episodes['teleop'][1]):
+        path = write_episode_bag(episode, tmp_path / episode.style)
+        assert_same_episode(read_episode_bag(path), episode)
+
+
+def test_bag_has_the_robot_topics_types_and_metadata(tmp_path, reach_episodes):
+    episode = reach_episodes['teleop'][0]
+    path = write_episode_bag(episode, tmp_path / 'bag')
+    info = yaml.safe_load((path / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert info['storage_identifier'] == 'mcap' and info['version'] == 9
+    assert info['custom_data'] == {'task': 'reach', 'style': 'teleop', 'seed': '0', 'success': 'true',
+                                   'control_dt': '0.1', 'steps': str(episode.steps)}
+    store = typestore()
+    with Reader(path) as reader:
+        assert {c.topic: c.msgtype for c in reader.connections} == TOPIC_TYPES
+        counts = {c.topic: c.msgcount for c in reader.connections}
+        events = [store.deserialize_cdr(raw, c.msgtype) for c, _, raw in reader.messages()
+                  if c.topic == '/episode/event']
+        image = next(store.deserialize_cdr(raw, c.msgtype) for c, _, raw in reader.messages()
+                     if c.topic == IMAGE_TOPIC)
+    assert counts == {IMAGE_TOPIC: episode.steps, JOINT_STATES_TOPIC: episode.steps,
+                      COMMAND_TOPIC: episode.steps, '/instruction': 1, '/episode/event': 2}
+    assert [(e.event, e.step, e.task) for e in events] == [(0, 0, 'reach'), (1, episode.steps, 'reach')]
+    assert events[0].instruction == episode.instruction
+    assert image.encoding == 'rgb8' and (image.height, image.width) == episode.images.shape[1:3]
+
+
+def test_custom_message_hash_matches_rosidl():
+    from policytrim_ros.launcher import package_share
+    try:
+        generated = package_share() / 'msg' / 'EpisodeEvent.json'
+    except LookupError:
+        pytest.skip('policytrim_ros interfaces are not installed (run scripts/setup.sh)')
+    expected = json.loads(generated.read_text())['type_hashes'][0]['hash_string']
+    assert typestore().hash_rihs01('policytrim_ros/msg/EpisodeEvent') == expected
+
+
+def test_chunked_commands_expand_to_one_step_per_point(tmp_path, reach_episodes):
+    episode = reach_episodes['efficient'][0]
+    windows = dataclasses.replace(episode, style='policy', call_index=np.arange(episode.steps) // 4)
+    path = write_episode_bag(windows, tmp_path / 'windows')
+    store = typestore()
+    with Reader(path) as reader:
+        commands = [store.deserialize_cdr(raw, c.msgtype) for c, _, raw in reader.messages()
+                    if c.topic == COMMAND_TOPIC]
+    assert [len(c.points) for c in commands] == [min(4, episode.steps - k) for k in range(0, episode.steps, 4)]
+    assert_same_episode(read_episode_bag(path), windows)
+
+
+def write_bag(path, commands, steps=6, with_images=True):
+    """A hand-made bag: joint states (and images) every 0.1 s, then ``commands`` as
+    [(start s, [(time_from_start s, position value)])] on the 7 arm joints."""
+    store = typestore()
+    t = store.types
+
+    def stamp(seconds):
+        ns = int(round(seconds * 1e9))
+        return t['builtin_interfaces/msg/Time'](sec=ns // 10**9, nanosec=ns % 10**9)
+
+    def header(seconds):
+        return t['std_msgs/msg/Header'](stamp=stamp(seconds), frame_id='')
+
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        topics = [JOINT_STATES_TOPIC, COMMAND_TOPIC, '/episode/event'] + ([IMAGE_TOPIC] if with_images else [])
+        conn = {topic: writer.add_connection(topic, TOPIC_TYPES[topic], typestore=store) for topic in topics}
+        writer.write(conn['/episode/event'], 0, store.serialize_cdr(t[TOPIC_TYPES['/episode/event']](
+            header=header(0.0), event=0, episode_id='x', task='reach', instruction='go', step=0),
+            TOPIC_TYPES['/episode/event']))
+        for k in range(steps):
+            ns = int(round(k * 0.1 * 1e9))
+            state = t['sensor_msgs/msg/JointState'](header=header(k * 0.1), name=list(JOINT_NAMES),
+                                                    position=np.full(7, float(k)), velocity=np.zeros(0),
+                                                    effort=np.zeros(0))
+            writer.write(conn[JOINT_STATES_TOPIC], ns, store.serialize_cdr(state, TOPIC_TYPES[JOINT_STATES_TOPIC]))
+            if with_images:
+                image = t['sensor_msgs/msg/Image'](header=header(k * 0.1), height=2, width=2, encoding='rgb8',
+                                                   is_bigendian=0, step=6, data=np.full(12, k, np.uint8))
+                writer.write(conn[IMAGE_TOPIC], ns, store.serialize_cdr(image, TOPIC_TYPES[IMAGE_TOPIC]))
+        for start, points in commands:
+            msg = t['trajectory_msgs/msg/JointTrajectory'](header=header(start), joint_names=list(JOINT_NAMES), points=[
+                t['trajectory_msgs/msg/JointTrajectoryPoint'](
+                    positions=np.full(7, value), velocities=np.zeros(0), accelerations=np.zeros(0),
+                    effort=np.zeros(0), time_from_start=t['builtin_interfaces/msg/Duration'](
+                        sec=0, nanosec=int(round(tfs * 1e9)))) for tfs, value in points])
+            writer.write(conn[COMMAND_TOPIC], int(round(start * 1e9)),
+                         store.serialize_cdr(msg, TOPIC_TYPES[COMMAND_TOPIC]))
+    return path
+
+
+def test_a_newer_command_replaces_the_rest_of_the_older_one(tmp_path):
+    # a 4-point window at t=0 replaced at t=0.2 by a 3-point one: steps 0.0, 0.1 | 0.2, 0.3, 0.4
+    path = write_bag(tmp_path / 'replaced', [(0.0, [(0.1, 10.0), (0.2, 11.0), (0.3, 12.0), (0.4, 13.0)]),
+                                             (0.2, [(0.1, 20.0), (0.2, 21.0), (0.3, 22.0)])])
+    episode = read_episode_bag(path)
+    np.testing.assert_allclose(episode.times, [0.0, 0.1, 0.2, 0.3, 0.4], atol=1e-9)
+    np.testing.assert_array_equal(episode.actions[:, 0], [10, 11, 20, 21, 22])
+    np.testing.assert_array_equal(episode.call_index, [0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(episode.joint_positions[:, 0], [0, 1, 2, 3, 4])  # latest at or before
+    np.testing.assert_array_equal(episode.images[:, 0, 0, 0], [0, 1, 2, 3, 4])
+    assert (episode.task, episode.instruction, episode.seed, episode.style) == ('reach', 'go', -1, 'recorded')
+    assert episode.control_dt == pytest.approx(0.1) and not episode.success
+
+
+def test_unreadable_bags_raise_bag_error(tmp_path, reach_episodes):
+    path = write_episode_bag(reach_episodes['efficient'][0], tmp_path / 'bag')
+    mcap = next(path.glob('*.mcap'))
+    mcap.write_bytes(mcap.read_bytes()[:mcap.stat().st_size // 2])
+    with pytest.raises(BagError, match='cannot read the bag'):
+        read_episode_bag(path)
+    with pytest.raises(BagError, match='no bag at'):
+        read_episode_bag(tmp_path / 'missing')
+    no_camera = write_bag(tmp_path / 'no_camera', [(0.0, [(0.1, 1.0)])], with_images=False)
+    with pytest.raises(BagError, match="lacks the topics \\['/camera/image_raw'\\]"):
+        read_episode_bag(no_camera)
+
+
+# -- dataset ----------------------------------------------------------------------------------------
+def test_dataset_windows_pad_and_mask_past_the_episode_end(tmp_path, reach_episodes):
+    for style, episodes in reach_episodes.items():
+        for e in episodes[:2]:
+            write_episode_bag(e, tmp_path / e.episode_id)
+    episodes = reach_episodes['efficient'][:2] + reach_episodes['teleop'][:2]
+    data = ChunkDataset(tmp_path, chunk_size=8)
+    assert len(data) == sum(e.steps for e in episodes)
+    assert data.instructions() == [episodes[0].instruction]
+    first = data[0]
+    assert first['image'].shape == (96, 96, 3) and first['image'].dtype == np.uint8
+    assert first['state'].shape == (7,) and first['state'].dtype == np.float32
+    assert first['actions'].shape == (8, 7) and first['actions'].dtype == np.float32
+    assert first['action_mask'].all() and first['instruction'] == episodes[0].instruction
+    last = data[data.episodes[0].steps - 3]  # 3 steps left in the first episode
+    np.testing.assert_array_equal(last['action_mask'], [True] * 3 + [False] * 5)
+    final = data.episodes[0].actions[-1].astype(np.float32)
+    np.testing.assert_array_equal(last['actions'][3:], np.tile(final, (5, 1)))
+    stats = data.statistics()
+    assert set(stats) == {'state_mean', 'state_std', 'delta_mean', 'delta_std'}
+    assert all(v.shape == (7,) and np.isfinite(v).all() for v in stats.values())
+    assert (stats['delta_std'] > 0).all()
+    teleop_only = ChunkDataset(tmp_path, chunk_size=4, image_size=(48, 64), styles=['teleop'])
+    assert len(teleop_only) == sum(e.steps for e in reach_episodes['teleop'][:2])
+    assert teleop_only[0]['image'].shape == (48, 64, 3)
+
+
+def test_collect_demonstrations_writes_bags_and_an_index(tmp_path):
+    paths = collect_demonstrations(['reach'], 2, 'teleop', seed=10, out_dir=tmp_path, workers=2,
+                                   max_steps=60, progress=False)
+    assert paths == [tmp_path / 'reach' / 'teleop-10', tmp_path / 'reach' / 'teleop-11']
+    index = json.loads((tmp_path / 'index.json').read_text())
+    summary = index['teleop']['tasks']['reach']
+    assert summary['episodes'] == 2 and summary['success_rate'] == 1.0 and summary['mean_steps'] > 0
+    assert read_episode_bag(paths[0]).seed == 10
+    with pytest.raises(FileExistsError, match='already exist'):
+        collect_demonstrations(['reach'], 1, 'teleop', seed=10, out_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match='evaluation uses seeds from 1000'):
+        collect_demonstrations(['reach'], 5, 'teleop', seed=998, out_dir=tmp_path, progress=False)
+
+
+def test_data_modules_do_not_import_rclpy():
+    code = ('import sys\nimport policytrim_ros.data.collect, policytrim_ros.data.dataset\n'
+            'assert not [m for m in sys.modules if m.split(".")[0] == "rclpy"]\n')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
