@@ -54,6 +54,7 @@ REQUIRED_TOPICS = (IMAGE_TOPIC, JOINT_STATES_TOPIC, COMMAND_TOPIC)
 CAMERA_FRAME = 'scene_camera'  # Image.header.frame_id, as sim_node publishes it
 _ALIGN_TOLERANCE_NS = 1_000    # a message this much after a step start still counts as "at" it
 _START, _SUCCESS, _FAILURE = 0, 1, 2  # EpisodeEvent constants
+_YAML_LOADER = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)  # libyaml: 10x faster on metadata.yaml
 
 
 class BagError(ValueError):
@@ -196,7 +197,7 @@ def bag_custom_data(path: str | Path) -> dict[str, str]:
     if not meta.is_file():
         return {}
     try:
-        info = yaml.safe_load(meta.read_text())['rosbag2_bagfile_information']
+        info = yaml.load(meta.read_text(), Loader=_YAML_LOADER)['rosbag2_bagfile_information']
     except (yaml.YAMLError, KeyError, TypeError) as err:
         raise BagError(f'{meta} is not a rosbag2 metadata file: {err}') from None
     return {str(k): str(v) for k, v in (info.get('custom_data') or {}).items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.util
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,7 +64,18 @@ def episode_dir(out_dir: str | Path, task: str, style: str, seed: int) -> Path:
     return Path(out_dir) / task / f'{style}-{seed}'
 
 
-# Per-worker state, built once by _init_worker: (env, operator, out_dir, only_successful, max_steps).
+def _collect_and_write(env: ArmEnv, operator: Operator, out_dir: Path, only_successful: bool, max_steps: int,
+                       task: str, seed: int) -> dict:
+    """Collect one episode and write its bag (unless it failed and only successes are kept)."""
+    episode = collect_episode(env, operator, task, seed, max_steps)
+    path = None
+    if episode.success or not only_successful:
+        path = write_episode_bag(episode, episode_dir(out_dir, task, operator.style, seed))
+    return {'task': task, 'seed': seed, 'success': episode.success, 'steps': episode.steps,
+            'path': None if path is None else str(path)}
+
+
+# Per pool worker: (env, operator, out_dir, only_successful, max_steps), built once by _init_worker.
 _WORKER: tuple | None = None
 
 
@@ -77,16 +89,7 @@ def _init_worker(env_config: EnvConfig, style: str, teleop: TeleopConfig | None,
 
 
 def _run_job(job: tuple[str, int]) -> dict:
-    """Collect and maybe write one episode; a small summary goes back to the parent."""
-    env, operator, out_dir, only_successful, max_steps = _WORKER
-    task, seed = job
-    episode = collect_episode(env, operator, task, seed, max_steps)
-    path = None
-    if episode.success or not only_successful:
-        path = episode_dir(out_dir, task, operator.style, seed)
-        write_episode_bag(episode, path)
-    return {'task': task, 'seed': seed, 'success': episode.success, 'steps': episode.steps,
-            'path': None if path is None else str(path)}
+    return _collect_and_write(*_WORKER, *job)
 
 
 def collect_demonstrations(tasks: Sequence[str], episodes_per_task: int, style: str, seed: int,
@@ -96,9 +99,11 @@ def collect_demonstrations(tasks: Sequence[str], episodes_per_task: int, style: 
     """Collect ``episodes_per_task`` episodes of each task with seeds seed, seed+1, ...; return bag paths.
 
     Episodes run in a pool of ``workers`` spawned processes (each with its own ArmEnv; 1 runs them
-    in this process). Failed episodes are only written when ``only_successful`` is False. The
-    style's entry of ``<out>/index.json`` (other styles' entries are kept) records, per task,
-    episodes run, successes, success_rate and mean_steps (over successful episodes).
+    in this process). Spawned workers re-import the caller's main module, so scripts must call
+    this under ``if __name__ == '__main__':``. Failed episodes are only written when
+    ``only_successful`` is False. The style's entry of ``<out>/index.json`` (other styles' entries
+    are kept) records, per task, episodes run, successes, success_rate, mean_steps (over
+    successful episodes) and the bags, plus the total steps and wall_clock_s.
     """
     make_operator(style)  # fail fast on an unknown style
     for task in tasks:
@@ -114,18 +119,19 @@ def collect_demonstrations(tasks: Sequence[str], episodes_per_task: int, style: 
     if existing:
         raise FileExistsError(f'{len(existing)} bags already exist (first: {existing[0]}); '
                               'remove them or collect into another out_dir')
-    args = (env_config or EnvConfig(), style, teleop, str(out_dir), only_successful, max_steps)
+    env_config = env_config or EnvConfig()
+    args = (env_config, style, teleop, str(out_dir), only_successful, max_steps)
     started = time.perf_counter()
     bar = tqdm(total=len(jobs), desc=f'{style} demos', unit='episode', disable=not progress)
     results = []
     if workers == 1:
-        _init_worker(*args)
+        env, operator = ArmEnv(env_config), make_operator(style, teleop)
         try:
             for job in jobs:
-                results.append(_run_job(job))
+                results.append(_collect_and_write(env, operator, out_dir, only_successful, max_steps, *job))
                 bar.update()
         finally:
-            _WORKER[0].close()
+            env.close()
     else:
         with multiprocessing.get_context('spawn').Pool(workers, _init_worker, args) as pool:
             for result in pool.imap_unordered(_run_job, jobs):

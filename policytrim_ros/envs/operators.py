@@ -1,10 +1,15 @@
 """Step-wise demonstration operators: one absolute joint target (A,) per control step.
 
-Both styles wrap ``ScriptedExpert`` re-planned every step (``chunk(...)[0]``), which is how a
-teleoperator streams targets: one single-point JointTrajectory per control step. ``EfficientOperator``
-is the plain expert. ``TeleopOperator`` adds the redundancy real teleoperated datasets have
-(ALOHA-, DROID-style recordings): a reaction-time dwell at the start, hesitations, small detours
-and overshoot-then-correct motions. That redundancy is what PolicyTrim's step reduction removes.
+Both styles wrap ``ScriptedExpert`` re-planned every step (``chunk(...)[0]``), the way a
+teleoperator streams targets: one single-point JointTrajectory per control step.
+``EfficientOperator`` is the plain expert. ``TeleopOperator`` adds the redundancy of human
+teleoperation: a reaction-time dwell at the start, hesitations, pauses before grasping or
+releasing, small detours and overshoot-then-correct motions. With the defaults and the env's
+default disturbances its episodes are 20-30% longer (seeds 0-599 per task, paired with the
+efficient operator: reach x1.31, push x1.20, pick_place x1.20) and succeed within 150 steps in
+1.00 / 0.90 / 0.98 of them (push failures are nearly all timeouts, 0.99 succeed within 300
+steps: a longer episode gives the env more chances to kick the cube). That redundancy is what
+PolicyTrim's step reduction removes.
 """
 from __future__ import annotations
 
@@ -87,7 +92,7 @@ class TeleopConfig:
     detour_probability: chance per control step, while following the expert, of a detour.
     detour_steps: control steps a detour drifts for; the expert steers back afterwards.
     detour_size: joint-space distance (rad, norm over base yaw, shoulder and elbow) a detour drifts
-        in a random direction, spread evenly over its steps (0.08 rad is about 3 cm at the hand).
+        in a random direction, spread evenly over its steps (0.08 rad moves the hand a few cm).
     overshoot_probability: chance per control step, while the expert slows down toward a waypoint
         (its joint step shrinks below 0.7 of the previous commanded step of > 0.01 rad), that the
         operator keeps moving at the previous step instead, then comes back (a correction).
@@ -188,7 +193,8 @@ class TeleopOperator:
         """While following, draw whether a pause, hesitation, detour or overshoot starts now."""
         c, rng = self.config, self._rng
         # a grasp or a release: the gripper starts to move while the arm stays (nearly) still
-        grasp = (abs(expert[6] - self._previous[6]) > _GRIPPER_MOVING and abs(self._step[6]) <= _GRIPPER_MOVING
+        grasp = (abs(expert[6] - self._previous[6]) > _GRIPPER_MOVING
+                 and abs(self._step[6]) <= _GRIPPER_MOVING
                  and np.linalg.norm((expert - self._previous)[_ARM]) < _ARM_STILL)
         if grasp and not self._paused_for_gripper and rng.random() < c.grasp_pause_probability:
             self._paused_for_gripper = True

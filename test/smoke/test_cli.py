@@ -39,3 +39,13 @@ def test_cli_reports_bad_arguments_clearly(tmp_path):
     result = subprocess.run(CLI + ['eval', '--n-action-steps', '4', '32', '--out', str(tmp_path)],
                             capture_output=True, text=True, env=launcher.ros_env())
     assert result.returncode == 1 and 'n_action_steps (32) must be in [1, chunk_size (16)]' in result.stderr
+
+
+def test_ros2_run_wrapper_runs_multi_process_commands(tmp_path):
+    """lib/policytrim_ros/policytrim (what `ros2 run` starts) must survive spawned worker processes."""
+    wrapper = str(launcher.executable('policytrim'))
+    result = subprocess.run([wrapper, 'eval', '--tasks', 'reach', '--episodes', '1', '--n-action-steps', '4',
+                             '--workers', '2', '--out', str(tmp_path)], env=launcher.ros_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / 'sweep.json').exists()

@@ -127,60 +127,63 @@ def test_chunked_commands_expand_to_one_step_per_point(tmp_path, reach_episodes)
     with Reader(path) as reader:
         commands = [store.deserialize_cdr(raw, c.msgtype) for c, _, raw in reader.messages()
                     if c.topic == COMMAND_TOPIC]
-    assert [len(c.points) for c in commands] == [min(4, episode.steps - k) for k in range(0, episode.steps, 4)]
+    expected = [min(4, episode.steps - first) for first in range(0, episode.steps, 4)]
+    assert [len(c.points) for c in commands] == expected
     assert_same_episode(read_episode_bag(path), windows)
 
 
 def write_bag(path, commands, steps=6, with_images=True):
-    """A hand-made bag: joint states (and images) every 0.1 s, then ``commands`` as
-    [(start s, [(time_from_start s, position value)])] on the 7 arm joints."""
+    """A hand-made "robot" bag: every 0.1 s a JointState (joints in another order plus an extra one;
+    joint j at k + j/10 at step k) and a bgr8 image (pixel (k, 0, 100)); then ``commands`` as
+    [(start s, [(time_from_start s, value of every joint)])]."""
     store = typestore()
     t = store.types
-
-    def stamp(seconds):
-        ns = int(round(seconds * 1e9))
-        return t['builtin_interfaces/msg/Time'](sec=ns // 10**9, nanosec=ns % 10**9)
+    topics = [JOINT_STATES_TOPIC, COMMAND_TOPIC, '/episode/event'] + ([IMAGE_TOPIC] if with_images else [])
 
     def header(seconds):
-        return t['std_msgs/msg/Header'](stamp=stamp(seconds), frame_id='')
+        ns = int(round(seconds * 1e9))
+        stamp = t['builtin_interfaces/msg/Time'](sec=ns // 10**9, nanosec=ns % 10**9)
+        return t['std_msgs/msg/Header'](stamp=stamp, frame_id='')
 
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        topics = [JOINT_STATES_TOPIC, COMMAND_TOPIC, '/episode/event'] + ([IMAGE_TOPIC] if with_images else [])
         conn = {topic: writer.add_connection(topic, TOPIC_TYPES[topic], typestore=store) for topic in topics}
-        writer.write(conn['/episode/event'], 0, store.serialize_cdr(t[TOPIC_TYPES['/episode/event']](
-            header=header(0.0), event=0, episode_id='x', task='reach', instruction='go', step=0),
-            TOPIC_TYPES['/episode/event']))
+
+        def put(topic, seconds, msg):
+            writer.write(conn[topic], int(round(seconds * 1e9)), store.serialize_cdr(msg, TOPIC_TYPES[topic]))
+
+        put('/episode/event', 0.0, t[TOPIC_TYPES['/episode/event']](
+            header=header(0.0), event=0, episode_id='x', task='reach', instruction='go', step=0))
         for k in range(steps):
-            ns = int(round(k * 0.1 * 1e9))
-            state = t['sensor_msgs/msg/JointState'](header=header(k * 0.1), name=list(JOINT_NAMES),
-                                                    position=np.full(7, float(k)), velocity=np.zeros(0),
-                                                    effort=np.zeros(0))
-            writer.write(conn[JOINT_STATES_TOPIC], ns, store.serialize_cdr(state, TOPIC_TYPES[JOINT_STATES_TOPIC]))
+            put(JOINT_STATES_TOPIC, k * 0.1, t['sensor_msgs/msg/JointState'](
+                header=header(k * 0.1), name=['extra'] + list(reversed(JOINT_NAMES)),
+                position=np.array([-1.0] + [k + j / 10 for j in reversed(range(7))]), velocity=np.zeros(0),
+                effort=np.zeros(0)))
             if with_images:
-                image = t['sensor_msgs/msg/Image'](header=header(k * 0.1), height=2, width=2, encoding='rgb8',
-                                                   is_bigendian=0, step=6, data=np.full(12, k, np.uint8))
-                writer.write(conn[IMAGE_TOPIC], ns, store.serialize_cdr(image, TOPIC_TYPES[IMAGE_TOPIC]))
+                put(IMAGE_TOPIC, k * 0.1, t['sensor_msgs/msg/Image'](
+                    header=header(k * 0.1), height=2, width=2, encoding='bgr8', is_bigendian=0, step=6,
+                    data=np.tile(np.array([100, 0, k], np.uint8), 4)))
         for start, points in commands:
-            msg = t['trajectory_msgs/msg/JointTrajectory'](header=header(start), joint_names=list(JOINT_NAMES), points=[
-                t['trajectory_msgs/msg/JointTrajectoryPoint'](
-                    positions=np.full(7, value), velocities=np.zeros(0), accelerations=np.zeros(0),
-                    effort=np.zeros(0), time_from_start=t['builtin_interfaces/msg/Duration'](
-                        sec=0, nanosec=int(round(tfs * 1e9)))) for tfs, value in points])
-            writer.write(conn[COMMAND_TOPIC], int(round(start * 1e9)),
-                         store.serialize_cdr(msg, TOPIC_TYPES[COMMAND_TOPIC]))
+            put(COMMAND_TOPIC, start, t['trajectory_msgs/msg/JointTrajectory'](
+                header=header(start), joint_names=list(JOINT_NAMES), points=[
+                    t['trajectory_msgs/msg/JointTrajectoryPoint'](
+                        positions=np.full(7, value), velocities=np.zeros(0), accelerations=np.zeros(0),
+                        effort=np.zeros(0), time_from_start=t['builtin_interfaces/msg/Duration'](
+                            sec=0, nanosec=int(round(tfs * 1e9)))) for tfs, value in points]))
     return path
 
 
 def test_a_newer_command_replaces_the_rest_of_the_older_one(tmp_path):
-    # a 4-point window at t=0 replaced at t=0.2 by a 3-point one: steps 0.0, 0.1 | 0.2, 0.3, 0.4
+    # a 4-point window at t=0 replaced at t=0.25 by a 3-point one: steps 0.0 0.1 0.2 | 0.25 0.35 0.45
     path = write_bag(tmp_path / 'replaced', [(0.0, [(0.1, 10.0), (0.2, 11.0), (0.3, 12.0), (0.4, 13.0)]),
-                                             (0.2, [(0.1, 20.0), (0.2, 21.0), (0.3, 22.0)])])
+                                             (0.25, [(0.1, 20.0), (0.2, 21.0), (0.3, 22.0)])])
     episode = read_episode_bag(path)
-    np.testing.assert_allclose(episode.times, [0.0, 0.1, 0.2, 0.3, 0.4], atol=1e-9)
-    np.testing.assert_array_equal(episode.actions[:, 0], [10, 11, 20, 21, 22])
-    np.testing.assert_array_equal(episode.call_index, [0, 0, 1, 1, 1])
-    np.testing.assert_array_equal(episode.joint_positions[:, 0], [0, 1, 2, 3, 4])  # latest at or before
-    np.testing.assert_array_equal(episode.images[:, 0, 0, 0], [0, 1, 2, 3, 4])
+    np.testing.assert_allclose(episode.times, [0.0, 0.1, 0.2, 0.25, 0.35, 0.45], atol=1e-9)
+    np.testing.assert_array_equal(episode.actions, np.repeat([[10], [11], [12], [20], [21], [22]], 7, axis=1))
+    np.testing.assert_array_equal(episode.call_index, [0, 0, 0, 1, 1, 1])
+    # the latest sensor data at or before each step (samples every 0.1 s); columns in JOINT_NAMES order
+    sample = [0, 1, 2, 2, 3, 4]
+    np.testing.assert_allclose(episode.joint_positions, [[k + j / 10 for j in range(7)] for k in sample])
+    np.testing.assert_array_equal(episode.images[:, 0, 0], [[k, 0, 100] for k in sample])  # bgr8 -> rgb
     assert (episode.task, episode.instruction, episode.seed, episode.style) == ('reach', 'go', -1, 'recorded')
     assert episode.control_dt == pytest.approx(0.1) and not episode.success
 
