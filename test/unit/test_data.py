@@ -111,10 +111,7 @@ def test_bag_has_the_robot_topics_types_and_metadata(tmp_path, reach_episodes):
 
 def test_custom_message_hash_matches_rosidl():
     from policytrim_ros.launcher import package_share
-    try:
-        generated = package_share() / 'msg' / 'EpisodeEvent.json'
-    except LookupError:
-        pytest.skip('policytrim_ros interfaces are not installed (run scripts/setup.sh)')
+    generated = package_share() / 'msg' / 'EpisodeEvent.json'  # installed by rosidl (scripts/setup.sh)
     expected = json.loads(generated.read_text())['type_hashes'][0]['hash_string']
     assert typestore().hash_rihs01('policytrim_ros/msg/EpisodeEvent') == expected
 
