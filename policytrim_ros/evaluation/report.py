@@ -61,7 +61,8 @@ def plot_sweep(rows: list[dict], path: Path, title: str) -> None:
         ax.set_title(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylim(-0.02, 1.02)
-    axes[2].set_yscale('log')
+    if any(r[C.INFERENCE_CALLS] > 0 for r in rows):  # NaN (no successful episode) compares False
+        axes[2].set_yscale('log')
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

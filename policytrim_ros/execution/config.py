@@ -44,11 +44,15 @@ class SafetyConfig:
     position_lower, position_upper: per-joint position limits, in ``joint_names`` order (rad or m).
     max_velocity: per-joint speed limit (rad/s or m/s) between consecutive targets, including the
         jump from the measured position to the first target.
+    position_margin: per-joint distance (rad or m) a target may lie beyond its position limit and
+        still be clipped onto the limit instead of rejecting the chunk (a learned policy's gripper
+        target of 0.0403 m for a 0.04 m limit); empty = reject any target outside the limits.
     """
 
     position_lower: tuple[float, ...] = ()
     position_upper: tuple[float, ...] = ()
     max_velocity: tuple[float, ...] = ()
+    position_margin: tuple[float, ...] = ()
 
     def __post_init__(self):
         if len(self.position_lower) != len(self.position_upper):
@@ -59,3 +63,8 @@ class SafetyConfig:
                 raise ValueError(f'position_lower[{i}] ({lo}) must be < position_upper[{i}] ({hi})')
         if any(not (v > 0) for v in self.max_velocity):
             raise ValueError(f'max_velocity {list(self.max_velocity)} must all be > 0')
+        if self.position_margin and len(self.position_margin) != len(self.position_lower):
+            raise ValueError(f'position_margin ({len(self.position_margin)} values) needs one value per '
+                             f'position limit ({len(self.position_lower)})')
+        if any(not (m >= 0) for m in self.position_margin):
+            raise ValueError(f'position_margin {list(self.position_margin)} must all be >= 0')

@@ -87,7 +87,7 @@ def test_safety_limits_reject_out_of_range_and_too_fast_chunks():
     ex = make(safety=safety)
     far = np.zeros((8, 2))
     far[3, 1] = 2.0
-    with pytest.raises(UnsafeChunkError, match='joint b at step 3 is outside'):
+    with pytest.raises(UnsafeChunkError, match=r'joint b at step 3 is outside \[-1.0000, 1.0000\] by more than'):
         ex.dispatch(far, 0.0, np.zeros(2), 0.0)
     with pytest.raises(UnsafeChunkError, match=r'joint a would move at 5.000/s at step 0'):
         ex.dispatch(np.full((8, 2), 0.5), 0.0, np.zeros(2), 0.0)
@@ -108,3 +108,16 @@ def test_operations_without_an_episode_raise():
 def test_execution_config_names_the_broken_rule(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ExecutionConfig(**kwargs)
+
+
+def test_targets_within_the_margin_are_clipped_onto_the_limit():
+    safety = SafetyConfig(position_lower=(0.0, 0.0), position_upper=(0.04, 1.0), position_margin=(0.001, 0.0))
+    ex = make(safety=safety)
+    chunk = np.full((8, 2), 0.02)
+    chunk[2, 0] = 0.0405
+    traj, _ = ex.dispatch(chunk, 0.0, None, 0.0)
+    assert traj.positions[2, 0] == 0.04
+    chunk[2, 0] = 0.0420
+    ex.complete_window()
+    with pytest.raises(UnsafeChunkError, match='by more than its margin 0.0010'):
+        ex.dispatch(chunk, 0.4, None, 0.0)
