@@ -19,6 +19,7 @@ from policytrim_ros.envs.base import (ARM_JOINT_NAMES, JOINT_NAMES, WORKSPACE_HI
                                       Observation, Task)
 from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.envs.registry import make_task
+from policytrim_ros.envs.streams import episode_rngs, sensor_rng
 from policytrim_ros.execution.trajectory import (TimedTrajectory, sample_trajectory,
                                                  validate_trajectory)
 
@@ -28,12 +29,6 @@ SETTLE_TIME = 0.3
 """Seconds of physics run at reset, holding the home pose, so the cube comes to rest."""
 _RESTING_HEIGHT_TOLERANCE = 0.005  # m above its resting height: the cube still lies on the table
 _RESTING_SPEED = 0.05  # m/s: slower than this, a cube on the table counts as at rest
-# Random streams spawned from the episode seed. Episode streams are drawn in order as the episode
-# runs; sensor streams get a fresh generator per control step, so an observation depends on the
-# seed and the step only, not on how often observe() was called (ROS publishes every step, a
-# training loop observes only when it replans: both see the same readings).
-_EPISODE_STREAMS = ('layout', 'physics', 'actuation', 'perturbation')
-_SENSOR_STREAMS = ('joint_sensor', 'image')
 
 
 def _release_gl_context() -> None:
@@ -133,8 +128,7 @@ class ArmEnv:
         self.task = make_task(task)
         self.instruction = self.task.instruction
         self._seed = seed
-        streams = np.random.SeedSequence(seed).spawn(len(_EPISODE_STREAMS))
-        self._rng = {name: np.random.default_rng(s) for name, s in zip(_EPISODE_STREAMS, streams)}
+        self._rng = episode_rngs(self._seed)
         self._randomize_physics(self._rng['physics'])
         mujoco.mj_resetDataKeyframe(self.model, self.data, self._home)
         self.task.initialize(self, self._rng['layout'])
@@ -279,7 +273,7 @@ class ArmEnv:
         """
         self._require_reset('observe')
         d = self.config.disturbances
-        noise = self._sensor_rng('joint_sensor').standard_normal(len(JOINT_NAMES))
+        noise = sensor_rng(self._seed, 'proprioception', self.step_count).standard_normal(len(JOINT_NAMES))
         noise *= np.r_[np.full(len(ARM_JOINT_NAMES), d.joint_noise_std), d.gripper_noise_std]
         if render:
             image = self._render()
@@ -294,11 +288,6 @@ class ArmEnv:
             time=self.time,
             step=self.step_count,
         )
-
-    def _sensor_rng(self, stream: str) -> np.random.Generator:
-        """The generator of sensor ``stream`` for the current control step (seed and step only)."""
-        key = (len(_EPISODE_STREAMS) + _SENSOR_STREAMS.index(stream), self.step_count)
-        return np.random.default_rng(np.random.SeedSequence(self._seed, spawn_key=key))
 
     def _render(self) -> np.ndarray:
         """(H, W, 3) uint8 RGB from the configured camera, plus the configured pixel noise."""
@@ -316,7 +305,7 @@ class ArmEnv:
             _release_gl_context()
         std = self.config.disturbances.image_noise_std
         if std > 0.0:
-            noisy = image + self._sensor_rng('image').normal(0.0, std, image.shape)
+            noisy = image + sensor_rng(self._seed, 'image', self.step_count).normal(0.0, std, image.shape)
             image = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
         return image
 

@@ -23,6 +23,7 @@ from policytrim_ros.envs.arm import _release_gl_context  # shared: same GL threa
 from policytrim_ros.envs.base import Observation
 from policytrim_ros.envs.metaworld_config import (METAWORLD_TASKS, MetaWorldConfig,
                                                   MetaWorldDisturbanceConfig, check_task)
+from policytrim_ros.envs.streams import episode_rngs, sensor_rng
 from policytrim_ros.execution.trajectory import TimedTrajectory, TrajectoryError, validate_trajectory
 
 __all__ = ['ACTION_NAMES', 'METAWORLD_TASKS', 'MW_OBS_DIM', 'N_VARIANTS', 'STATE_SPEC', 'MetaWorldConfig',
@@ -44,8 +45,6 @@ _RESTING_HEIGHT_TOLERANCE = 0.005  # m above its initial height: the object stil
 # can tip over, which no expert recovers from.
 _KICK_CLEARANCE = 0.06
 _TABLE_CENTRE_XY = np.array([0.0, 0.7])  # m: kicks point within +-90 deg of this direction
-_EPISODE_STREAMS = ('layout', 'physics', 'actuation', 'perturbation')
-_SENSOR_STREAMS = ('hand_sensor', 'image')
 
 
 @lru_cache(maxsize=None)
@@ -135,8 +134,7 @@ class MetaWorldEnv:
         loaded = self._load(task)
         self.task, self.instruction = task, METAWORLD_TASKS[task].instruction
         self._seed = int(seed)
-        streams = np.random.SeedSequence(self._seed).spawn(len(_EPISODE_STREAMS))
-        self._rng = {name: np.random.default_rng(s) for name, s in zip(_EPISODE_STREAMS, streams)}
+        self._rng = episode_rngs(self._seed)
         self._randomize_physics(loaded, self._rng['physics'])
         data = dict(_variants(task, self.config.benchmark_seed)[1][self._seed % N_VARIANTS])
         data['rand_vec'] = self._shift_spot(loaded, data['rand_vec'], self._rng['layout'])
@@ -281,7 +279,7 @@ class MetaWorldEnv:
         """
         loaded = self._current
         d = self.config.disturbances
-        noise = self._sensor_rng('hand_sensor').standard_normal(4)
+        noise = sensor_rng(self._seed, 'proprioception', self.step_count).standard_normal(4)
         noise *= np.array([d.joint_noise_std] * 3 + [d.gripper_noise_std])
         state = np.empty(mujoco.mj_stateSize(loaded.env.model, STATE_SPEC))
         mujoco.mj_getState(loaded.env.model, loaded.env.data, state, STATE_SPEC)
@@ -298,11 +296,6 @@ class MetaWorldEnv:
             time=self.time,
             step=self.step_count,
         )
-
-    def _sensor_rng(self, stream: str) -> np.random.Generator:
-        """The generator of sensor ``stream`` for the current control step (seed and step only)."""
-        key = (len(_EPISODE_STREAMS) + _SENSOR_STREAMS.index(stream), self.step_count)
-        return np.random.default_rng(np.random.SeedSequence(self._seed, spawn_key=key))
 
     def _render(self, loaded: _Loaded) -> np.ndarray:
         """(H, W, 3) uint8 RGB from the configured camera, upright, plus the configured pixel noise."""
@@ -322,7 +315,7 @@ class MetaWorldEnv:
             image = np.ascontiguousarray(image[::-1, ::-1])  # a 180 deg roll, not a mirror
         std = cfg.disturbances.image_noise_std
         if std > 0.0:
-            noisy = image + self._sensor_rng('image').normal(0.0, std, image.shape)
+            noisy = image + sensor_rng(self._seed, 'image', self.step_count).normal(0.0, std, image.shape)
             image = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
         return image
 
