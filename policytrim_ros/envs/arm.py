@@ -8,7 +8,9 @@ bit for bit. No ROS imports here: ``nodes/sim_node.py`` wraps this class.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +50,11 @@ def _release_gl_context() -> None:
     elif backend == 'glfw':
         import glfw
         glfw.make_context_current(None)
+
+
+def _close_if_alive(env: weakref.ref) -> None:
+    if env() is not None:
+        env().close()
 
 
 @dataclass(frozen=True)
@@ -101,8 +108,10 @@ class ArmEnv:
         self._finger_geoms = (m.geom('finger_left').id, m.geom('finger_right').id)
         self._ee_site = m.site('ee_site').id
         self._goal_mocap = m.body('goal').mocapid[0]
-        self._goal_geoms = {'sphere': m.geom('goal_sphere').id, 'disc': m.geom('goal_disc').id}
-        self._goal_alpha = {k: float(m.geom_rgba[g, 3]) for k, g in self._goal_geoms.items()}
+        self._goal_geoms = {'sphere': (m.geom('goal_sphere').id, m.geom('goal_stand').id),
+                            'disc': (m.geom('goal_disc').id,)}
+        self._goal_stand = m.geom('goal_stand').id
+        self._goal_alpha = {g: float(m.geom_rgba[g, 3]) for gs in self._goal_geoms.values() for g in gs}
         self._nominal_friction = float(m.geom_friction[self._cube_geom, 0])
         self._nominal_mass = float(m.body_mass[self._cube_body])
         self._nominal_inertia = m.body_inertia[self._cube_body].copy()
@@ -295,6 +304,8 @@ class ArmEnv:
             if self._renderer is None:
                 self._renderer = mujoco.Renderer(self.model, self.config.image_height,
                                                  self.config.image_width)
+                # free the GL context before the interpreter tears EGL down (else an error at exit)
+                atexit.register(_close_if_alive, weakref.ref(self))
             self._renderer.update_scene(self.data, camera=self.config.camera)
             flags = self._renderer.scene.flags
             for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
@@ -358,8 +369,12 @@ class ArmEnv:
         self.data.qvel[self._cube_dof:self._cube_dof + 6] = 0.0
 
     def place_goal(self, position: np.ndarray) -> None:
-        """Move the goal marker to ``position`` (m) and show the current task's marker geom."""
+        """Move the goal marker to ``position`` (m); show the task's marker (sphere on a stand, or disc)."""
         self.data.mocap_pos[self._goal_mocap] = position
-        for kind, geom in self._goal_geoms.items():
+        half_height = max(float(position[2]), 1e-3) / 2   # the stand reaches from the table up
+        self.model.geom_size[self._goal_stand, 1] = half_height
+        self.model.geom_pos[self._goal_stand, 2] = -half_height
+        for kind, geoms in self._goal_geoms.items():
             shown = self.task is not None and kind == self.task.goal_marker
-            self.model.geom_rgba[geom, 3] = self._goal_alpha[kind] if shown else 0.0
+            for geom in geoms:
+                self.model.geom_rgba[geom, 3] = self._goal_alpha[geom] if shown else 0.0
