@@ -9,8 +9,8 @@ import torch
 from policytrim_ros.config import ConfigError
 from policytrim_ros.envs.base import Observation
 from policytrim_ros.policy.base import PolicyInputError
-from policytrim_ros.policy.checkpoint import (CheckpointError, file_sha256, load_checkpoint, save_checkpoint,
-                                              save_tensors)
+from policytrim_ros.policy.checkpoint import (CheckpointError, file_sha256, load_checkpoint, load_tensors,
+                                              save_checkpoint, save_tensors)
 from policytrim_ros.policy.factory import PolicyConfig, make_policy
 from policytrim_ros.policy.onnx import OnnxVLAPolicy, export_onnx
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
@@ -19,9 +19,8 @@ from policytrim_ros.policy.vla.instruction import shared_encoder
 from policytrim_ros.policy.vla.modeling_vla import VLAModel, normalization_stats
 
 JOINTS = ('a', 'b', 'c')
-TINY = VLAConfig(image_height=32, image_width=32, patch_size=16, vision_hidden_size=32, vision_layers=1,
-                 vision_heads=2, state_dim=3, action_dim=3, chunk_size=4, hidden_size=32, num_layers=1,
-                 num_heads=2, joint_names=JOINTS)
+TINY = VLAConfig(image_height=32, image_width=32, vision_channels=(4, 8, 8), vision_keypoints=4, state_dim=3,
+                 action_dim=3, chunk_size=4, hidden_size=32, num_layers=1, num_heads=2, joint_names=JOINTS)
 NORMALIZATION = ([0.1, -0.2, 0.3], [0.5, 2.0, 1.5], [0.01, 0.02, -0.03], [0.2, 0.4, 0.1])
 
 
@@ -68,10 +67,11 @@ def test_preset_typo_suggests_the_closest_name():
 
 
 def test_config_rules_name_the_field_and_value():
-    with pytest.raises(ValueError, match=r'image_width \(128\) must equal image_height \(96\)'):
-        VLAConfig(image_width=128)
-    with pytest.raises(ValueError, match=r'image_height \(100\) must be a multiple of patch_size \(16\)'):
-        VLAConfig(image_height=100, image_width=100)
+    with pytest.raises(ValueError, match=(r'image_height \(100\) must be a multiple of 8 '
+                                         r'\* vision_token_pool \(16\)')):
+        VLAConfig(image_height=100)
+    with pytest.raises(ValueError, match=r'vision_channels \(\[8, 16\]\) must be 3 integers >= 1'):
+        VLAConfig(vision_channels=(8, 16))
     with pytest.raises(ValueError, match=r'state_dim \(4\) must equal action_dim \(7\)'):
         VLAConfig(state_dim=4)
     with pytest.raises(ValueError, match=r'joint_names has 7 names .* but action_dim is 4'):
@@ -123,9 +123,9 @@ def test_set_normalization_rejects_a_zero_std():
 
 
 def test_log_prob_matches_a_hand_computation():
-    config = VLAConfig(image_height=16, image_width=16, vision_hidden_size=8, vision_layers=1, vision_heads=1,
-                       state_dim=2, action_dim=2, chunk_size=2, hidden_size=8, num_layers=1, num_heads=1,
-                       joint_names=('j1', 'j2'))
+    config = VLAConfig(image_height=16, image_width=16, vision_channels=(2, 2, 2), vision_keypoints=1,
+                       vision_token_pool=1, state_dim=2, action_dim=2, chunk_size=2, hidden_size=8, num_layers=1,
+                       num_heads=1, joint_names=('j1', 'j2'))
     model = VLAModel(config)
     with torch.no_grad():   # the head ignores its input: normalized offset (1, 0) at every step
         model.action_head.weight.zero_()
@@ -162,6 +162,20 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     assert config == TINY and metadata == {'task': 'push', 'steps': 10}
     with torch.no_grad():
         assert torch.equal(loaded(*inputs()), model(*inputs()))
+
+
+def test_float16_checkpoint_is_half_the_size_and_loads_as_float32(tmp_path):
+    model = tiny_model()
+    save_checkpoint(tmp_path / 'fp32', model, TINY)
+    save_checkpoint(tmp_path / 'fp16', model, TINY, dtype=torch.float16)
+    stored = load_tensors(tmp_path / 'fp16' / 'model.safetensors')
+    assert all(t.dtype == torch.float16 for t in stored.values())
+    sizes = [(tmp_path / d / 'model.safetensors').stat().st_size for d in ('fp32', 'fp16')]
+    assert sizes[1] < 0.55 * sizes[0]
+    loaded, _, _ = load_checkpoint(tmp_path / 'fp16')
+    assert all(p.dtype == torch.float32 for p in loaded.state_dict().values())
+    with torch.no_grad():
+        assert torch.allclose(loaded(*inputs()), model(*inputs()), atol=1e-2)
 
 
 def rewrite_weights(directory, tensors):

@@ -11,15 +11,17 @@ from policytrim_ros.envs.base import JOINT_NAMES
 
 @dataclass(frozen=True)
 class VLAConfig:
-    """Shape of a ``VLAModel``: image -> patch tokens, instruction -> token, state -> token, H queries.
+    """Shape of a ``VLAModel``: image -> feature tokens + keypoint token, instruction -> token,
+    state -> token, H learned action queries.
 
-    image_height: rows of the RGB input image (pixels); a multiple of patch_size.
-    image_width: columns of the RGB input image (pixels); equal to image_height (SigLIP's position
-        embedding is for square images).
-    patch_size: side of the square image patches (pixels); (image_height / patch_size)^2 patch tokens.
-    vision_hidden_size: width of the SigLIP vision tower (features per token).
-    vision_layers: transformer layers of the SigLIP vision tower.
-    vision_heads: attention heads of the vision tower; divides vision_hidden_size.
+    image_height: rows of the RGB input image (pixels); a multiple of 8.
+    image_width: columns of the RGB input image (pixels); a multiple of 8.
+    vision_channels: output channels of the three stride-2 stages of the convolutional vision
+        encoder (trained from scratch); the feature map is (image_height / 8, image_width / 8).
+    vision_keypoints: K spatial-softmax keypoints read off that feature map; their (x, y)
+        expectations form one token (image coordinates, what a reaching policy needs most).
+    vision_token_pool: side of the average pooling of the feature map into patch tokens, so there
+        are (image_height / 8 / pool) * (image_width / 8 / pool) of them; divides both sides.
     text_embedding_dim: size of the instruction embedding computed outside the model (384 for MiniLM).
     state_dim: proprioceptive state size (joint positions, rad or m); equals action_dim because the
         chunk is predicted as offsets from the current state.
@@ -36,10 +38,9 @@ class VLAConfig:
 
     image_height: int = 96
     image_width: int = 96
-    patch_size: int = 16
-    vision_hidden_size: int = 128
-    vision_layers: int = 4
-    vision_heads: int = 4
+    vision_channels: tuple[int, ...] = (32, 64, 128)
+    vision_keypoints: int = 32
+    vision_token_pool: int = 2
     text_embedding_dim: int = 384
     state_dim: int = 7
     action_dim: int = 7
@@ -53,23 +54,25 @@ class VLAConfig:
     joint_names: tuple[str, ...] = JOINT_NAMES
 
     def __post_init__(self):
-        positive = ('image_height', 'image_width', 'patch_size', 'vision_hidden_size', 'vision_layers',
-                    'vision_heads', 'text_embedding_dim', 'state_dim', 'action_dim', 'chunk_size',
-                    'hidden_size', 'num_layers', 'num_heads')
+        positive = ('image_height', 'image_width', 'vision_keypoints', 'vision_token_pool',
+                    'text_embedding_dim', 'state_dim', 'action_dim', 'chunk_size', 'hidden_size',
+                    'num_layers', 'num_heads')
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f'{name} ({value!r}) must be an integer >= 1')
-        if self.image_width != self.image_height:
-            raise ValueError(f'image_width ({self.image_width}) must equal image_height ({self.image_height}): '
-                             'the SigLIP vision tower takes square images')
-        if self.image_height % self.patch_size:
-            raise ValueError(f'image_height ({self.image_height}) must be a multiple of patch_size '
-                             f'({self.patch_size})')
-        for width, heads in (('vision_hidden_size', 'vision_heads'), ('hidden_size', 'num_heads')):
-            if getattr(self, width) % getattr(self, heads):
-                raise ValueError(f'{width} ({getattr(self, width)}) must be divisible by {heads} '
-                                 f'({getattr(self, heads)})')
+        object.__setattr__(self, 'vision_channels', tuple(self.vision_channels))
+        if len(self.vision_channels) != 3 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1
+                                                 for c in self.vision_channels):
+            raise ValueError(f'vision_channels ({list(self.vision_channels)}) must be 3 integers >= 1, '
+                             'one per stride-2 stage')
+        for name in ('image_height', 'image_width'):
+            side = getattr(self, name)
+            if side % 8 or (side // 8) % self.vision_token_pool:
+                raise ValueError(f'{name} ({side}) must be a multiple of 8 * vision_token_pool '
+                                 f'({8 * self.vision_token_pool}): the encoder downsamples by 8, then pools')
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f'hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})')
         if self.state_dim != self.action_dim:
             raise ValueError(f'state_dim ({self.state_dim}) must equal action_dim ({self.action_dim}): '
                              'actions are predicted as offsets from the state')
@@ -86,9 +89,15 @@ class VLAConfig:
                              f'log_std_max ({self.log_std_max})]')
 
     @property
+    def feature_size(self) -> tuple[int, int]:
+        """(rows, columns) of the encoder's feature map."""
+        return self.image_height // 8, self.image_width // 8
+
+    @property
     def num_patches(self) -> int:
-        """Patch tokens per image."""
-        return (self.image_height // self.patch_size) ** 2
+        """Patch tokens per image (the pooled feature map)."""
+        rows, columns = self.feature_size
+        return (rows // self.vision_token_pool) * (columns // self.vision_token_pool)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -106,11 +115,11 @@ class VLAConfig:
 
 
 PRESETS: dict[str, VLAConfig] = {
-    # ~1.8 M parameters: about 1.6 ms per chunk in onnxruntime on 2 CPU threads (notes section 4).
-    'vla-2m': VLAConfig(),
-    # ~9.8 M parameters: about 7 ms per chunk in onnxruntime on 2 CPU threads.
-    'vla-10m': VLAConfig(vision_hidden_size=256, vision_layers=6, vision_heads=8,
-                         hidden_size=256, num_layers=6, num_heads=8),
+    # ~1.9 M parameters (bench/inference.py measures the latency of each preset).
+    'vla-2m': VLAConfig(num_layers=6),
+    # ~9.8 M parameters.
+    'vla-10m': VLAConfig(vision_channels=(48, 96, 192), vision_keypoints=64, hidden_size=256, num_layers=11,
+                         num_heads=8),
 }
 
 

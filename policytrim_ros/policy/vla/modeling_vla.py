@@ -1,8 +1,15 @@
 """``VLAModel``: a compact Vision-Language-Action model that predicts a chunk of H joint targets.
 
-Tokens: SigLIP patch tokens of the image, one token for the instruction embedding (computed outside
-the model, see ``instruction.py``), one for the proprioceptive state and H learned action queries. A
-pre-norm transformer encoder mixes them and a linear head reads the H query outputs.
+Tokens: the image's pooled feature map from a convolutional encoder trained from scratch, one token
+of spatial-softmax keypoints (where things are, in image coordinates), one token for the
+instruction embedding (computed outside the model, see ``instruction.py``), one for the
+proprioceptive state and H learned action queries. A pre-norm transformer encoder mixes them and a
+linear head reads the H query outputs.
+
+Why convolutions and not a ViT: with no pretrained vision weights offline, a SigLIP tower trained
+from scratch on a few hundred demonstrations did not learn where a 5-pixel cube is in 3000 CPU
+steps (reach SR 0.0); a convolutional stem with spatial softmax (robomimic, Diffusion Policy) is
+built to localize, and learns it in far fewer steps.
 
 The head predicts *normalized offsets from the current state*; the normalization statistics are
 buffers of the model, so ``forward`` maps raw inputs to raw absolute targets and an exported ONNX
@@ -16,7 +23,6 @@ import math
 import numpy as np
 import torch
 from torch import nn
-from transformers import SiglipVisionConfig, SiglipVisionModel
 
 from policytrim_ros.policy.vla.configuration_vla import VLAConfig
 
@@ -50,17 +56,66 @@ def normalization_stats(states: np.ndarray, actions: np.ndarray, mask: np.ndarra
                                                 deltas.mean(0), np.maximum(deltas.std(0), min_std)))
 
 
+class _Stage(nn.Module):
+    """A stride-2 3x3 convolution, then a residual 3x3 convolution; GroupNorm and GELU after each."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        groups = math.gcd(8, out_channels)
+        self.down = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1),
+                                  nn.GroupNorm(groups, out_channels), nn.GELU())
+        self.residual = nn.Sequential(nn.Conv2d(out_channels, out_channels, 3, padding=1),
+                                      nn.GroupNorm(groups, out_channels), nn.GELU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.down(x)
+        return x + self.residual(x)
+
+
+class SpatialSoftmax(nn.Module):
+    """(B, C, h, w) features -> (B, 2K) expected (x, y) in [-1, 1] of K learned keypoint maps."""
+
+    def __init__(self, channels: int, keypoints: int, height: int, width: int):
+        super().__init__()
+        self.keypoint_maps = nn.Conv2d(channels, keypoints, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing='ij')
+        self.register_buffer('grid', torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1), persistent=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        logits = self.keypoint_maps(features).flatten(2) / self.log_temperature.exp()   # (B, K, h*w)
+        return (logits.softmax(-1) @ self.grid).flatten(1)                              # (B, 2K)
+
+
+class VisionEncoder(nn.Module):
+    """(B, h, w, 3) uint8 RGB -> (B, 1 + num_patches, hidden): a keypoint token, then patch tokens."""
+
+    def __init__(self, config: VLAConfig):
+        super().__init__()
+        channels = (3, *config.vision_channels)
+        self.stages = nn.Sequential(*(_Stage(a, b) for a, b in zip(channels[:-1], channels[1:])))
+        rows, columns = config.feature_size
+        self.keypoints = SpatialSoftmax(channels[-1], config.vision_keypoints, rows, columns)
+        self.keypoint_projection = nn.Linear(2 * config.vision_keypoints, config.hidden_size)
+        self.pool = nn.AvgPool2d(config.vision_token_pool)
+        self.patch_projection = nn.Linear(channels[-1], config.hidden_size)
+        self.patch_position = nn.Parameter(torch.randn(config.num_patches, config.hidden_size) * 0.02)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        pixels = image.permute(0, 3, 1, 2).to(torch.float32) * (2.0 / 255.0) - 1.0   # [-1, 1]
+        features = self.stages(pixels)
+        keypoints = self.keypoint_projection(self.keypoints(features)).unsqueeze(1)
+        patches = self.patch_projection(self.pool(features).flatten(2).transpose(1, 2)) + self.patch_position
+        return torch.cat([keypoints, patches], dim=1)
+
+
 class VLAModel(nn.Module):
     """``(image, instruction embedding, state) -> (B, H, A)`` mean chunk of absolute joint targets."""
 
     def __init__(self, config: VLAConfig):
         super().__init__()
         self.config = c = config
-        self.vision = SiglipVisionModel(SiglipVisionConfig(
-            hidden_size=c.vision_hidden_size, intermediate_size=4 * c.vision_hidden_size,
-            num_hidden_layers=c.vision_layers, num_attention_heads=c.vision_heads,
-            image_size=c.image_height, patch_size=c.patch_size, vision_use_head=False))
-        self.vision_projection = nn.Linear(c.vision_hidden_size, c.hidden_size)
+        self.vision = VisionEncoder(c)
         self.text_projection = nn.Linear(c.text_embedding_dim, c.hidden_size)
         self.state_projection = nn.Linear(c.state_dim, c.hidden_size)
         self.action_queries = nn.Parameter(torch.randn(c.chunk_size, c.hidden_size) * 0.02)
@@ -106,8 +161,7 @@ class VLAModel(nn.Module):
         image: (B, h, w, 3) uint8 RGB. text_embedding: (B, 384) float instruction embedding.
         state: (B, A) float joint positions (rad or m).
         """
-        pixels = image.permute(0, 3, 1, 2).to(torch.float32) * (2.0 / 255.0) - 1.0   # SigLIP: [-1, 1]
-        patches = self.vision_projection(self.vision(pixel_values=pixels).last_hidden_state)
+        patches = self.vision(image)
         text = self.text_projection(text_embedding.to(torch.float32)).unsqueeze(1)
         proprio = self.state_projection((state.to(torch.float32) - self.state_mean) / self.state_std).unsqueeze(1)
         queries = self.action_queries.unsqueeze(0).expand(patches.shape[0], -1, -1)
