@@ -7,6 +7,7 @@
     policytrim collect        scripted demonstrations (efficient or teleop style) as rosbag2 MCAP
     policytrim train-bc       behaviour cloning of the compact VLA from demonstration bags
     policytrim export-onnx    export a checkpoint to ONNX for the onnxruntime backend
+    policytrim release        copy a checkpoint with float16 weights, for shipping (half the size)
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from policytrim_ros import constants as C
 from policytrim_ros import launcher
+from policytrim_ros.config import load_yaml, ros_parameters
 from policytrim_ros.evaluation.ros import run_ros_episodes
 from policytrim_ros.execution import metrics as M
 
@@ -36,6 +38,12 @@ def _demo_parser(sub) -> None:
                    help='executed lengths h to compare; the first is the baseline (default: H/4 and H)')
     p.add_argument('--params', type=Path, default=None,
                    help='ROS parameter file (default: the installed config/sim.yaml)')
+    p.add_argument('--backend', default=None,
+                   help='policy backend: torch, onnx, expert or replay (default: the parameter file\'s, '
+                        'torch with the shipped BC baseline in config/sim.yaml)')
+    p.add_argument('--checkpoint', default=None,
+                   help='checkpoint of a learned backend (default: the parameter file\'s, '
+                        'package://policytrim_ros/models/bc-teleop)')
     p.add_argument('--out', type=Path, default=None, help='output folder (default runs/demo-<time>)')
     p.add_argument('--episode-timeout', type=float, default=120.0, help='seconds per episode before giving up')
     p.set_defaults(func=demo)
@@ -173,6 +181,30 @@ def export(args) -> int:
     return 0
 
 
+def _release_parser(sub) -> None:
+    p = sub.add_parser('release', help='copy a checkpoint with float16 weights (half the size), for shipping',
+                       description='Writes CHECKPOINT\'s weights in float16 plus its config.json into OUT; '
+                                   'loading casts them back to float32. Evaluate the released copy: its '
+                                   'outputs differ from the float32 original by float16 rounding.')
+    p.add_argument('checkpoint', type=Path, help='checkpoint directory (e.g. runs/bc-teleop/last)')
+    p.add_argument('out', type=Path, help='output directory (e.g. models/bc-teleop)')
+    p.set_defaults(func=release)
+
+
+def release(args) -> int:
+    import torch
+
+    from policytrim_ros.policy.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+    model, config, metadata = load_checkpoint(args.checkpoint)
+    source = args.checkpoint / 'model.safetensors'
+    save_checkpoint(args.out, model, config, {**metadata, 'released_from': str(args.checkpoint),
+                                              'released_from_sha256': file_sha256(source)},
+                    dtype=torch.float16)
+    size = (args.out / 'model.safetensors').stat().st_size
+    print(f'wrote {args.out} ({size / 1e6:.2f} MB of float16 weights, from {source.stat().st_size / 1e6:.2f} MB)')
+    return 0
+
+
 def demo(args) -> int:
     h_values = args.n_action_steps or [max(1, args.chunk_size // 4), args.chunk_size]
     for h in h_values:
@@ -184,11 +216,15 @@ def demo(args) -> int:
     started = time.monotonic()
     runs = []
     params = args.params or launcher.package_share() / 'config' / 'sim.yaml'
+    policy = {f'policy.{k}': v for k, v in (('backend', args.backend), ('checkpoint', args.checkpoint)) if v}
+    shown = {**ros_parameters(load_yaml(params), 'policy_node').get('policy', {}),
+             **{k.split('.', 1)[1]: v for k, v in policy.items()}}
+    print(f"policy: {shown.get('backend', 'expert')} {shown.get('checkpoint', '')}".rstrip(), flush=True)
     for h in h_values:
         run_dir = out / f'h{h}'
         print(f'\n=== h = {h} of H = {args.chunk_size}: {len(args.tasks)} tasks x {args.episodes} episodes '
               f'(node logs: {run_dir / "logs"}) ===', flush=True)
-        episodes = run_ros_episodes(params, {'execution.chunk_size': args.chunk_size,
+        episodes = run_ros_episodes(params, {**policy, 'execution.chunk_size': args.chunk_size,
                                              'execution.n_action_steps': h}, args.tasks, args.episodes,
                                     args.seed, run_dir, env, args.episode_timeout)
         runs.append({C.N_ACTION_STEPS: h, C.CHUNK_SIZE: args.chunk_size, 'summary': M.summarize_by_task(episodes)})
@@ -202,7 +238,7 @@ def demo(args) -> int:
     print(f'\n=== comparison (Spd = inference calls at h = {h_values[0]} / inference calls at h) ===')
     print(M.format_table(rows, ['task', C.N_ACTION_STEPS, C.CHUNK_SIZE, C.CHUNK_UTILIZATION, 'episodes',
                                 C.SUCCESS_RATE, C.STEPS, C.INFERENCE_CALLS, C.SPEEDUP, C.WALL_CLOCK_S]))
-    M.write_json(out / 'summary.json', {'baseline_n_action_steps': h_values[0], 'runs': runs})
+    M.write_json(out / 'summary.json', {'baseline_n_action_steps': h_values[0], 'policy': shown, 'runs': runs})
     print(f'\nwrote {out}/summary.json and {out}/h*/episodes.jsonl in {time.monotonic() - started:.0f} s')
     return 0
 
@@ -216,6 +252,7 @@ def main(argv=None) -> int:
     _collect_parser(sub)
     _train_bc_parser(sub)
     _export_parser(sub)
+    _release_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

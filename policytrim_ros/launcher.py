@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from policytrim_ros import resources
+
 PACKAGE = 'policytrim_ros'
 
 
@@ -37,9 +39,7 @@ def random_domain_id() -> int:
 
 def package_share() -> Path:
     """share/policytrim_ros of the installed package."""
-    from ament_index_python.packages import get_package_share_directory
-    os.environ.setdefault('AMENT_PREFIX_PATH', sys.prefix)
-    return Path(get_package_share_directory(PACKAGE))
+    return resources.package_share(PACKAGE)
 
 
 def executable(name: str) -> Path:

@@ -87,15 +87,20 @@ def load_tensors(path: str | Path, device: str = 'cpu') -> dict[str, torch.Tenso
 
 
 def save_checkpoint(directory: str | Path, model: torch.nn.Module, config: VLAConfig,
-                    metadata: dict[str, Any] | None = None) -> Path:
+                    metadata: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created); returns it.
 
     metadata: JSON-serializable facts about the run (task, dataset, steps, scores).
+    dtype: store floating-point tensors in this dtype (torch.float16 halves a shipped checkpoint;
+        ``load_checkpoint`` casts them back to float32), or None to keep the model's dtype.
     A ``model.onnx`` left from earlier weights stays, but no longer loads (its weights hash differs).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_tensors(directory / WEIGHTS_FILE, model.state_dict())
+    tensors = model.state_dict()
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    save_tensors(directory / WEIGHTS_FILE, tensors)
     save_json(directory / CONFIG_FILE, {'format': FORMAT, 'version': VERSION, 'config': config.to_dict(),
                                         'metadata': dict(metadata or {}),
                                         'weights_sha256': file_sha256(directory / WEIGHTS_FILE)})
@@ -162,7 +167,8 @@ def load_checkpoint(directory: str | Path, device: str = 'cpu'):
     if file_sha256(path) != sha256:
         raise CheckpointError(f'{path} does not match the weights_sha256 in {directory / CONFIG_FILE}: '
                               'the file was modified or corrupted after it was saved')
-    tensors = load_tensors(path, device=device)
+    tensors = {k: v.float() if v.is_floating_point() else v   # float16 shipped weights run in float32
+               for k, v in load_tensors(path, device=device).items()}
     model = VLAModel(config).to(device)
     _check_tensors(path, tensors, model.state_dict())
     model.load_state_dict(tensors)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from policytrim_ros import resources
 from policytrim_ros.config import ConfigError, suggest
 from policytrim_ros.policy.base import ChunkPolicy
 
@@ -16,7 +17,8 @@ class PolicyConfig:
     backend: expert (the embedded tasks' scripted experts), replay (chunks from a .npy file), torch
         (a VLA checkpoint run by PyTorch) or onnx (its exported model.onnx run by onnxruntime).
     checkpoint: what the backend loads: the (N, H, A) .npy file for replay, the checkpoint directory
-        for torch and onnx; unused by expert.
+        for torch and onnx; unused by expert. ``package://policytrim_ros/models/bc-teleop`` names
+        the shipped baseline in the installed package's share directory.
     device: torch device of the torch backend ('cpu', 'cuda', 'cuda:1'); onnx picks CUDA by itself
         when onnxruntime-gpu is installed.
     num_threads: CPU threads per inference for torch and onnx (0 = the library's default).
@@ -51,19 +53,20 @@ def make_policy(config: PolicyConfig, chunk_size: int, control_dt: float,
     if config.backend == 'expert':
         from policytrim_ros.policy.expert import ScriptedExpertPolicy
         return ScriptedExpertPolicy(chunk_size=chunk_size, control_dt=control_dt)
+    checkpoint = resources.resolve(config.checkpoint)
     if config.backend == 'replay':
         from policytrim_ros.policy.replay import ReplayPolicy
-        return ReplayPolicy(config.checkpoint, chunk_size, joint_names)
+        return ReplayPolicy(checkpoint, chunk_size, joint_names)
     if config.backend == 'torch':
         import torch
 
         from policytrim_ros.policy.torch_policy import TorchVLAPolicy
         if config.num_threads:
             torch.set_num_threads(config.num_threads)   # process-wide: the node runs one policy
-        policy = TorchVLAPolicy(config.checkpoint, device=config.device)
+        policy = TorchVLAPolicy(checkpoint, device=config.device)
     elif config.backend == 'onnx':
         from policytrim_ros.policy.onnx import OnnxVLAPolicy
-        policy = OnnxVLAPolicy(config.checkpoint, intra_op_num_threads=config.num_threads)
+        policy = OnnxVLAPolicy(checkpoint, intra_op_num_threads=config.num_threads)
     else:
         raise AssertionError(config.backend)  # unreachable: PolicyConfig validates the name
     meta = policy.metadata
