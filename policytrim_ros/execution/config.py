@@ -39,7 +39,7 @@ class ExecutionConfig:
 
 @dataclass(frozen=True)
 class SafetyConfig:
-    """Limits every chunk is checked against before any of it is sent (empty tuple = no check).
+    """Limits a chunk's sent steps are checked against before any of it moves (empty tuple = no check).
 
     position_lower, position_upper: per-joint position limits, in ``joint_names`` order (rad or m).
     max_velocity: per-joint speed limit (rad/s or m/s) between consecutive targets, including the

@@ -112,8 +112,11 @@ class ChunkExecutor:
                  inference_latency_s: float) -> tuple[TimedTrajectory, ChunkRecord]:
         """Check a fresh chunk (H, A) and turn its executed window into one trajectory.
 
-        Raises UnsafeChunkError (nothing is counted or sent) for a wrong shape, NaN/inf or a
-        safety-limit violation. ``start_time`` is when the window starts, in the controller's clock.
+        Raises UnsafeChunkError (nothing is counted or sent) for a wrong shape, NaN/inf anywhere in
+        the chunk, or a safety-limit violation in the steps that shape the trajectory: the h
+        executed targets and the next one (it sets the last knot's velocity). Targets past those
+        are never sent, so a far-future step of a short window cannot veto it. ``start_time`` is
+        when the window starts, in the controller's clock.
         """
         ep = self._require()
         if self.window is not None:
@@ -122,11 +125,15 @@ class ChunkExecutor:
         if chunk.ndim != 2 or chunk.shape[0] != self.config.chunk_size:
             raise UnsafeChunkError(f'policy returned a chunk of shape {chunk.shape}; expected '
                                    f'({self.config.chunk_size}, {len(self.joint_names)}) (chunk_size H)')
-        chunk = check_chunk(chunk, current_position, self.joint_names, self.config.control_dt, self.safety)
+        if not np.isfinite(chunk).all():
+            step, col = np.argwhere(~np.isfinite(chunk))[0]
+            raise UnsafeChunkError(f'chunk has NaN/inf at step {step}, joint {self.joint_names[col]}')
         n = min(self.config.n_action_steps, self.config.max_episode_steps - ep.steps)
         if n < 1:
             raise RuntimeError('the episode is out of steps; finish() it instead of dispatching')
-        traj = window_trajectory(chunk, n, self.config.control_dt, self.joint_names, start_time=start_time)
+        shaping = chunk[:n + 1]   # window_trajectory reads no further
+        shaping = check_chunk(shaping, current_position, self.joint_names, self.config.control_dt, self.safety)
+        traj = window_trajectory(shaping, n, self.config.control_dt, self.joint_names, start_time=start_time)
         record = ChunkRecord(ep.episode_id, ep.inference_calls, self.config.chunk_size, n,
                              ep.steps, ep.steps + n - 1, float(inference_latency_s))
         ep.inference_calls += 1

@@ -94,6 +94,23 @@ def test_safety_limits_reject_out_of_range_and_too_fast_chunks():
     ex.dispatch(np.full((8, 2), 0.05), 0.0, np.zeros(2), 0.0)
 
 
+def test_only_the_steps_that_shape_the_window_are_limit_checked():
+    safety = SafetyConfig(position_lower=(-1.0, -1.0), position_upper=(1.0, 1.0), max_velocity=(1.0, 1.0))
+    tail = np.zeros((8, 2))
+    tail[5:, 0] = 3.0                  # never sent at h = 4: knots 0-3 plus knot 4 for the last velocity
+    traj, _ = make(h=4, safety=safety).dispatch(tail, 0.0, np.zeros(2), 0.0)
+    np.testing.assert_array_equal(traj.positions, np.zeros((4, 2)))
+    np.testing.assert_array_equal(traj.velocities, np.zeros((4, 2)))
+    with pytest.raises(UnsafeChunkError, match='joint a at step 5 is outside'):
+        make(h=5, safety=safety).dispatch(tail, 0.0, np.zeros(2), 0.0)
+    with pytest.raises(UnsafeChunkError, match='joint a at step 4 is outside'):
+        tail[4, 0] = 3.0               # shapes the last knot's velocity: checked
+        make(h=4, safety=safety).dispatch(tail, 0.0, np.zeros(2), 0.0)
+    tail[7, 1] = np.nan                # a broken model: rejected wherever the NaN is
+    with pytest.raises(UnsafeChunkError, match='NaN/inf at step 7, joint b'):
+        make(h=4, safety=safety).dispatch(tail, 0.0, np.zeros(2), 0.0)
+
+
 def test_operations_without_an_episode_raise():
     ex = ChunkExecutor(ExecutionConfig(), NAMES)
     with pytest.raises(NoEpisodeError):
