@@ -64,7 +64,8 @@ class ChunkDataset:
                              f'only_successful={only_successful})')
         names = {e.joint_names for e in episodes}
         if len(names) != 1:
-            raise ValueError(f'episodes have different joint names: {sorted(names)}')
+            raise ValueError(f'episodes have different joint names {sorted(names)}: a dataset holds the '
+                             'episodes of one robot (the embedded arm or Meta-World)')
         self.joint_names: tuple[str, ...] = names.pop()
         images = [e.images if image_size is None or e.images.shape[1:3] == tuple(image_size)
                   else _resize(e.images, tuple(image_size)) for e in episodes]
@@ -116,23 +117,30 @@ class ChunkDataset:
         """The distinct instructions, sorted."""
         return sorted({e.instruction for e in self.episodes})
 
-    def statistics(self) -> dict[str, np.ndarray]:
+    def statistics(self, action_offsets: bool = True) -> dict[str, np.ndarray]:
         """Per-dimension normalization statistics, each (A,) float32, std floored at 1e-6.
 
         state_mean, state_std: over the observed joint positions of every step.
         delta_mean, delta_std: over actions[t + k] - state[t] for every unpadded (t, k) of the
-            windows, i.e. the targets a chunk predicts relative to the state it starts from.
+            windows, i.e. the targets a chunk predicts relative to the state it starts from; over
+            the actions themselves when ``action_offsets`` is False (velocity-like actions).
+        action_min, action_max: the range of the commanded targets.
         """
-        deltas = []
-        for k in range(self.chunk_size):
-            t = np.arange(len(self) - k)
-            valid = t + k < self._episode_end[self._episode_of[t]]
-            deltas.append(self._actions[t[valid] + k] - self._states[t[valid]])
-        delta = np.concatenate(deltas).astype(np.float64)
+        if action_offsets:
+            deltas = []
+            for k in range(self.chunk_size):
+                t = np.arange(len(self) - k)
+                valid = t + k < self._episode_end[self._episode_of[t]]
+                deltas.append(self._actions[t[valid] + k] - self._states[t[valid]])
+            delta = np.concatenate(deltas).astype(np.float64)
+        else:
+            delta = self._actions.astype(np.float64)
         states = self._states.astype(np.float64)
         return {
             'state_mean': states.mean(0).astype(np.float32),
             'state_std': np.maximum(states.std(0), _MIN_STD).astype(np.float32),
             'delta_mean': delta.mean(0).astype(np.float32),
             'delta_std': np.maximum(delta.std(0), _MIN_STD).astype(np.float32),
+            'action_min': self._actions.min(0).astype(np.float32),
+            'action_max': self._actions.max(0).astype(np.float32),
         }

@@ -4,7 +4,9 @@ The chunk head regresses the next H commanded actions (MSE in normalized delta u
 the episode end). CPU-friendly defaults; a tqdm progress bar; scalars in ``scalars.csv``;
 checkpoints (safetensors + JSON, optimizer and RNG state included) every ``checkpoint_every``
 steps, so ``resume`` continues exactly where a crashed run stopped; periodic evaluation runs
-closed-loop episodes of the saved checkpoint with the ROS-free sweep.
+closed-loop episodes of the saved checkpoint with the ROS-free sweep. The demonstrations may be of
+the embedded arm or of Meta-World (not both): the model's state/action size, joint names and image
+size come from the dataset, and evaluation runs the dataset's tasks in their env.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from tqdm import tqdm
 
 from policytrim_ros.config import to_dict
 from policytrim_ros.data.dataset import ChunkDataset
+from policytrim_ros.envs.factory import suite_control_dt, task_suite
 from policytrim_ros.policy.checkpoint import load_checkpoint, load_tensors, save_checkpoint, save_tensors
 from policytrim_ros.policy.vla.configuration_vla import preset
 from policytrim_ros.policy.vla.instruction import InstructionEncoder
@@ -31,10 +34,14 @@ from policytrim_ros.policy.vla.modeling_vla import VLAModel
 class BCConfig:
     """Behaviour cloning run.
 
-    demos: folder of demonstration bags (``policytrim collect`` output), searched recursively.
+    demos: folder of demonstration bags (``policytrim collect`` output), searched recursively; all
+        of one robot (the arm's tasks, or Meta-World's '-v3' tasks: joint names must agree).
     styles: operator styles of the bags to train on (efficient, teleop; recorded for robot bags).
     model: VLA preset (vla-2m or vla-10m).
     chunk_size: H, actions predicted per call.
+    action_offsets: predict targets as offsets from the state (True: joint position targets, the
+        embedded arm) or the actions themselves (False: velocity-like actions, Meta-World's
+        end-effector deltas); see ``VLAConfig.action_offsets``.
     steps: gradient steps.
     batch_size: windows per step.
     lr: peak AdamW learning rate (linear warm-up, then cosine decay to 10 %).
@@ -58,6 +65,7 @@ class BCConfig:
     styles: tuple[str, ...] = ('teleop',)
     model: str = 'vla-2m'
     chunk_size: int = 16
+    action_offsets: bool = True
     steps: int = 4000
     batch_size: int = 32
     lr: float = 3e-4
@@ -149,13 +157,15 @@ def _restore(out: Path, optimizer, rng, generator) -> int:
 
 
 def _evaluate(checkpoint: Path, cfg: BCConfig, tasks: list[str]) -> dict[str, float]:
+    """Success rate per task of the checkpoint at h = eval_n_action_steps, in the tasks' default env."""
     from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep
     from policytrim_ros.execution.metrics import summarize_by_task
     from policytrim_ros.policy.factory import PolicyConfig
     model_cfg = json.loads((checkpoint / 'config.json').read_text())['config']
     sweep = SweepConfig(policy=PolicyConfig('torch', str(checkpoint)), tasks=tuple(tasks),
                         n_action_steps=(cfg.eval_n_action_steps,), chunk_size=model_cfg['chunk_size'],
-                        episodes=cfg.eval_episodes, seed=cfg.eval_seed, workers=2)
+                        episodes=cfg.eval_episodes, seed=cfg.eval_seed,
+                        control_dt=suite_control_dt(task_suite(tasks)), workers=2)
     summary = summarize_by_task(run_sweep(sweep, progress=False)[cfg.eval_n_action_steps])
     return {f'eval/{task}/success_rate': s['success_rate'] for task, s in summary.items()}
 
@@ -172,19 +182,24 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
     dataset = ChunkDataset(cfg.demos, cfg.chunk_size, styles=cfg.styles)
     first = dataset[0]
     joint_names = tuple(dataset.joint_names)
-    model_cfg = preset(cfg.model, chunk_size=cfg.chunk_size, state_dim=len(joint_names),
+    stats = dataset.statistics(cfg.action_offsets)
+    model_cfg = preset(cfg.model, chunk_size=cfg.chunk_size, action_offsets=cfg.action_offsets,
+                       state_dim=len(joint_names),
                        action_dim=len(joint_names), joint_names=joint_names,
-                       image_height=first['image'].shape[0], image_width=first['image'].shape[1])
+                       image_height=first['image'].shape[0], image_width=first['image'].shape[1],
+                       action_low=tuple(stats['action_min'].tolist()),
+                       action_high=tuple(stats['action_max'].tolist()))
     encoder = InstructionEncoder()
     batches = _Batches(dataset, {text: encoder.encode(text) for text in dataset.instructions()})
     tasks = sorted({episode.task for episode in dataset.episodes})
+    if cfg.eval_episodes:
+        task_suite(tasks)  # tasks no env runs (or of both robots) fail now, not at the first evaluation
     if resume and (out / 'last').exists():
         model, _, _ = load_checkpoint(out / 'last')
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = _restore(out, optimizer, rng, generator)
     else:
         model = VLAModel(model_cfg)
-        stats = dataset.statistics()
         model.set_normalization(stats['state_mean'], stats['state_std'], stats['delta_mean'], stats['delta_std'])
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = 0

@@ -217,7 +217,10 @@ def test_dataset_windows_pad_and_mask_past_the_episode_end(tmp_path, reach_episo
     final = data.episodes[0].actions[-1].astype(np.float32)
     np.testing.assert_array_equal(last['actions'][3:], np.tile(final, (5, 1)))
     stats = data.statistics()
-    assert set(stats) == {'state_mean', 'state_std', 'delta_mean', 'delta_std'}
+    assert set(stats) == {'state_mean', 'state_std', 'delta_mean', 'delta_std', 'action_min', 'action_max'}
+    actions = np.concatenate([e.actions for e in data.episodes])
+    np.testing.assert_allclose(stats['action_min'], actions.min(0))
+    np.testing.assert_allclose(data.statistics(action_offsets=False)['delta_mean'], actions.mean(0), rtol=1e-5)
     assert all(v.shape == (7,) and np.isfinite(v).all() for v in stats.values())
     assert (stats['delta_std'] > 0).all()
     teleop_only = ChunkDataset(tmp_path, chunk_size=4, image_size=(48, 64), styles=['teleop'])

@@ -1,6 +1,7 @@
 """The compact VLA: presets, shapes, normalization, log-probabilities, checkpoints, ONNX parity."""
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from policytrim_ros.policy.onnx import OnnxVLAPolicy, export_onnx
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
 from policytrim_ros.policy.vla import PRESETS, VLAConfig, preset
 from policytrim_ros.policy.vla.instruction import shared_encoder
-from policytrim_ros.policy.vla.modeling_vla import VLAModel, normalization_stats
+from policytrim_ros.policy.vla.modeling_vla import VLAModel
 
 JOINTS = ('a', 'b', 'c')
 TINY = VLAConfig(image_height=32, image_width=32, vision_channels=(4, 8, 8), vision_keypoints=4, state_dim=3,
@@ -106,15 +107,34 @@ def test_normalization_lives_inside_the_model():
         assert torch.allclose(model.normalized_error(mean, actions), head - target, atol=1e-5)
 
 
-def test_normalization_stats_use_masked_deltas_and_floor_the_std():
-    states = np.array([[0.0, 1.0], [2.0, 1.0]])
-    actions = np.array([[[1.0, 1.0], [9.0, 9.0]], [[5.0, 1.0], [4.0, 1.0]]])   # (N=2, H=2, A=2)
-    mask = np.array([[True, False], [True, True]])
-    state_mean, state_std, delta_mean, delta_std = normalization_stats(states, actions, mask, min_std=1e-3)
-    np.testing.assert_allclose(state_mean, [1.0, 1.0])
-    np.testing.assert_allclose(state_std, [1.0, 1e-3])               # joint 2 never moves: floored
-    np.testing.assert_allclose(delta_mean, [2.0, 0.0])               # deltas of joint 1: 1, 3, 2 (9 is masked)
-    np.testing.assert_allclose(delta_std, [math.sqrt(2 / 3), 1e-3], rtol=1e-6)
+def test_action_bounds_clamp_the_chunk_and_survive_export(tmp_path):
+    bounded = replace(TINY, action_low=(-0.2, -0.2, -0.2), action_high=(0.2, 0.2, 0.2))
+    model = tiny_model()
+    clamped = VLAModel(bounded).eval()
+    clamped.load_state_dict(model.state_dict())   # the bounds are config, not weights
+    with torch.no_grad():
+        free, mean = model(*inputs()), clamped(*inputs())
+    assert (free.abs() > 0.2).any() and torch.equal(mean, free.clamp(-0.2, 0.2))
+    save_checkpoint(tmp_path, clamped, bounded)
+    export_onnx(tmp_path)
+    chunk = OnnxVLAPolicy(tmp_path).predict_action_chunk(observation())
+    assert np.abs(chunk).max() <= 0.2 + 1e-6
+    with pytest.raises(ValueError, match=r'action_low \(2 values\) and action_high \(3 values\)'):
+        replace(TINY, action_low=(0.0, 0.0), action_high=(1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match=r'action_low\[1\] \(2.0\) must be <= action_high\[1\] \(1.0\)'):
+        replace(TINY, action_low=(0.0, 2.0, 0.0), action_high=(1.0, 1.0, 1.0))
+
+
+def test_without_action_offsets_the_head_predicts_the_action_itself():
+    config = replace(TINY, action_offsets=False)
+    model = VLAModel(config).eval()
+    model.set_normalization(*NORMALIZATION)
+    image, text, state = inputs()
+    with torch.no_grad():
+        head = model.normalized_delta(image, text, state)
+        delta_mean, delta_std = torch.tensor(NORMALIZATION[2]), torch.tensor(NORMALIZATION[3])
+        assert torch.allclose(model(image, text, state), head * delta_std + delta_mean, atol=1e-6)
+    assert VLAConfig(state_dim=4, action_offsets=False).state_dim == 4
 
 
 def test_set_normalization_rejects_a_zero_std():

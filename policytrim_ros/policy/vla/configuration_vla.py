@@ -23,8 +23,11 @@ class VLAConfig:
     vision_token_pool: side of the average pooling of the feature map into patch tokens, so there
         are (image_height / 8 / pool) * (image_width / 8 / pool) of them; divides both sides.
     text_embedding_dim: size of the instruction embedding computed outside the model (384 for MiniLM).
-    state_dim: proprioceptive state size (joint positions, rad or m); equals action_dim because the
-        chunk is predicted as offsets from the current state.
+    state_dim: proprioceptive state size (joint positions, rad or m).
+    action_offsets: True (joint position targets): the head predicts each target as an offset from
+        the current state, normalized by the statistics of ``action - state``. False (velocity-like
+        commands, e.g. Meta-World's end-effector deltas): it predicts the action itself,
+        normalized by the statistics of the actions.
     action_dim: A, actions per step (joint position targets, rad or m).
     chunk_size: H, steps per predicted chunk (one learned query per step).
     hidden_size: width of the action transformer (features per token).
@@ -34,6 +37,11 @@ class VLAConfig:
     log_std_min: lower clamp of that log standard deviation (normalized delta units).
     log_std_max: upper clamp of that log standard deviation (normalized delta units).
     joint_names: (A,) the name of each action dimension, in order.
+    action_low: (A,) lowest target the model outputs per dimension (raw units), or () for none.
+        ``train-bc`` sets it to the smallest target the demonstrations commanded: a regression
+        head overshoots a saturated command (a gripper closed to 0.0 m comes out at -0.01 m),
+        and what no demonstration did is no target to send to a robot.
+    action_high: (A,) highest target per dimension (raw units), or () for none.
     """
 
     image_height: int = 96
@@ -43,6 +51,7 @@ class VLAConfig:
     vision_token_pool: int = 2
     text_embedding_dim: int = 384
     state_dim: int = 7
+    action_offsets: bool = True
     action_dim: int = 7
     chunk_size: int = 16
     hidden_size: int = 128
@@ -52,6 +61,8 @@ class VLAConfig:
     log_std_min: float = -5.0
     log_std_max: float = 1.0
     joint_names: tuple[str, ...] = JOINT_NAMES
+    action_low: tuple[float, ...] = ()
+    action_high: tuple[float, ...] = ()
 
     def __post_init__(self):
         positive = ('image_height', 'image_width', 'vision_keypoints', 'vision_token_pool',
@@ -73,14 +84,24 @@ class VLAConfig:
                                  f'({8 * self.vision_token_pool}): the encoder downsamples by 8, then pools')
         if self.hidden_size % self.num_heads:
             raise ValueError(f'hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})')
-        if self.state_dim != self.action_dim:
-            raise ValueError(f'state_dim ({self.state_dim}) must equal action_dim ({self.action_dim}): '
-                             'actions are predicted as offsets from the state')
+        if self.action_offsets and self.state_dim != self.action_dim:
+            raise ValueError(f'state_dim ({self.state_dim}) must equal action_dim ({self.action_dim}) when '
+                             'action_offsets predicts targets as offsets from the state')
         if len(self.joint_names) != self.action_dim:
             raise ValueError(f'joint_names has {len(self.joint_names)} names {list(self.joint_names)} but '
                              f'action_dim is {self.action_dim}')
         if len(set(self.joint_names)) != len(self.joint_names):
             raise ValueError(f'joint_names {list(self.joint_names)} must be unique')
+        object.__setattr__(self, 'action_low', tuple(float(x) for x in self.action_low))
+        object.__setattr__(self, 'action_high', tuple(float(x) for x in self.action_high))
+        if self.action_low or self.action_high:
+            if len(self.action_low) != self.action_dim or len(self.action_high) != self.action_dim:
+                raise ValueError(f'action_low ({len(self.action_low)} values) and action_high '
+                                 f'({len(self.action_high)} values) must both have action_dim ({self.action_dim})')
+            for i, (lo, hi) in enumerate(zip(self.action_low, self.action_high)):
+                if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+                    raise ValueError(f'action_low[{i}] ({lo}) must be <= action_high[{i}] ({hi}), both finite '
+                                     f'(dimension {self.joint_names[i]})')
         for name in ('log_std_init', 'log_std_min', 'log_std_max'):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f'{name} ({getattr(self, name)}) must be finite')

@@ -11,9 +11,9 @@ from scratch on a few hundred demonstrations did not learn where a 5-pixel cube 
 steps (reach SR 0.0); a convolutional stem with spatial softmax (robomimic, Diffusion Policy) is
 built to localize, and learns it in far fewer steps.
 
-The head predicts *normalized offsets from the current state*; the normalization statistics are
-buffers of the model, so ``forward`` maps raw inputs to raw absolute targets and an exported ONNX
-graph is self-contained. The policy is Gaussian with a learned, state-independent standard deviation
+The head predicts *normalized offsets from the current state* (or, with ``action_offsets`` off,
+normalized actions); the normalization statistics are buffers of the model, so ``forward`` maps
+raw inputs to raw actions and an exported ONNX graph is self-contained. The policy is Gaussian with a learned, state-independent standard deviation
 per action dimension in normalized delta space; ``log_prob`` is the density of that space.
 """
 from __future__ import annotations
@@ -25,35 +25,6 @@ import torch
 from torch import nn
 
 from policytrim_ros.policy.vla.configuration_vla import VLAConfig
-
-
-def normalization_stats(states: np.ndarray, actions: np.ndarray, mask: np.ndarray | None = None,
-                        min_std: float = 1e-4) -> tuple[np.ndarray, ...]:
-    """Per-dimension statistics for ``VLAModel.set_normalization`` from a dataset.
-
-    states: (N, A) joint positions at the inference steps (rad or m).
-    actions: (N, H, A) the chunks of absolute targets that follow each state.
-    mask: (N, H) bool, True where the chunk step is real data (False for padding past an episode end).
-    min_std: floor of every standard deviation, so a dimension that never moves (e.g. a gripper kept
-        open in a reach task) does not divide by zero.
-    Returns (state_mean, state_std, delta_mean, delta_std), each (A,) float32; delta = action - state.
-    """
-    states = np.asarray(states, dtype=np.float64)
-    actions = np.asarray(actions, dtype=np.float64)
-    if states.ndim != 2 or actions.ndim != 3 or actions.shape[0] != states.shape[0] \
-            or actions.shape[2] != states.shape[1]:
-        raise ValueError(f'states (N, A) and actions (N, H, A) do not match: {states.shape} and {actions.shape}')
-    deltas = actions - states[:, None, :]
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != actions.shape[:2]:
-            raise ValueError(f'mask has shape {mask.shape}; expected (N, H) = {actions.shape[:2]}')
-        deltas = deltas[mask]
-    deltas = deltas.reshape(-1, states.shape[1])
-    if len(states) == 0 or len(deltas) == 0:
-        raise ValueError('normalization statistics need at least one state and one unmasked action')
-    return tuple(x.astype(np.float32) for x in (states.mean(0), np.maximum(states.std(0), min_std),
-                                                deltas.mean(0), np.maximum(deltas.std(0), min_std)))
 
 
 class _Stage(nn.Module):
@@ -130,11 +101,17 @@ class VLAModel(nn.Module):
         self.register_buffer('state_std', torch.ones(c.state_dim))
         self.register_buffer('delta_mean', torch.zeros(c.action_dim))
         self.register_buffer('delta_std', torch.ones(c.action_dim))
+        # Output bounds live in the config (not the weights): constants of an exported graph.
+        self.register_buffer('action_low', torch.tensor(c.action_low or (-math.inf,) * c.action_dim),
+                             persistent=False)
+        self.register_buffer('action_high', torch.tensor(c.action_high or (math.inf,) * c.action_dim),
+                             persistent=False)
 
     def set_normalization(self, state_mean, state_std, delta_mean, delta_std) -> None:
-        """Store dataset statistics, each (A,): state mean/std and mean/std of ``action - state``.
+        """Store dataset statistics, each (A,): state mean/std and mean/std of ``action - state``
+        (of ``action`` when the config's action_offsets is off).
 
-        Call once before training (see ``normalization_stats``); they are saved with the weights.
+        Call once before training (``ChunkDataset.statistics``); they are saved with the weights.
         """
         for name, value in (('state_mean', state_mean), ('state_std', state_std),
                             ('delta_mean', delta_mean), ('delta_std', delta_std)):
@@ -172,9 +149,13 @@ class VLAModel(nn.Module):
         """(B, H, A) float32 mean chunk of absolute joint targets in raw units (rad or m).
 
         image: (B, h, w, 3) uint8 RGB. text_embedding: (B, 384) float. state: (B, A) float (rad or m).
+        The targets are clamped to [action_low, action_high] of the config when it sets them.
         """
         delta = self.normalized_delta(image, text_embedding, state) * self.delta_std + self.delta_mean
-        return state.to(torch.float32).unsqueeze(1) + delta
+        mean = state.to(torch.float32).unsqueeze(1) + delta if self.config.action_offsets else delta
+        if self.config.action_low:
+            mean = torch.minimum(torch.maximum(mean, self.action_low), self.action_high)
+        return mean
 
     def normalized_error(self, mean: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """(B, H, A) ``(mean - actions) / delta_std``: the prediction error in normalized delta units.
