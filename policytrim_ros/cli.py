@@ -8,6 +8,9 @@
     policytrim train-bc       behaviour cloning of the compact VLA from demonstration bags
     policytrim export-onnx    export a checkpoint to ONNX for the onnxruntime backend
     policytrim release        copy a checkpoint with float16 weights, for shipping (half the size)
+
+collect, train-bc and eval (without --ros) also run the Meta-World 3.1.1 tasks reach-v3, push-v3
+and pick-place-v3 (--tasks reach-v3 ...); one command takes the tasks of one robot.
 """
 from __future__ import annotations
 
@@ -53,19 +56,27 @@ def _eval_parser(sub) -> None:
     p = sub.add_parser('eval', help='forced-horizon sweep: N episodes per task for each executed length h',
                        description='Runs N episodes of each task for every h (paired seeds), reports SR, steps '
                                    'S, h, H, h/H, inference calls, Spd against --reference and wall-clock, and '
-                                   'writes sweep.json, sweep.md and sweep.png under --out.')
+                                   'writes sweep.json, sweep.md and sweep.png under --out. Tasks are the '
+                                   "embedded arm's (reach push pick_place) or Meta-World's (reach-v3 push-v3 "
+                                   'pick-place-v3; without --ros only, in the default MetaWorldConfig env at its '
+                                   '0.0125 s step, with no joint-limit safety checks: Meta-World clips its '
+                                   'actions to [-1, 1]).')
     p.add_argument('--backend', default='expert', help='policy backend: expert, torch, onnx (default expert)')
     p.add_argument('--checkpoint', default='', help='checkpoint directory (torch/onnx)')
-    p.add_argument('--tasks', nargs='+', default=['reach', 'push', 'pick_place'])
+    p.add_argument('--tasks', nargs='+', default=['reach', 'push', 'pick_place'],
+                   help="tasks of one robot: the arm's (default reach push pick_place) or Meta-World's "
+                        '(reach-v3 push-v3 pick-place-v3)')
     p.add_argument('--n-action-steps', type=int, nargs='+', default=[1, 2, 4, 8, 16], help='h values')
     p.add_argument('--reference', type=int, default=4, help='h whose inference calls define Spd = 1')
     p.add_argument('--chunk-size', type=int, default=16, help='H of the policy (default 16)')
     p.add_argument('--episodes', type=int, default=50, help='episodes per task and h (default 50)')
     p.add_argument('--seed', type=int, default=1000, help='seed of episode 0 of each task (default 1000)')
     p.add_argument('--workers', type=int, default=0, help='worker processes without ROS (0 = one per core)')
-    p.add_argument('--ros', action='store_true', help='run through sim_node + policy_node instead')
+    p.add_argument('--ros', action='store_true',
+                   help="run through sim_node + policy_node instead (the embedded arm's tasks only)")
     p.add_argument('--params', type=Path, default=None,
-                   help='ROS parameter file both modes read env/safety/execution from (default config/sim.yaml)')
+                   help='ROS parameter file both modes read env/safety/execution from (default config/sim.yaml); '
+                        'Meta-World tasks read only execution.max_episode_steps from it')
     p.add_argument('--out', type=Path, default=None, help='output folder (default runs/eval-<time>)')
     p.set_defaults(func=evaluate)
 
@@ -73,22 +84,30 @@ def _eval_parser(sub) -> None:
 def evaluate(args) -> int:
     from policytrim_ros.config import from_dict, load_yaml, ros_parameters
     from policytrim_ros.envs.config import EnvConfig
+    from policytrim_ros.envs.factory import suite_control_dt, task_suite
     from policytrim_ros.evaluation.report import sweep_rows, write_report
     from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep
     from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
     from policytrim_ros.policy.factory import PolicyConfig
 
+    suite = task_suite(args.tasks)
+    if suite == 'metaworld' and args.ros:
+        raise ValueError(f'--ros runs the embedded arm in sim_node; the Meta-World tasks {args.tasks} run '
+                         'without ROS only (drop --ros)')
     params = args.params or launcher.package_share() / 'config' / 'sim.yaml'
     data = load_yaml(params)
     node = ros_parameters(data, 'policy_node')
     execution = from_dict(ExecutionConfig, node.get('execution', {}))
+    env = from_dict(EnvConfig, ros_parameters(data, 'sim_node').get('env', {}))
     policy = PolicyConfig(backend=args.backend, checkpoint=args.checkpoint)
+    if suite == 'metaworld':  # the params' control period and joint limits are the arm's
+        control_dt, safety = suite_control_dt(suite), SafetyConfig()
+    else:
+        control_dt, safety = execution.control_dt, from_dict(SafetyConfig, node.get('safety', {}))
     config = SweepConfig(
         policy=policy, tasks=tuple(args.tasks), n_action_steps=tuple(args.n_action_steps),
-        chunk_size=args.chunk_size, episodes=args.episodes, seed=args.seed, control_dt=execution.control_dt,
-        max_episode_steps=execution.max_episode_steps, workers=args.workers,
-        env=from_dict(EnvConfig, ros_parameters(data, 'sim_node').get('env', {})),
-        safety=from_dict(SafetyConfig, node.get('safety', {})))
+        chunk_size=args.chunk_size, episodes=args.episodes, seed=args.seed, control_dt=control_dt,
+        max_episode_steps=execution.max_episode_steps, workers=args.workers, env=env, safety=safety)
     if args.reference not in config.n_action_steps:
         raise ValueError(f'--reference {args.reference} must be one of --n-action-steps {list(args.n_action_steps)}')
     out = args.out or Path('runs') / time.strftime('eval-%Y%m%d-%H%M%S')
@@ -116,11 +135,15 @@ def evaluate(args) -> int:
 
 
 def _collect_parser(sub) -> None:
-    p = sub.add_parser('collect', help='scripted demonstrations on the embedded arm, one rosbag2 (MCAP) each',
+    p = sub.add_parser('collect', help='scripted demonstrations (arm or Meta-World), one rosbag2 (MCAP) each',
                        description='Runs the scripted expert as an operator (efficient, or teleop with '
                                    'human-like dwell, hesitations, detours and corrections) without ROS and '
-                                   'writes each successful episode as a bag with the robot-side topics.')
-    p.add_argument('--tasks', nargs='+', default=['reach', 'push', 'pick_place'])
+                                   'writes each successful episode as a bag with the robot-side topics. On '
+                                   "Meta-World tasks the expert is Meta-World's bundled one and the bags' joint "
+                                   'names are its action columns (dx dy dz grip).')
+    p.add_argument('--tasks', nargs='+', default=['reach', 'push', 'pick_place'],
+                   help="tasks of one robot: the arm's (default reach push pick_place) or Meta-World's "
+                        '(reach-v3 push-v3 pick-place-v3)')
     p.add_argument('--episodes', type=int, default=100, help='episodes per task (default 100)')
     p.add_argument('--style', default='teleop', help='operator style: efficient or teleop (default teleop)')
     p.add_argument('--seed', type=int, default=0, help='first seed (demonstration seeds are 0-999)')

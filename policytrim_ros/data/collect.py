@@ -1,9 +1,12 @@
-"""Demonstration collection on the embedded arm, without ROS: operator -> ArmEnv -> rosbag2 (MCAP).
+"""Demonstration collection without ROS: operator -> env -> rosbag2 (MCAP).
 
-Each control step: observe (with the rendered image), ask the operator for one action, send it as
-a single-point trajectory (knot at ``control_dt``, like a teleop streaming JointTrajectory
-messages), step. Episodes are written one bag each to ``<out>/<task>/<style>-<seed>/`` by the
-worker that ran them, and ``<out>/index.json`` summarises them per style and task.
+The env is the embedded arm (``ArmEnv``) or Meta-World (``MetaWorldEnv``), picked from the task
+names by ``envs.factory``; the operator drives that suite's scripted expert. Each control step:
+observe (with the rendered image), ask the operator for one action, send it as a single-point
+trajectory (knot at ``control_dt``, like a teleop streaming JointTrajectory messages), step.
+Episodes are written one bag each to ``<out>/<task>/<style>-<seed>/`` by the worker that ran them,
+with the env's joint names (Meta-World: its action columns), and ``<out>/index.json`` summarises
+them per style and task.
 """
 from __future__ import annotations
 
@@ -13,23 +16,29 @@ import multiprocessing.util
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from policytrim_ros.data.bag import write_episode_bag
 from policytrim_ros.data.episode import Episode
-from policytrim_ros.envs.arm import ArmEnv
 from policytrim_ros.envs.config import EnvConfig
+from policytrim_ros.envs.factory import make_env, task_suite
+from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.envs.operators import Operator, TeleopConfig, make_operator
-from policytrim_ros.envs.registry import make_task
 from policytrim_ros.execution.trajectory import window_trajectory
+
+if TYPE_CHECKING:
+    from policytrim_ros.envs.arm import ArmEnv
+    from policytrim_ros.envs.metaworld import MetaWorldEnv
 
 DEMO_SEED_LIMIT = 1000
 """Demonstration seeds are in [0, 1000): evaluation uses seeds from 1000 up, so they never overlap."""
 
 
-def collect_episode(env: ArmEnv, operator: Operator, task: str, seed: int, max_steps: int = 150) -> Episode:
+def collect_episode(env: ArmEnv | MetaWorldEnv, operator: Operator, task: str, seed: int,
+                    max_steps: int = 150) -> Episode:
     """Run one rendered episode of ``task`` from ``seed`` with ``operator``; stop at the first success.
 
     Returns the episode with T <= max_steps steps; each step is its own command (call_index = t).
@@ -64,8 +73,8 @@ def episode_dir(out_dir: str | Path, task: str, style: str, seed: int) -> Path:
     return Path(out_dir) / task / f'{style}-{seed}'
 
 
-def _collect_and_write(env: ArmEnv, operator: Operator, out_dir: Path, only_successful: bool, max_steps: int,
-                       task: str, seed: int) -> dict:
+def _collect_and_write(env: ArmEnv | MetaWorldEnv, operator: Operator, out_dir: Path, only_successful: bool,
+                       max_steps: int, task: str, seed: int) -> dict:
     """Collect one episode and write its bag (unless it failed and only successes are kept)."""
     episode = collect_episode(env, operator, task, seed, max_steps)
     path = None
@@ -79,13 +88,15 @@ def _collect_and_write(env: ArmEnv, operator: Operator, out_dir: Path, only_succ
 _WORKER: tuple | None = None
 
 
-def _init_worker(env_config: EnvConfig, style: str, teleop: TeleopConfig | None, out_dir: str,
-                 only_successful: bool, max_steps: int) -> None:
+def _init_worker(tasks: Sequence[str], env_config: EnvConfig | None, metaworld_config: MetaWorldConfig | None,
+                 style: str, teleop: TeleopConfig | None, out_dir: str, only_successful: bool,
+                 max_steps: int) -> None:
     global _WORKER
-    env = ArmEnv(env_config)
+    env = make_env(tasks, env_config, metaworld_config)
     # free the GL context before the interpreter tears down (else mujoco prints EGL errors at exit)
     multiprocessing.util.Finalize(env, env.close, exitpriority=10)
-    _WORKER = (env, make_operator(style, teleop), Path(out_dir), only_successful, max_steps)
+    operator = make_operator(style, teleop, task_suite(tasks))
+    _WORKER = (env, operator, Path(out_dir), only_successful, max_steps)
 
 
 def _run_job(job: tuple[str, int]) -> dict:
@@ -95,19 +106,21 @@ def _run_job(job: tuple[str, int]) -> dict:
 def collect_demonstrations(tasks: Sequence[str], episodes_per_task: int, style: str, seed: int,
                            out_dir: str | Path, workers: int = 2, only_successful: bool = True,
                            max_steps: int = 150, env_config: EnvConfig | None = None,
-                           teleop: TeleopConfig | None = None, progress: bool = True) -> list[Path]:
+                           teleop: TeleopConfig | None = None, progress: bool = True,
+                           metaworld_config: MetaWorldConfig | None = None) -> list[Path]:
     """Collect ``episodes_per_task`` episodes of each task with seeds seed, seed+1, ...; return bag paths.
 
-    Episodes run in a pool of ``workers`` spawned processes (each with its own ArmEnv; 1 runs them
-    in this process). Spawned workers re-import the caller's main module, so scripts must call
-    this under ``if __name__ == '__main__':``. Failed episodes are only written when
-    ``only_successful`` is False. The style's entry of ``<out>/index.json`` (other styles' entries
-    are kept) records, per task, episodes run, successes, success_rate, mean_steps (over
-    successful episodes) and the bags, plus the total steps and wall_clock_s.
+    ``tasks`` are all embedded arm tasks (env: ``ArmEnv(env_config)``) or all Meta-World tasks
+    (env: ``MetaWorldEnv(metaworld_config)``, teleop: a ``MetaWorldTeleopConfig``); see
+    ``envs.factory.task_suite``. Episodes run in a pool of ``workers`` spawned processes (each with
+    its own env; 1 runs them in this process). Spawned workers re-import the caller's main module,
+    so scripts must call this under ``if __name__ == '__main__':``. Failed episodes are only
+    written when ``only_successful`` is False. The style's entry of ``<out>/index.json`` (other
+    styles' entries are kept) records, per task, episodes run, successes, success_rate, mean_steps
+    (over successful episodes) and the bags, plus the total steps and wall_clock_s.
     """
-    make_operator(style)  # fail fast on an unknown style
-    for task in tasks:
-        make_task(task)
+    suite = task_suite(tasks)  # fail fast on unknown or mixed tasks
+    make_operator(style, teleop, suite)  # ... and on an unknown style or the wrong teleop config
     if episodes_per_task < 1 or workers < 1:
         raise ValueError(f'episodes_per_task ({episodes_per_task}) and workers ({workers}) must be >= 1')
     if not 0 <= seed <= seed + episodes_per_task <= DEMO_SEED_LIMIT:
@@ -119,13 +132,12 @@ def collect_demonstrations(tasks: Sequence[str], episodes_per_task: int, style: 
     if existing:
         raise FileExistsError(f'{len(existing)} bags already exist (first: {existing[0]}); '
                               'remove them or collect into another out_dir')
-    env_config = env_config or EnvConfig()
-    args = (env_config, style, teleop, str(out_dir), only_successful, max_steps)
+    args = (tuple(tasks), env_config, metaworld_config, style, teleop, str(out_dir), only_successful, max_steps)
     started = time.perf_counter()
     bar = tqdm(total=len(jobs), desc=f'{style} demos', unit='episode', disable=not progress)
     results = []
     if workers == 1:
-        env, operator = ArmEnv(env_config), make_operator(style, teleop)
+        env, operator = make_env(tasks, env_config, metaworld_config), make_operator(style, teleop, suite)
         try:
             for job in jobs:
                 results.append(_collect_and_write(env, operator, out_dir, only_successful, max_steps, *job))

@@ -10,17 +10,19 @@ import numpy as np
 class Episode:
     """A recorded episode; row t of every array belongs to control step t.
 
-    task: registry task name, e.g. 'pick_place'.
+    task: task name, e.g. 'pick_place' (embedded arm) or 'pick-place-v3' (Meta-World).
     instruction: the language instruction given to the operator or policy.
     seed: episode seed (-1 when unknown, e.g. a bag recorded on a real robot).
     style: who acted: an operator style ('efficient', 'teleop'), 'policy', or 'recorded'.
     success: whether the episode ended in success.
     control_dt: seconds per control step.
-    joint_names: (A,) names of the columns of ``joint_positions`` and ``actions``.
+    joint_names: (A,) names of the columns of ``joint_positions`` and ``actions`` (Meta-World: its
+        action columns dx, dy, dz, grip).
     images: (T, H, W, 3) uint8 RGB camera image observed at the start of step t.
     joint_positions: (T, A) float64 observed (noisy) joint positions at the start of step t
-        (rad; gripper opening in m).
-    actions: (T, A) float64 absolute joint targets commanded for step t (reached at its end).
+        (rad; gripper opening in m; Meta-World: hand xyz in m and gripper opening 0-1).
+    actions: (T, A) float64 absolute joint targets commanded for step t (reached at its end;
+        Meta-World: hand motion in cm per step and gripper effort, in [-1, 1]).
     times: (T,) float64 seconds since the episode start at which step t began (ns resolution).
     call_index: (T,) int64 inference call (command message) that produced the action of step t:
         arange(T) for operator demonstrations, repeated runs of h for chunked policy rollouts.

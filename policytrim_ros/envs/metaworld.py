@@ -21,7 +21,7 @@ import numpy as np
 
 from policytrim_ros.envs.arm import _release_gl_context  # shared: same GL threading rules
 from policytrim_ros.envs.base import Observation
-from policytrim_ros.envs.metaworld_config import (METAWORLD_TASKS, MetaWorldConfig,
+from policytrim_ros.envs.metaworld_config import (ACTION_NAMES, METAWORLD_TASKS, MetaWorldConfig,
                                                   MetaWorldDisturbanceConfig, check_task)
 from policytrim_ros.envs.streams import episode_rngs, sensor_rng
 from policytrim_ros.execution.trajectory import TimedTrajectory, TrajectoryError, validate_trajectory
@@ -29,8 +29,6 @@ from policytrim_ros.execution.trajectory import TimedTrajectory, TrajectoryError
 __all__ = ['ACTION_NAMES', 'METAWORLD_TASKS', 'MW_OBS_DIM', 'N_VARIANTS', 'STATE_SPEC', 'MetaWorldConfig',
            'MetaWorldDisturbanceConfig', 'MetaWorldEnv', 'check_task', 'make_metaworld_env']
 
-ACTION_NAMES: tuple[str, ...] = ('dx', 'dy', 'dz', 'grip')
-"""The A = 4 action columns: hand mocap delta xyz (1 unit = 1 cm per step), gripper effort."""
 MW_OBS_DIM = 39
 """Meta-World's observation: hand xyz, gripper opening, object poses, previous frame, goal xyz."""
 STATE_SPEC = (mujoco.mjtState.mjSTATE_QPOS | mujoco.mjtState.mjSTATE_QVEL | mujoco.mjtState.mjSTATE_ACT
@@ -81,8 +79,8 @@ class MetaWorldEnv:
     """A Meta-World task with the ``ArmEnv`` surface: timed windows of actions, seeded disturbances.
 
     ``joint_names`` are the action columns ``ACTION_NAMES``; ``control_dt`` is Meta-World's
-    frame_skip * timestep (0.0125 s). Observations: ``joint_positions`` (4,) hand xyz (m) and
-    gripper opening (0-1) with sensor noise; ``joint_velocities`` (4,) their true rates (per s);
+    frame_skip * timestep (``CONTROL_DT``, 0.0125 s). Observations: ``joint_positions`` (4,) hand
+    xyz (m) and gripper opening (0-1) with sensor noise; ``joint_velocities`` (4,) their true rates (per s);
     ``environment_state`` (39 + S,) privileged, for the scripted expert only: Meta-World's
     observation, then ``mj_getState(STATE_SPEC)`` (S = 55 for the supported tasks). One Meta-World
     env per task is created on first use; ``reset`` may switch tasks.

@@ -8,6 +8,8 @@ the private simulation reaches after rows 0..k-1. The private env has the nomina
 friction and mass and no noise, so a chunk is exactly what the closed loop would do in an
 undisturbed world, and drifts from it under disturbances, as a real planner's would. An H = 16
 chunk costs 16 physics steps without Meta-World's reward code: about 5-10 ms on 2 CPU cores.
+``MetaWorldSuiteExpertPolicy`` serves every supported task from one policy (the ``expert`` backend
+of sweeps), and ``MetaWorldStepExpert`` is the per-step expert of demonstration operators.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ import numpy as np
 from metaworld.policies import ENV_POLICY_MAP
 
 from policytrim_ros.envs.base import Observation
-from policytrim_ros.envs.metaworld import (ACTION_NAMES, MW_OBS_DIM, STATE_SPEC, check_task,
-                                           make_metaworld_env)
+from policytrim_ros.envs.metaworld import (ACTION_NAMES, METAWORLD_TASKS, MW_OBS_DIM, STATE_SPEC,
+                                           check_task, make_metaworld_env)
 from policytrim_ros.policy.base import PolicyInputError, PolicyMetadata
 
 
@@ -90,3 +92,50 @@ class MetaWorldExpertPolicy:
             obs = np.clip(sim._get_obs(), sim.sawyer_observation_space.low, sim.sawyer_observation_space.high)
             chunk[k] = expert_action(self._expert, obs)
         return chunk
+
+
+class MetaWorldSuiteExpertPolicy:
+    """The experts of every supported Meta-World task behind one ``ChunkPolicy``, emitting (H, 4).
+
+    The task is recognised from the instruction, as ``ScriptedExpertPolicy`` does on the arm; each
+    task's ``MetaWorldExpertPolicy`` is built on first use (its private env takes ~0.6 s).
+    """
+
+    def __init__(self, chunk_size: int) -> None:
+        if chunk_size < 1:
+            raise ValueError(f'chunk_size ({chunk_size}) must be >= 1')
+        self.metadata = PolicyMetadata(name='metaworld-expert', chunk_size=chunk_size,
+                                       joint_names=ACTION_NAMES, image_size=None,
+                                       uses_environment_state=True)
+        self._tasks = {spec.instruction: task for task, spec in METAWORLD_TASKS.items()}
+        self._experts: dict[str, MetaWorldExpertPolicy] = {}
+
+    def reset(self) -> None:
+        """The experts are stateless."""
+
+    def predict_action_chunk(self, observation: Observation) -> np.ndarray:
+        """(H, 4) actions of the instructed task's expert; PolicyInputError for an unknown instruction."""
+        task = self._tasks.get(observation.instruction)
+        if task is None:
+            raise PolicyInputError(f'the Meta-World experts know the instructions {list(self._tasks)}; '
+                                   f'got {observation.instruction!r}')
+        if task not in self._experts:
+            self._experts[task] = MetaWorldExpertPolicy(task, self.metadata.chunk_size)
+        return self._experts[task].predict_action_chunk(observation)
+
+
+class MetaWorldStepExpert:
+    """Each task's step-wise expert as a demonstration operator's ``StepExpert``: (4,) per step.
+
+    Meta-World's experts are feedback laws on the true state (``environment_state``), so
+    ``control_dt`` is not needed.
+    """
+
+    def __init__(self) -> None:
+        self._experts: dict[str, MetaWorldExpertPolicy] = {}
+
+    def __call__(self, task: str, observation: Observation, control_dt: float) -> np.ndarray:
+        """(4,) hand motion (cm per step) and gripper effort, in [-1, 1]."""
+        if task not in self._experts:
+            self._experts[task] = MetaWorldExpertPolicy(task, chunk_size=1)
+        return self._experts[task].predict_action_chunk(observation)[0]

@@ -1,21 +1,24 @@
-"""Step-wise demonstration operators: one absolute joint target (A,) per control step.
+"""Step-wise demonstration operators: one action (A,) per control step.
 
-Both styles wrap ``ScriptedExpert`` re-planned every step (``chunk(...)[0]``), the way a
-teleoperator streams targets: one single-point JointTrajectory per control step.
+Both styles wrap a step expert (``StepExpert``), the way a teleoperator streams targets: one
+single-point JointTrajectory per control step. On the embedded arm that is ``ScriptedExpert``
+re-planned every step (``chunk(...)[0]``, absolute joint targets); on Meta-World it is the task's
+bundled expert (hand motion deltas and a gripper effort, see ``metaworld_expert``).
 ``EfficientOperator`` is the plain expert. ``TeleopOperator`` adds the redundancy of human
 teleoperation: a reaction-time dwell at the start, hesitations, pauses before grasping or
-releasing, small detours and overshoot-then-correct motions. With the defaults and the env's
-default disturbances its episodes are 20-30% longer (seeds 0-599 per task, paired with the
-efficient operator: reach x1.31, push x1.20, pick_place x1.20) and succeed within 150 steps in
-1.00 / 0.90 / 0.98 of them (push failures are nearly all timeouts, 0.99 succeed within 300
-steps: a longer episode gives the env more chances to kick the cube). That redundancy is what
-PolicyTrim's step reduction removes.
+releasing, small detours and overshoot-then-correct motions. ``ActionLayout`` says which columns
+move the arm and whether they are absolute targets or per-step motions, so the same state machine
+serves both robots. On the arm, with the defaults and the env's default disturbances, its episodes
+are 20-30% longer (seeds 0-599 per task, paired with the efficient operator: reach x1.31, push
+x1.20, pick_place x1.20) and succeed within 150 steps in 1.00 / 0.90 / 0.98 of them (push
+failures are nearly all timeouts, 0.99 succeed within 300 steps: a longer episode gives the env
+more chances to kick the cube). That redundancy is what PolicyTrim's step reduction removes.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol
+from typing import Any, ClassVar, Mapping, Protocol
 
 import numpy as np
 
@@ -27,16 +30,70 @@ OPERATOR_STYLES: tuple[str, ...] = ('efficient', 'teleop')
 """Registered demonstration styles (``make_operator`` keys, the ``style`` of an ``Episode``)."""
 
 # The operator's random stream: SeedSequence(seed, spawn_key=(_OPERATOR_STREAM,)), disjoint from
-# ArmEnv's streams (spawn keys 0-5), so operator draws never change the env's disturbances.
+# the envs' streams (spawn keys 0-5), so operator draws never change the env's disturbances.
 _OPERATOR_STREAM = 0x0BE7
-_DETOUR_JOINTS = slice(0, 3)   # base yaw, shoulder, elbow: the joints that move the hand around
-_ARM = slice(0, 6)             # the six arm joints; column 6 is the gripper
-_SLOWING_RATIO = 0.7           # the expert "slows down" when its joint step shrinks below this ratio
-_MOVING_STEP = 0.01            # ... of a previous commanded step larger than this (rad, norm)
-_ARM_STILL = 0.04              # an arm step below this (rad, norm) is slow enough to grasp; the
-                               # expert moves up to 0.12 rad per step in free space
-_GRIPPER_MOVING = 0.002        # a gripper target change above this (m per step; 4x the reading
-                               # noise) is a motion; the expert moves the fingers 0.015 m per step
+
+
+class StepExpert(Protocol):
+    """The expert's action (A,) for the next control step of ``task``, from the observation."""
+
+    def __call__(self, task: str, observation: Observation, control_dt: float) -> np.ndarray: ...
+
+
+class ArmStepExpert:
+    """The embedded arm's ``ScriptedExpert``, re-planned from the observed joints: its first target."""
+
+    def __init__(self, expert: ScriptedExpert | None = None) -> None:
+        self._expert = expert if expert is not None else ScriptedExpert()
+
+    def __call__(self, task: str, observation: Observation, control_dt: float) -> np.ndarray:
+        """(7,) absolute joint targets (rad; gripper opening in m)."""
+        return self._expert.chunk(task, observation.joint_positions, observation.environment_state,
+                                  1, control_dt)[0]
+
+
+@dataclass(frozen=True)
+class ActionLayout:
+    """The action columns as the teleop operator reads them, and its thresholds in their units.
+
+    arm: columns that move the arm; column ``arm.stop`` is the gripper command.
+    detour: columns a detour drifts (those that move the hand around).
+    moving_step: a commanded arm step (norm) above this counts as moving.
+    slowing_ratio: the expert "slows down" when its arm step shrinks below this ratio of a
+        previous commanded step larger than moving_step.
+    arm_still: an expert arm step (norm) below this is slow enough for a grasp or a release.
+    gripper_moving: a change of the gripper command above this is a gripper motion.
+    relative: False when the arm columns are absolute targets (the arm's joints); True when they
+        are per-step motions (Meta-World's hand deltas). Then each target is measured from the
+        previous one, which stays the origin: the expert's motion is its target, holding still
+        commands zero motion, and commands are clipped to [-motion_limit, motion_limit] per column.
+    motion_limit: largest per-step motion of a relative column (its action space's bound).
+    """
+
+    arm: slice
+    detour: slice
+    moving_step: float
+    slowing_ratio: float
+    arm_still: float
+    gripper_moving: float
+    relative: bool = False
+    motion_limit: float = 1.0
+
+    @property
+    def gripper(self) -> int:
+        """The gripper command's column."""
+        return self.arm.stop
+
+
+ARM_LAYOUT = ActionLayout(
+    arm=slice(0, 6),       # the six arm joints; column 6 is the gripper
+    detour=slice(0, 3),    # base yaw, shoulder, elbow: the joints that move the hand around
+    moving_step=0.01,      # rad, norm
+    slowing_ratio=0.7,
+    arm_still=0.04,        # rad, norm; the expert moves up to 0.12 rad per step in free space
+    gripper_moving=0.002,  # m per step (4x the reading noise); the expert moves the fingers 0.015 m per step
+)
+"""How the teleop operator reads the embedded arm's absolute joint targets."""
 
 
 class Operator(Protocol):
@@ -48,16 +105,17 @@ class Operator(Protocol):
         """Start an episode of ``task``; ``seed`` seeds any randomness of the operator."""
 
     def act(self, observation: Observation) -> np.ndarray:
-        """(A,) absolute joint targets for the next control step (rad; gripper opening in m)."""
+        """(A,) action for the next control step: absolute joint targets on the arm (rad; gripper
+        opening in m), hand motion and gripper effort on Meta-World."""
 
 
 class EfficientOperator:
-    """The scripted expert, re-planned from the observed joints every control step."""
+    """The step expert (by default the arm's), re-planned from the observation every control step."""
 
     style = 'efficient'
 
-    def __init__(self, expert: ScriptedExpert | None = None) -> None:
-        self._expert = expert if expert is not None else ScriptedExpert()
+    def __init__(self, expert: StepExpert | None = None) -> None:
+        self._expert = expert if expert is not None else ArmStepExpert()
         self._task = ''
         self._control_dt = 0.0
 
@@ -68,8 +126,7 @@ class EfficientOperator:
     def act(self, observation: Observation) -> np.ndarray:
         if not self._task:
             raise RuntimeError('call reset(task, seed, control_dt) before act()')
-        return self._expert.chunk(self._task, observation.joint_positions, observation.environment_state,
-                                  1, self._control_dt)[0]
+        return self._expert(self._task, observation, self._control_dt)
 
 
 def _check_steps(name: str, value: tuple[int, int], minimum: int) -> tuple[int, int]:
@@ -92,16 +149,19 @@ class TeleopConfig:
     detour_probability: chance per control step, while following the expert, of a detour.
     detour_steps: control steps a detour drifts for; the expert steers back afterwards.
     detour_size: joint-space distance (rad, norm over base yaw, shoulder and elbow) a detour drifts
-        in a random direction, spread evenly over its steps (0.08 rad moves the hand a few cm).
+        in a random direction, spread evenly over its steps (0.08 rad moves the hand a few cm);
+        ``MetaWorldTeleopConfig`` has it in cm of hand motion.
     overshoot_probability: chance per control step, while the expert slows down toward a waypoint
-        (its joint step shrinks below 0.7 of the previous commanded step of > 0.01 rad), that the
-        operator keeps moving at the previous step instead, then comes back (a correction).
+        (its joint step shrinks below 0.7 of the previous commanded step of > 0.01 rad; see
+        ``ActionLayout``), that the operator keeps moving at the previous step instead, then comes
+        back (a correction).
     overshoot_steps: control steps an overshoot keeps moving for.
     grasp_pause_probability: chance that the operator pauses when the expert starts to close or
         open the gripper with the arm still (a grasp or a release: checking before committing).
     grasp_pause_steps: control steps such a pause holds the last target.
     """
 
+    _detour_limit: ClassVar[tuple[float, str]] = (0.5, 'rad')  # largest detour_size and its unit
     dwell_steps: tuple[int, int] = (2, 6)
     hesitation_probability: float = 0.03
     hesitation_steps: tuple[int, int] = (2, 5)
@@ -125,8 +185,9 @@ class TeleopConfig:
         total = self.hesitation_probability + self.detour_probability
         if total > 1.0:
             raise ValueError(f'hesitation_probability + detour_probability ({total}) must be <= 1')
-        if not (math.isfinite(self.detour_size) and 0.0 <= self.detour_size <= 0.5):
-            raise ValueError(f'detour_size ({self.detour_size}) must be in [0, 0.5] rad')
+        limit, unit = self._detour_limit
+        if not (math.isfinite(self.detour_size) and 0.0 <= self.detour_size <= limit):
+            raise ValueError(f'detour_size ({self.detour_size}) must be in [0, {limit}] {unit}')
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TeleopConfig:
@@ -137,19 +198,22 @@ class TeleopConfig:
 class TeleopOperator:
     """The expert with a teleoperator's redundancy; same seed and observations, same actions.
 
-    A small state machine: 'dwell' at the start, then 'follow' the expert; while following, each
-    step may start a 'hesitate' (hold the last target; also when the gripper is about to close or
-    open), a 'detour' (expert target plus a drift on the first three joints) or, while the expert
-    slows down, an 'overshoot' (continue the last commanded joint step). Every event lasts a drawn
-    number of steps, then following resumes and the expert, re-planning from the observed joints,
-    corrects whatever the event did.
+    A small state machine over targets: 'dwell' at the start, then 'follow' the expert; while
+    following, each step may start a 'hesitate' (hold the last target; also when the gripper is
+    about to close or open), a 'detour' (expert target plus a drift of the hand) or, while the
+    expert slows down, an 'overshoot' (continue the last commanded step). Every event lasts a drawn
+    number of steps, then following resumes and the expert, re-planning from the observation,
+    corrects whatever the event did. ``layout`` maps actions to targets (``ActionLayout``); with
+    per-step motions (Meta-World) holding a target commands zero motion.
     """
 
     style = 'teleop'
 
-    def __init__(self, config: TeleopConfig | None = None, expert: ScriptedExpert | None = None) -> None:
+    def __init__(self, config: TeleopConfig | None = None, expert: StepExpert | None = None,
+                 layout: ActionLayout = ARM_LAYOUT) -> None:
         self.config = config if config is not None else TeleopConfig()
-        self._expert = expert if expert is not None else ScriptedExpert()
+        self.layout = layout
+        self._expert = expert if expert is not None else ArmStepExpert()
         self._task = ''
         self._control_dt = 0.0
         self._rng = np.random.default_rng(0)
@@ -172,30 +236,39 @@ class TeleopOperator:
     def act(self, observation: Observation) -> np.ndarray:
         if not self._task:
             raise RuntimeError('call reset(task, seed, control_dt) before act()')
-        expert = self._expert.chunk(self._task, observation.joint_positions, observation.environment_state,
-                                    1, self._control_dt)[0]
+        layout, g = self.layout, self.layout.gripper
+        expert = np.asarray(self._expert(self._task, observation, self._control_dt), dtype=np.float64)
         if self._previous is None:  # first step: the dwell holds the pose the arm starts in
-            self._previous = observation.joint_positions.copy()
+            if layout.relative:     # ... i.e. no motion, with the gripper command the expert starts with
+                self._previous = np.zeros_like(expert)
+                self._previous[g] = expert[g]
+            else:
+                self._previous = observation.joint_positions.copy()
             self._step = np.zeros_like(self._previous)
         if self._left == 0:  # the dwell or the last event is over
             self._mode = 'follow'
             self._maybe_start_event(expert)
         action = self._action(expert)
+        if layout.relative:
+            action[layout.arm] = np.clip(action[layout.arm], -layout.motion_limit, layout.motion_limit)
         if self._mode != 'follow':
             self._left -= 1
         self._step = action - self._previous
-        self._previous = action
-        if abs(self._step[6]) > _GRIPPER_MOVING:
+        self._previous = action.copy()
+        if layout.relative:
+            self._previous[layout.arm] = 0.0  # the next motion starts from this target
+        if abs(self._step[g]) > layout.gripper_moving:
             self._paused_for_gripper = False  # the next gripper motion may get its own pause
         return action
 
     def _maybe_start_event(self, expert: np.ndarray) -> None:
         """While following, draw whether a pause, hesitation, detour or overshoot starts now."""
-        c, rng = self.config, self._rng
+        c, rng, layout = self.config, self._rng, self.layout
+        arm, g = layout.arm, layout.gripper
         # a grasp or a release: the gripper starts to move while the arm stays (nearly) still
-        grasp = (abs(expert[6] - self._previous[6]) > _GRIPPER_MOVING
-                 and abs(self._step[6]) <= _GRIPPER_MOVING
-                 and np.linalg.norm((expert - self._previous)[_ARM]) < _ARM_STILL)
+        grasp = (abs(expert[g] - self._previous[g]) > layout.gripper_moving
+                 and abs(self._step[g]) <= layout.gripper_moving
+                 and np.linalg.norm((expert - self._previous)[arm]) < layout.arm_still)
         if grasp and not self._paused_for_gripper and rng.random() < c.grasp_pause_probability:
             self._paused_for_gripper = True
             self._start('hesitate', c.grasp_pause_steps)
@@ -205,17 +278,17 @@ class TeleopOperator:
             self._start('hesitate', c.hesitation_steps)
         elif draw < c.hesitation_probability + c.detour_probability:
             self._start('detour', c.detour_steps)
-            direction = rng.standard_normal(_DETOUR_JOINTS.stop - _DETOUR_JOINTS.start)
+            direction = rng.standard_normal(layout.detour.stop - layout.detour.start)
             self._motion = np.zeros_like(expert)
-            self._motion[_DETOUR_JOINTS] = c.detour_size * direction / np.linalg.norm(direction) / self._left
+            self._motion[layout.detour] = c.detour_size * direction / np.linalg.norm(direction) / self._left
         else:
-            previous_step = float(np.linalg.norm(self._step[_ARM]))
-            slowing = (previous_step > _MOVING_STEP and
-                       np.linalg.norm((expert - self._previous)[_ARM]) < _SLOWING_RATIO * previous_step)
+            previous_step = float(np.linalg.norm(self._step[arm]))
+            slowing = (previous_step > layout.moving_step and
+                       np.linalg.norm((expert - self._previous)[arm]) < layout.slowing_ratio * previous_step)
             if slowing and rng.random() < c.overshoot_probability:
                 self._start('overshoot', c.overshoot_steps)
                 self._motion = np.zeros_like(expert)
-                self._motion[_ARM] = self._step[_ARM]
+                self._motion[arm] = self._step[arm]
 
     def _start(self, mode: str, steps: tuple[int, int]) -> None:
         """Enter ``mode`` for a number of steps drawn uniformly from the inclusive ``steps``."""
@@ -229,17 +302,33 @@ class TeleopOperator:
             return expert + self._motion  # the drift adds up: the expert plans from where it went
         if self._mode == 'overshoot':
             action = self._previous + self._motion
-            action[6] = expert[6]  # the gripper follows the expert
+            action[self.layout.gripper] = expert[self.layout.gripper]  # the gripper follows the expert
             return action
         return expert
 
 
-def make_operator(style: str, teleop: TeleopConfig | None = None,
-                  expert: ScriptedExpert | None = None) -> Operator:
-    """The operator of ``style`` (one of ``OPERATOR_STYLES``); ``teleop`` configures 'teleop'."""
+def make_operator(style: str, teleop: TeleopConfig | None = None, suite: str = 'arm') -> Operator:
+    """The operator of ``style`` (one of ``OPERATOR_STYLES``) for the robot of ``suite``.
+
+    teleop: configures 'teleop': a ``TeleopConfig`` on the arm, a ``MetaWorldTeleopConfig``
+        (Meta-World units) on Meta-World; None takes the suite's defaults.
+    suite: 'arm' (the embedded arm) or 'metaworld' (``envs.factory.task_suite`` tells which).
+    """
+    if style not in OPERATOR_STYLES:
+        raise ValueError(f"unknown operator style '{style}'{suggest(str(style), OPERATOR_STYLES)} "
+                         f'(styles: {list(OPERATOR_STYLES)})')
+    if suite == 'arm':
+        expert, layout, config_type = ArmStepExpert(), ARM_LAYOUT, TeleopConfig
+    elif suite == 'metaworld':
+        from policytrim_ros.envs.metaworld_config import METAWORLD_LAYOUT, MetaWorldTeleopConfig
+        from policytrim_ros.envs.metaworld_expert import MetaWorldStepExpert
+        expert, layout, config_type = MetaWorldStepExpert(), METAWORLD_LAYOUT, MetaWorldTeleopConfig
+    else:
+        raise ValueError(f"suite '{suite}' must be 'arm' or 'metaworld'")
     if style == 'efficient':
         return EfficientOperator(expert)
-    if style == 'teleop':
-        return TeleopOperator(teleop, expert)
-    raise ValueError(f"unknown operator style '{style}'{suggest(str(style), OPERATOR_STYLES)} "
-                     f'(styles: {list(OPERATOR_STYLES)})')
+    teleop = teleop if teleop is not None else config_type()
+    if type(teleop) is not config_type:
+        raise ValueError(f'teleop ({type(teleop).__name__}) must be a {config_type.__name__} for the {suite} '
+                         f'suite (its units)')
+    return TeleopOperator(teleop, expert, layout)

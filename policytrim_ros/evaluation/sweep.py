@@ -1,8 +1,9 @@
 """The forced-horizon sweep without ROS: N episodes per task for each executed length h.
 
-Episodes are spread over worker processes (spawned, each with its own env and policy, since a
-MuJoCo GL context and a torch model do not survive a fork well). Episode k of a task uses seed
-``seed + k`` for every h, so the rows of a sweep are paired.
+The tasks are the embedded arm's or Meta-World's (``envs.factory``). Episodes are spread over
+worker processes (spawned, each with its own env and policy, since a MuJoCo GL context and a torch
+model do not survive a fork well). Episode k of a task uses seed ``seed + k`` for every h, so the
+rows of a sweep are paired.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from policytrim_ros.envs.config import EnvConfig
+from policytrim_ros.envs.factory import suite_control_dt, task_suite
+from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.metrics import EpisodeMetrics
 from policytrim_ros.policy.factory import PolicyConfig
@@ -23,14 +26,19 @@ class SweepConfig:
     """One sweep.
 
     policy: the backend and checkpoint to evaluate.
-    tasks: task names.
+    tasks: task names, all of the embedded arm or all of Meta-World (names ending in '-v3').
     n_action_steps: the executed lengths h to evaluate.
     chunk_size: H of the policy.
     episodes: episodes per task and h.
     seed: seed of each task's first episode (evaluation seeds start at 1000, demos use 0-999).
-    control_dt: seconds per control step.
+    control_dt: seconds per control step; must equal the env's (env.control_dt on the arm,
+        ``metaworld_config.CONTROL_DT`` = 0.0125 s on Meta-World).
     max_episode_steps: step limit per episode.
     workers: worker processes (0 = one per CPU core).
+    env: the embedded arm's env (used for arm tasks).
+    metaworld: the Meta-World env (used for Meta-World tasks).
+    safety: limits every chunk is checked against (the arm's joint limits do not fit Meta-World's
+        hand deltas; Meta-World clips actions to [-1, 1] itself).
     """
 
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -43,11 +51,17 @@ class SweepConfig:
     max_episode_steps: int = 150
     workers: int = 0
     env: EnvConfig = field(default_factory=EnvConfig)
+    metaworld: MetaWorldConfig = field(default_factory=MetaWorldConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def __post_init__(self):
         if not self.tasks or not self.n_action_steps:
             raise ValueError('tasks and n_action_steps must not be empty')
+        suite = task_suite(self.tasks)  # unknown or mixed tasks fail here, not in a worker
+        env_dt = suite_control_dt(suite, self.env)
+        if abs(self.control_dt - env_dt) > 1e-9:
+            raise ValueError(f'control_dt ({self.control_dt}) must equal the control step of the {suite} env '
+                             f'({env_dt} s) for tasks {list(self.tasks)}')
         for h in self.n_action_steps:
             ExecutionConfig(self.chunk_size, h, self.control_dt, self.max_episode_steps)  # validates h
         if self.episodes < 1:
@@ -63,10 +77,10 @@ _worker: dict = {}
 def _init_worker(config: SweepConfig) -> None:
     import torch
 
-    from policytrim_ros.envs.arm import ArmEnv
+    from policytrim_ros.envs.factory import make_env
     from policytrim_ros.policy.factory import make_policy
     torch.set_num_threads(1)  # one core per worker process
-    env = ArmEnv(config.env)
+    env = make_env(config.tasks, config.env, config.metaworld)
     _worker.update(config=config, env=env,
                    policy=make_policy(config.policy, config.chunk_size, config.control_dt, env.joint_names))
 

@@ -14,7 +14,8 @@ BACKENDS = ('expert', 'replay', 'torch', 'onnx')
 class PolicyConfig:
     """Which backend serves chunks.
 
-    backend: expert (the embedded tasks' scripted experts), replay (chunks from a .npy file), torch
+    backend: expert (the scripted experts: the embedded arm's, or Meta-World's bundled ones for a
+        robot with Meta-World's action columns), replay (chunks from a .npy file), torch
         (a VLA checkpoint run by PyTorch) or onnx (its exported model.onnx run by onnxruntime).
     checkpoint: what the backend loads: the (N, H, A) .npy file for replay, the checkpoint directory
         for torch and onnx; unused by expert. ``package://policytrim_ros/models/bc-teleop`` names
@@ -48,9 +49,14 @@ def make_policy(config: PolicyConfig, chunk_size: int, control_dt: float,
     """The backend named in ``config``, emitting chunks of ``chunk_size`` steps of ``control_dt`` s.
 
     A learned backend's H and joints come from its checkpoint; they must equal ``chunk_size`` and
-    ``joint_names`` (ConfigError otherwise).
+    ``joint_names`` (ConfigError otherwise). The expert backend is the one of the robot that
+    ``joint_names`` names: Meta-World's action columns get ``MetaWorldSuiteExpertPolicy``.
     """
     if config.backend == 'expert':
+        from policytrim_ros.envs.metaworld_config import ACTION_NAMES as METAWORLD_ACTION_NAMES
+        if tuple(joint_names) == METAWORLD_ACTION_NAMES:
+            from policytrim_ros.envs.metaworld_expert import MetaWorldSuiteExpertPolicy
+            return MetaWorldSuiteExpertPolicy(chunk_size)
         from policytrim_ros.policy.expert import ScriptedExpertPolicy
         return ScriptedExpertPolicy(chunk_size=chunk_size, control_dt=control_dt)
     checkpoint = resources.resolve(config.checkpoint)

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 
 from policytrim_ros.config import ConfigError
+from policytrim_ros.data.collect import collect_episode
 from policytrim_ros.envs.config import DisturbanceConfig
 from policytrim_ros.envs.metaworld import (ACTION_NAMES, METAWORLD_TASKS, MW_OBS_DIM, MetaWorldConfig,
                                            MetaWorldDisturbanceConfig, MetaWorldEnv)
-from policytrim_ros.envs.metaworld_expert import MetaWorldExpertPolicy
+from policytrim_ros.envs.metaworld_config import MetaWorldTeleopConfig
+from policytrim_ros.envs.metaworld_expert import MetaWorldExpertPolicy, MetaWorldSuiteExpertPolicy
+from policytrim_ros.envs.operators import OPERATOR_STYLES, TeleopConfig, make_operator
 from policytrim_ros.envs.registry import UnknownTaskError
 from policytrim_ros.execution.config import ExecutionConfig
 from policytrim_ros.execution.episode import run_episode
@@ -236,3 +239,36 @@ def test_expert_rejects_other_tasks_and_malformed_state(env, experts):
     with pytest.raises(PolicyInputError, match='environment_state'):
         experts['reach-v3'][1].predict_action_chunk(short)
     assert experts['reach-v3'][0].predict_action_chunk(short).shape == (1, len(ACTION_NAMES))
+
+
+def test_suite_expert_recognises_the_task_from_the_instruction(env):
+    policy = MetaWorldSuiteExpertPolicy(chunk_size=4)
+    for task in ALL_TASKS:
+        obs = env.reset(task, 0, render=False)
+        np.testing.assert_array_equal(policy.predict_action_chunk(obs),
+                                      MetaWorldExpertPolicy(task, 4).predict_action_chunk(obs))
+    with pytest.raises(PolicyInputError, match='know the instructions'):
+        policy.predict_action_chunk(dataclasses.replace(obs, instruction='pick up the cube'))
+
+
+def test_teleop_operator_holds_still_then_takes_longer_than_the_expert(env):
+    episodes = {style: [collect_episode(env, make_operator(style, suite='metaworld'), 'push-v3', seed)
+                        for seed in (0, 1)] for style in OPERATOR_STYLES}
+    assert all(e.success for style in OPERATOR_STYLES for e in episodes[style])
+    assert all(e.joint_names == ACTION_NAMES and np.abs(e.actions).max() <= 1.0
+               for style in OPERATOR_STYLES for e in episodes[style])
+    teleop = episodes['teleop'][0]
+    np.testing.assert_array_equal(teleop.actions[:2, :3], 0.0)  # the dwell (>= 2 steps) commands no motion
+    assert sum(e.steps for e in episodes['teleop']) > 1.1 * sum(e.steps for e in episodes['efficient'])
+    again = collect_episode(env, make_operator('teleop', suite='metaworld'), 'push-v3', 0)
+    np.testing.assert_array_equal(again.actions, teleop.actions)
+
+
+def test_teleop_config_keeps_the_rules_in_meta_world_units():
+    with pytest.raises(ValueError, match=r'detour_size \(12\) must be in \[0, 10.0\] cm'):
+        MetaWorldTeleopConfig(detour_size=12)
+    with pytest.raises(ValueError, match='must be a MetaWorldTeleopConfig'):
+        make_operator('teleop', TeleopConfig(), suite='metaworld')  # the arm's radians
+    with pytest.raises(ValueError, match='must be a TeleopConfig'):
+        make_operator('teleop', MetaWorldTeleopConfig(), suite='arm')
+    assert MetaWorldTeleopConfig.from_dict({'detour_size': 2}).detour_size == 2.0

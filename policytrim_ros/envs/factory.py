@@ -1,0 +1,67 @@
+"""Task names -> the env that runs them: the embedded arm (``ArmEnv``) or Meta-World (``MetaWorldEnv``).
+
+The embedded arm's tasks are the registry's ('reach', 'push', 'pick_place'); Meta-World's end in
+'-v3' ('reach-v3', 'push-v3', 'pick-place-v3'). Both envs have the same surface (reset, observe,
+set_trajectory, step, joint_names, control_dt), but their actions differ (joint targets vs hand
+deltas), so one call takes the tasks of one suite only. ``metaworld`` is imported only when a
+Meta-World env is made.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from policytrim_ros.config import suggest
+from policytrim_ros.envs.arm import ArmEnv
+from policytrim_ros.envs.config import EnvConfig
+from policytrim_ros.envs.metaworld_config import CONTROL_DT as METAWORLD_CONTROL_DT
+from policytrim_ros.envs.metaworld_config import METAWORLD_TASKS, MetaWorldConfig
+from policytrim_ros.envs.registry import TASKS, UnknownTaskError
+
+if TYPE_CHECKING:
+    from policytrim_ros.envs.metaworld import MetaWorldEnv
+
+SUITES: tuple[str, ...] = ('arm', 'metaworld')
+"""Task suites: the embedded arm's tasks, and the supported Meta-World 3.1.1 tasks."""
+
+
+def task_suite(tasks: Sequence[str]) -> str:
+    """'arm' or 'metaworld': the one suite all of ``tasks`` belong to.
+
+    Raises UnknownTaskError (with a "did you mean" over both suites) for an unknown name, and
+    ValueError for no tasks or for tasks of both suites.
+    """
+    if isinstance(tasks, str) or not tasks:
+        raise ValueError(f'tasks ({tasks!r}) must be a non-empty list of task names')
+    by_suite: dict[str, list[str]] = {}
+    for task in tasks:
+        if task in TASKS:
+            by_suite.setdefault('arm', []).append(task)
+        elif task in METAWORLD_TASKS:
+            by_suite.setdefault('metaworld', []).append(task)
+        else:
+            raise UnknownTaskError(f"unknown task '{task}'{suggest(str(task), [*TASKS, *METAWORLD_TASKS])} "
+                                   f'(embedded arm: {list(TASKS)}; Meta-World: {list(METAWORLD_TASKS)})')
+    if len(by_suite) > 1:
+        raise ValueError(f"tasks {list(tasks)} mix embedded arm tasks {by_suite['arm']} and Meta-World tasks "
+                         f"{by_suite['metaworld']}: one env runs one suite, so run them separately")
+    return next(iter(by_suite))
+
+
+def suite_control_dt(suite: str, env_config: EnvConfig | None = None) -> float:
+    """Seconds per control step of ``suite``'s env: ``env_config.control_dt`` or Meta-World's."""
+    if suite == 'metaworld':
+        return METAWORLD_CONTROL_DT
+    return (env_config or EnvConfig()).control_dt
+
+
+def make_env(tasks: Sequence[str], env_config: EnvConfig | None = None,
+             metaworld_config: MetaWorldConfig | None = None) -> ArmEnv | MetaWorldEnv:
+    """The env that runs ``tasks``: ``ArmEnv(env_config)`` or ``MetaWorldEnv(metaworld_config)``.
+
+    Each config applies to its own suite only (None = its defaults). Raises like ``task_suite``.
+    """
+    if task_suite(tasks) == 'metaworld':
+        from policytrim_ros.envs.metaworld import MetaWorldEnv
+        return MetaWorldEnv(tasks[0], metaworld_config)
+    return ArmEnv(env_config)

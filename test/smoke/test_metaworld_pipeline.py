@@ -1,0 +1,82 @@
+"""The demo -> BC -> eval pipeline on Meta-World with tiny budgets: collect -> bags -> ChunkDataset ->
+train-bc (with its closed-loop evaluation) -> eval of the expert and of the checkpoint."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from policytrim_ros import launcher
+from policytrim_ros.data.bag import bag_custom_data, read_episode_bag
+from policytrim_ros.data.collect import collect_demonstrations
+from policytrim_ros.data.dataset import ChunkDataset
+from policytrim_ros.envs.metaworld import MetaWorldEnv
+from policytrim_ros.envs.metaworld_config import ACTION_NAMES, CONTROL_DT, METAWORLD_TASKS
+from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep
+from policytrim_ros.policy.torch_policy import TorchVLAPolicy
+from policytrim_ros.training.bc import BCConfig, train_bc
+
+CLI = [str(Path(sys.executable).parent / 'policytrim')]
+TASKS = tuple(METAWORLD_TASKS)
+
+
+@pytest.fixture(scope='module')
+def demos(tmp_path_factory):
+    root = tmp_path_factory.mktemp('metaworld-demos')
+    paths = collect_demonstrations(TASKS, 1, 'teleop', 0, root, workers=1, progress=False)
+    return root, paths
+
+
+def run(*args):
+    return subprocess.run(CLI + list(args), env=launcher.ros_env(), capture_output=True, text=True, timeout=300)
+
+
+def test_collected_bags_read_back_with_meta_world_joints(demos):
+    root, paths = demos
+    assert paths == [root / task / 'teleop-0' for task in sorted(TASKS)]
+    for path in paths:
+        episode = read_episode_bag(path)
+        assert episode.success and episode.joint_names == ACTION_NAMES and episode.control_dt == CONTROL_DT
+        assert episode.instruction == METAWORLD_TASKS[episode.task].instruction
+        assert np.abs(episode.actions).max() <= 1.0 and bag_custom_data(path)['style'] == 'teleop'
+    data = ChunkDataset(root, chunk_size=16)
+    assert data.joint_names == ACTION_NAMES and len(data) == sum(e.steps for e in data.episodes)
+    window = data[0]
+    assert window['image'].shape == (96, 96, 3) and window['state'].shape == (4,)
+    assert window['actions'].shape == (16, 4)
+    assert all(v.shape == (4,) and np.isfinite(v).all() for v in data.statistics().values())
+
+
+def test_sweep_runs_the_meta_world_expert_backend():
+    config = SweepConfig(tasks=('reach-v3',), n_action_steps=(16,), episodes=1, control_dt=CONTROL_DT, workers=1)
+    [metrics] = run_sweep(config, progress=False)[16]
+    assert metrics.success and metrics.task == 'reach-v3' and 1 <= metrics.inference_calls < metrics.steps
+
+
+def test_bc_trains_and_evaluates_on_meta_world_demos_then_eval_runs_the_checkpoint(demos, tmp_path):
+    root, _ = demos
+    final = train_bc(BCConfig(demos=str(root), steps=2, batch_size=4, warmup_steps=1, log_every=1,
+                              checkpoint_every=2, eval_every=0, eval_episodes=1, eval_n_action_steps=16,
+                              out_dir=str(tmp_path / 'run')), progress=False)
+    scalars = (tmp_path / 'run' / 'scalars.csv').read_text()
+    assert all(f'eval/{task}/success_rate' in scalars for task in TASKS)
+    policy = TorchVLAPolicy(final)
+    assert policy.metadata.joint_names == ACTION_NAMES and policy.metadata.image_size == (96, 96)
+    env = MetaWorldEnv('push-v3')
+    try:
+        chunk = policy.predict_action_chunk(env.reset('push-v3', 1000))
+    finally:
+        env.close()
+    assert chunk.shape == (16, 4) and np.isfinite(chunk).all()
+    result = run('eval', '--tasks', 'reach-v3', '--backend', 'torch', '--checkpoint', str(final), '--episodes', '1',
+                 '--n-action-steps', '16', '--reference', '16', '--workers', '1', '--out', str(tmp_path / 'eval'))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    [row] = [r for r in json.loads((tmp_path / 'eval' / 'sweep.json').read_text())['rows'] if r['task'] == 'reach-v3']
+    assert row['n_action_steps'] == 16 and row['chunk_size'] == 16
+
+
+def test_eval_through_ros_refuses_meta_world_tasks(tmp_path):
+    result = run('eval', '--tasks', 'reach-v3', '--ros', '--out', str(tmp_path))
+    assert result.returncode == 1 and '--ros runs the embedded arm' in result.stderr
