@@ -1,7 +1,9 @@
 """Behaviour cloning of the compact VLA from demonstration bags.
 
-The chunk head regresses the next H commanded actions (MSE in normalized delta units, masked past
-the episode end). CPU-friendly defaults; a tqdm progress bar; scalars in ``scalars.csv``;
+The chunk head regresses the next H commanded actions (MSE in normalized delta units). Past the
+episode end a window is padded with the last commanded target, and by default the padding is
+trained on (as Diffusion Policy does; ACT masks it out): demonstrations end at the first
+successful step, so without it the policy never sees a chunk that stops and drives through the goal. CPU-friendly defaults; a tqdm progress bar; scalars in ``scalars.csv``;
 checkpoints (safetensors + JSON, optimizer and RNG state included) every ``checkpoint_every``
 steps, so ``resume`` continues exactly where a crashed run stopped; periodic evaluation runs
 closed-loop episodes of the saved checkpoint with the ROS-free sweep. The demonstrations may be of
@@ -49,6 +51,10 @@ class BCConfig:
     warmup_steps: steps of linear learning-rate warm-up.
     grad_clip: max global gradient norm.
     image_shift: random image shift augmentation in pixels (0 = off).
+    hold_after_end: train on the padding past an episode's end (the last target, held), so the
+        policy learns to stop where demonstrations stopped; False masks the padding out of the loss.
+        Measured: without it, a 4000-step reach policy passed within 3.5 cm of the goal and drove on
+        (SR 2/8).
     seed: seed of the model init, batch sampling and augmentation.
     log_every: steps between scalar rows.
     checkpoint_every: steps between checkpoints (also where an interrupted run resumes).
@@ -73,6 +79,7 @@ class BCConfig:
     warmup_steps: int = 200
     grad_clip: float = 1.0
     image_shift: int = 4
+    hold_after_end: bool = True
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 500
@@ -99,6 +106,14 @@ def _lr_factor(step: int, cfg: BCConfig) -> float:
         return (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def chunk_loss(error: torch.Tensor, mask: torch.Tensor, hold_after_end: bool) -> torch.Tensor:
+    """Mean squared ``error`` (B, H, A) over every step, or only where ``mask`` (B, H) is True."""
+    if hold_after_end:
+        return error.square().mean()
+    weight = mask.unsqueeze(-1).to(error.dtype)
+    return (error.square() * weight).sum() / (weight.sum() * error.shape[-1])
 
 
 def _shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -217,8 +232,7 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
         batch = batches.sample(rng, cfg.batch_size)
         image = _shift(batch['image'], cfg.image_shift, generator) if cfg.image_shift else batch['image']
         error = model.normalized_error(model(image, batch['text'], batch['state']), batch['actions'])
-        mask = batch['mask'].unsqueeze(-1).to(error.dtype)
-        loss = (error.square() * mask).sum() / (mask.sum() * error.shape[-1])
+        loss = chunk_loss(error, batch['mask'], cfg.hold_after_end)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -4,13 +4,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from policytrim_ros.data.collect import collect_demonstrations
 from policytrim_ros.envs.arm import ArmEnv
 from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.policy.checkpoint import load_tensors
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
-from policytrim_ros.training.bc import BCConfig, train_bc
+from policytrim_ros.training.bc import BCConfig, chunk_loss, train_bc
 
 
 @pytest.fixture(scope='module')
@@ -47,3 +48,11 @@ def test_resumed_bc_run_matches_an_uninterrupted_one(demos, tmp_path):
     assert full.keys() == split.keys()
     for key in full:
         assert np.array_equal(full[key].numpy(), split[key].numpy()), key
+
+
+def test_the_held_padding_past_the_episode_end_is_trained_on_unless_masked():
+    error = torch.zeros(2, 4, 3)
+    error[0, 3] = 2.0                                   # wrong only on a padded step
+    mask = torch.tensor([[True, True, True, False], [True] * 4])
+    assert chunk_loss(error, mask, hold_after_end=False) == 0.0
+    assert chunk_loss(error, mask, hold_after_end=True) == pytest.approx(4.0 * 3 / (2 * 4 * 3))
