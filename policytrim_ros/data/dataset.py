@@ -113,6 +113,11 @@ class ChunkDataset:
             'action_mask': steps < end,
         }
 
+    def task_windows(self) -> dict[str, np.ndarray]:
+        """{task: (n,) indices of its windows}, tasks sorted by name."""
+        tasks = np.array([e.task for e in self.episodes])[self._episode_of]
+        return {task: np.flatnonzero(tasks == task) for task in sorted(set(tasks.tolist()))}
+
     def instructions(self) -> list[str]:
         """The distinct instructions, sorted."""
         return sorted({e.instruction for e in self.episodes})

@@ -11,7 +11,7 @@ from policytrim_ros.envs.arm import ArmEnv
 from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.policy.checkpoint import load_tensors
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
-from policytrim_ros.training.bc import BCConfig, chunk_loss, train_bc
+from policytrim_ros.training.bc import BCConfig, _Batches, chunk_loss, train_bc
 
 
 @pytest.fixture(scope='module')
@@ -56,3 +56,24 @@ def test_the_held_padding_past_the_episode_end_is_trained_on_unless_masked():
     mask = torch.tensor([[True, True, True, False], [True] * 4])
     assert chunk_loss(error, mask, hold_after_end=False) == 0.0
     assert chunk_loss(error, mask, hold_after_end=True) == pytest.approx(4.0 * 3 / (2 * 4 * 3))
+
+
+class _TwoTasks:
+    """90 windows of a long task, 10 of a short one."""
+
+    def __len__(self):
+        return 100
+
+    def task_windows(self):
+        return {'long': np.arange(90), 'short': np.arange(90, 100)}
+
+    def __getitem__(self, i):
+        return {'image': np.zeros((8, 8, 3), np.uint8), 'instruction': 'x', 'state': np.zeros(2),
+                'actions': np.full((4, 2), float(i)), 'action_mask': np.ones(4, bool)}
+
+
+@pytest.mark.parametrize('balance, short_share', [(True, 0.5), (False, 0.1)])
+def test_task_balanced_batches_draw_every_task_equally_often(balance, short_share):
+    batches = _Batches(_TwoTasks(), {'x': np.zeros(3, np.float32)}, balance_tasks=balance)
+    windows = batches.sample(np.random.default_rng(0), 4000)['actions'][:, 0, 0]
+    assert (windows >= 90).float().mean().item() == pytest.approx(short_share, abs=0.03)

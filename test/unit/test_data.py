@@ -223,6 +223,8 @@ def test_dataset_windows_pad_and_mask_past_the_episode_end(tmp_path, reach_episo
     np.testing.assert_allclose(data.statistics(action_offsets=False)['delta_mean'], actions.mean(0), rtol=1e-5)
     assert all(v.shape == (7,) and np.isfinite(v).all() for v in stats.values())
     assert (stats['delta_std'] > 0).all()
+    windows = data.task_windows()
+    assert list(windows) == ['reach'] and np.array_equal(windows['reach'], np.arange(len(data)))
     teleop_only = ChunkDataset(tmp_path, chunk_size=4, image_size=(48, 64), styles=['teleop'])
     assert len(teleop_only) == sum(e.steps for e in reach_episodes['teleop'][:2])
     assert teleop_only[0]['image'].shape == (48, 64, 3)

@@ -84,6 +84,18 @@ def test_config_file_sets_only_declared_parameters_with_valid_values(path):
         from_dict(NODE_CONFIGS[node_name], values)  # raises if a value breaks a rule
 
 
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=lambda p: p.name)
+def test_shipped_checkpoints_a_config_names_exist_and_are_installed(path):
+    from policytrim_ros import resources
+    from policytrim_ros.policy.checkpoint import read_checkpoint_config
+    uris = re.findall(r'(package://\S+)', path.read_text())
+    for uri in uris:
+        relative = uri.split('/', 3)[3]
+        assert uri.startswith('package://policytrim_ros/') and (REPO / relative).is_dir(), uri
+        config, _, _ = read_checkpoint_config(resources.resolve(uri))   # installed, with a valid config
+        assert config == read_checkpoint_config(REPO / relative)[0]
+
+
 def test_installed_share_has_launch_config_and_package_xml():
     share = launcher.package_share()
     assert (share / 'package.xml').is_file()
