@@ -58,6 +58,8 @@ class BCConfig:
         Measured: without it, a 4000-step reach policy passed within 3.5 cm of the goal and drove on
         (SR 2/8).
     seed: seed of the model init, batch sampling and augmentation.
+    init_from: checkpoint to continue training from with a fresh optimizer and schedule (its
+        architecture and normalization are kept; the model preset is ignored); '' = random init.
     log_every: steps between scalar rows.
     checkpoint_every: steps between checkpoints (also where an interrupted run resumes).
     eval_every: steps between closed-loop evaluations (a multiple of checkpoint_every; 0 = only at the end).
@@ -84,6 +86,7 @@ class BCConfig:
     balance_tasks: bool = True
     hold_after_end: bool = True
     seed: int = 0
+    init_from: str = ''
     log_every: int = 50
     checkpoint_every: int = 500
     eval_every: int = 2000
@@ -225,8 +228,17 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = _restore(out, optimizer, rng, generator)
     else:
-        model = VLAModel(model_cfg)
-        model.set_normalization(stats['state_mean'], stats['state_std'], stats['delta_mean'], stats['delta_std'])
+        if cfg.init_from:
+            model, init_cfg, _ = load_checkpoint(cfg.init_from)
+            if (init_cfg.joint_names, init_cfg.chunk_size, init_cfg.image_size) != \
+                    (model_cfg.joint_names, model_cfg.chunk_size, model_cfg.image_size):
+                raise ValueError(f'init_from {cfg.init_from} has joints {list(init_cfg.joint_names)}, H '
+                                 f'{init_cfg.chunk_size} and images {init_cfg.image_size}; the demos need '
+                                 f'{list(model_cfg.joint_names)}, {model_cfg.chunk_size} and {model_cfg.image_size}')
+        else:
+            model = VLAModel(model_cfg)
+            model.set_normalization(stats['state_mean'], stats['state_std'], stats['delta_mean'],
+                                    stats['delta_std'])
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = 0
         out.mkdir(parents=True, exist_ok=True)

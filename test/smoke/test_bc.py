@@ -39,6 +39,15 @@ def test_bc_trains_a_checkpoint_the_torch_backend_can_run(demos, tmp_path):
         train_bc(config(demos, tmp_path / 'run', 2), progress=False)
 
 
+def test_bc_continues_from_a_checkpoint_with_init_from(demos, tmp_path):
+    first = train_bc(config(demos, tmp_path / 'first', 2), progress=False)
+    second = train_bc(replace(config(demos, tmp_path / 'second', 2), init_from=str(first), model='vla-10m'),
+                      progress=False)
+    before, after = (load_tensors(d / 'model.safetensors') for d in (first, second))
+    assert before.keys() == after.keys()                 # the architecture of init_from, not the preset
+    assert any(not np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)   # and trained on
+
+
 def test_resumed_bc_run_matches_an_uninterrupted_one(demos, tmp_path):
     train_bc(config(demos, tmp_path / 'full', 4), progress=False)
     train_bc(config(demos, tmp_path / 'split', 2), progress=False)       # "crashes" after step 2

@@ -136,9 +136,9 @@ class VLAConfig:
 
 
 PRESETS: dict[str, VLAConfig] = {
-    # ~1.9 M parameters (bench/inference.py measures the latency of each preset).
+    # 1.56 M parameters (bench/inference.py measures the latency of each preset).
     'vla-2m': VLAConfig(num_layers=6),
-    # ~9.8 M parameters.
+    # 9.54 M parameters.
     'vla-10m': VLAConfig(vision_channels=(48, 96, 192), vision_keypoints=64, hidden_size=256, num_layers=11,
                          num_heads=8),
 }
