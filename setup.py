@@ -3,6 +3,7 @@
 Keep one console script per line in the exact form  'name = module:function',  : CMakeLists.txt
 parses those lines to generate the lib/policytrim_ros/<name> wrappers that `ros2 run` expects.
 """
+import os
 from glob import glob
 from xml.etree import ElementTree
 
@@ -24,6 +25,9 @@ setup(
         ('share/' + PACKAGE, ['package.xml']),
         ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
         ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
+        # shipped checkpoints, each with the command and metrics that made it
+        *[('share/' + PACKAGE + '/' + model, sorted(f for f in glob(model + '/*') if os.path.isfile(f)))
+          for model in sorted(glob('models/*'))],
     ],
     install_requires=['numpy', 'pyyaml', 'mujoco', 'tqdm'],
     entry_points={

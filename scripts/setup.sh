@@ -66,7 +66,7 @@ if ! fresh interfaces "$ifc"; then
 fi
 
 # 4. This package (pip path; `pip install -e` is not usable: it installs no data_files).
-pkg=$(cd "$repo" && find policytrim_ros launch config setup.py package.xml -type f \
+pkg=$(cd "$repo" && find policytrim_ros launch config models setup.py package.xml -type f \
         ! -name '*.pyc' ! -path '*__pycache__*' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
 if ! fresh package "$pkg"; then
   log "installing policytrim_ros into the venv"

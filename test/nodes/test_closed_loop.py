@@ -24,7 +24,7 @@ def test_expert_closed_loop_over_ros_matches_the_core_loop(tmp_path, launch, h):
     log = tmp_path / 'episodes.jsonl'
     launch([NodeSpec('sim_node', [params]),
             NodeSpec('policy_node', [params], {'execution.n_action_steps': h, 'execution.chunk_size': H,
-                                               'episode.log_path': str(log)})])
+                                               'policy.backend': 'expert', 'episode.log_path': str(log)})])
     runner = NodeSpec('episode_runner', [params], {
         'runner.tasks': TASKS, 'runner.episodes_per_task': EPISODES, 'runner.seed': SEED,
         'runner.summary_path': str(tmp_path / 'summary.json'), 'runner.episode_timeout_s': 60.0})

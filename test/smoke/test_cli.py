@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from policytrim_ros import launcher
 
 CLI = [str(Path(sys.executable).parent / 'policytrim')]
@@ -23,8 +25,11 @@ def test_demo_prints_the_comparison_and_writes_logs(tmp_path):
     assert (tmp_path / 'h4' / 'episodes.jsonl').read_text().count('\n') == 1
 
 
-def test_eval_core_and_ros_paths_agree_on_the_same_seeds(tmp_path):
-    common = ['--tasks', 'reach', 'push', '--episodes', '1', '--n-action-steps', '4', '16', '--reference', '4']
+@pytest.mark.parametrize('policy', [['--backend', 'expert', '--tasks', 'reach', 'push'],
+                                    ['--backend', 'torch', '--checkpoint', 'package://policytrim_ros/models/bc-teleop',
+                                     '--tasks', 'reach']], ids=['expert', 'shipped-vla'])
+def test_eval_core_and_ros_paths_agree_on_the_same_seeds(tmp_path, policy):
+    common = [*policy, '--episodes', '1', '--n-action-steps', '4', '16', '--reference', '4']
     run('eval', *common, '--workers', '1', '--out', str(tmp_path / 'core'))
     run('eval', *common, '--ros', '--out', str(tmp_path / 'ros'))
     keys = ('task', 'n_action_steps', 'success_rate', 'steps', 'inference_calls', 'speedup')
