@@ -1,0 +1,103 @@
+"""RL rollouts: episodes whose chunks are sampled from the Gaussian VLA, recorded for the update.
+
+A rollout runs the same closed loop as evaluation (``execution.episode.run_episode``: the same
+executor, safety checks and step counting), with a policy that draws every chunk from
+N(mean, std) and keeps what a PPO update needs per inference call: the plan-time image, state and
+instruction, the sampled chunk, and how many of its actions were executed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from policytrim_ros.envs.base import Observation
+from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
+from policytrim_ros.execution.episode import run_episode
+from policytrim_ros.execution.metrics import EpisodeMetrics
+from policytrim_ros.policy.torch_policy import vla_inputs, vla_metadata
+from policytrim_ros.policy.vla.instruction import InstructionEncoder, shared_encoder
+from policytrim_ros.policy.vla.modeling_vla import VLAModel
+
+
+class SamplingVLAPolicy:
+    """``ChunkPolicy`` that samples each chunk from ``model``'s Gaussian and records every call.
+
+    generator: the torch generator of the exploration noise (seed it per rollout for replays).
+    After an episode, ``images`` (C, h, w, 3) uint8, ``states`` (C, A), ``chunks`` (C, H, A) and
+    ``instructions`` hold the C calls in order.
+    """
+
+    def __init__(self, model: VLAModel, generator: torch.Generator, encoder: InstructionEncoder | None = None):
+        self.model = model
+        self.config = model.config
+        self.metadata = vla_metadata('torch-sampling', self.config)
+        self.encoder = encoder or shared_encoder()
+        self.generator = generator
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the recorded calls (a new episode)."""
+        self.images: list[np.ndarray] = []
+        self.states: list[np.ndarray] = []
+        self.chunks: list[np.ndarray] = []
+        self.instructions: list[str] = []
+
+    def predict_action_chunk(self, observation: Observation) -> np.ndarray:
+        """(H, A) float64 chunk drawn from N(mean, std) (raw units)."""
+        image, text, state = vla_inputs(observation, self.config, self.encoder)
+        with torch.inference_mode():
+            mean = self.model(torch.from_numpy(image), torch.from_numpy(text), torch.from_numpy(state))
+            chunk = self.model.sample(mean, self.generator)[0].numpy()
+        self.images.append(image[0])
+        self.states.append(state[0])
+        self.chunks.append(chunk)
+        self.instructions.append(observation.instruction)
+        return chunk.astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One sampled episode.
+
+    metrics: its outcome (success, steps S, inference calls, end reason ...).
+    images: (C, h, w, 3) uint8 plan-time images of the C executed calls.
+    states: (C, A) float32 plan-time joint positions.
+    chunks: (C, H, A) float32 sampled chunks.
+    executed: (C,) int actions of each chunk that ran (h, fewer for the window that reached
+        success or the step limit).
+    instruction: the episode's instruction.
+    """
+
+    metrics: EpisodeMetrics
+    images: np.ndarray
+    states: np.ndarray
+    chunks: np.ndarray
+    executed: np.ndarray
+    instruction: str
+
+    def executed_mask(self) -> np.ndarray:
+        """(C, H) bool: True on the actions that ran, the steps a log-probability sums over."""
+        return np.arange(self.chunks.shape[1])[None, :] < self.executed[:, None]
+
+
+def collect_rollout(env, policy: SamplingVLAPolicy, config: ExecutionConfig, task: str, seed: int,
+                    safety: SafetyConfig | None = None, episode_id: str = '') -> Rollout:
+    """Run one sampled episode of ``task`` from ``seed`` and return what the update needs.
+
+    A chunk the safety checks reject ends the episode (reward 0) and is not among the calls: it
+    never moved the robot, so there is no executed action to credit.
+    """
+    metrics, records = run_episode(env, policy, config, task, seed, episode_id=episode_id, safety=safety)
+    calls = len(records)
+    executed = np.array([min(r.n_action_steps, metrics.steps - r.first_step) for r in records], dtype=np.int64)
+    shape = (config.chunk_size, policy.config.action_dim)
+    return Rollout(
+        metrics=metrics,
+        images=np.stack(policy.images[:calls]) if calls else np.zeros((0, *policy.config.image_size, 3), np.uint8),
+        states=np.stack(policy.states[:calls]) if calls else np.zeros((0, policy.config.state_dim), np.float32),
+        chunks=np.stack(policy.chunks[:calls]) if calls else np.zeros((0, *shape), np.float32),
+        executed=executed,
+        instruction=env.instruction,
+    )
