@@ -1,4 +1,4 @@
-"""The GRPO policy-gradient loss: PPO-clip on the log-probability of each executed window.
+"""GRPO: the PPO-clip loss on the log-probability of each executed window, and one update step.
 
 One sample is one inference call of one rollout: the chunk's log-density summed over the h actions
 that were executed (not the whole predicted chunk), re-computed under the current policy from the
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -53,3 +54,106 @@ def ppo_clip_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantage:
         approx_kl = (weight * ((ratio - 1.0) - log_ratio)).sum()
         clip_fraction = (weight * ((ratio - 1.0).abs() > clip).to(weight.dtype)).sum()
     return ClipLoss(pg_loss + kl_coef * kl, pg_loss, kl, approx_kl, clip_fraction)
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """One GRPO update from a batch of groups.
+
+    clip: PPO clip range epsilon (paper/code 0.2).
+    epochs: passes over the batch's windows per update (the reference code: 1).
+    minibatch_size: windows per gradient step.
+    grad_clip: max global gradient norm (1.0, as the code).
+    kl_coef: weight of KL(pi || pi_ref) to the frozen reference (code and default: 0, off).
+    min_group_success_rate: groups below this success rate are left out of the loss (10 %).
+    """
+
+    clip: float = 0.2
+    epochs: int = 1
+    minibatch_size: int = 64
+    grad_clip: float = 1.0
+    kl_coef: float = 0.0
+    min_group_success_rate: float = 0.1
+
+    def __post_init__(self):
+        for name in ('epochs', 'minibatch_size'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'{name} ({getattr(self, name)}) must be >= 1')
+        if not 0.0 < self.clip < 1.0:
+            raise ValueError(f'clip ({self.clip}) must be in (0, 1)')
+        if not (self.grad_clip > 0 and self.kl_coef >= 0 and 0.0 <= self.min_group_success_rate <= 1.0):
+            raise ValueError(f'grad_clip ({self.grad_clip}) must be > 0, kl_coef ({self.kl_coef}) >= 0 and '
+                             f'min_group_success_rate ({self.min_group_success_rate}) in [0, 1]')
+
+
+def _windows(groups, min_success_rate: float, encode) -> tuple[dict[str, torch.Tensor], int]:
+    """Stack the executed windows of the kept groups: inputs, chunks, masks, advantages, weights."""
+    from policytrim_ros.training.rewards import group_advantages, group_kept
+    parts: dict[str, list] = {k: [] for k in ('image', 'text', 'state', 'chunk', 'mask', 'advantage', 'weight')}
+    kept = 0
+    for rollouts, rewards in groups:
+        if not group_kept([r.metrics.success for r in rollouts], min_success_rate):
+            continue
+        kept += 1
+        for rollout, advantage in zip(rollouts, group_advantages(rewards)):
+            calls = len(rollout.chunks)
+            if calls == 0 or advantage == 0.0:
+                continue
+            parts['image'].append(rollout.images)
+            parts['text'].append(np.repeat(encode(rollout.instruction)[None], calls, axis=0))
+            parts['state'].append(rollout.states)
+            parts['chunk'].append(rollout.chunks)
+            parts['mask'].append(rollout.executed_mask())
+            parts['advantage'].append(np.full(calls, advantage, np.float32))
+            parts['weight'].append(np.full(calls, 1.0 / calls, np.float32))   # each trajectory counts once
+    if not parts['image']:
+        return {}, kept
+    return {k: torch.from_numpy(np.concatenate(v)) for k, v in parts.items()}, kept
+
+
+def grpo_update(model, optimizer: torch.optim.Optimizer, groups, config: GRPOConfig = GRPOConfig(),
+                reference=None, encode=None, generator: torch.Generator | None = None) -> dict[str, float]:
+    """One GRPO update of ``model`` (a ``VLAModel``) from ``groups``; returns the diagnostics.
+
+    groups: [(rollouts, rewards (G,))], the rollouts of one group (``training.rollout.Rollout``)
+        with their trajectory rewards. Old log-probabilities are those of ``model`` as it is on
+        entry (the policy that collected the rollouts).
+    reference: the frozen reference model for the KL term (needed when kl_coef > 0).
+    encode: instruction -> (384,) embedding (default: the shared MiniLM encoder).
+    Diagnostics: groups_kept (fraction), windows, pg_loss, approx_kl, clip_fraction, kl (means
+    over gradient steps; zeros when no group carried signal).
+    """
+    if encode is None:
+        from policytrim_ros.policy.vla.instruction import shared_encoder
+        encode = shared_encoder().encode
+    data, kept = _windows(groups, config.min_group_success_rate, encode)
+    stats = {'groups_kept': kept / max(1, len(groups)), 'windows': float(len(data.get('chunk', ())))}
+    names = ('pg_loss', 'approx_kl', 'clip_fraction', 'kl')
+    if not data:
+        return {**stats, **{k: 0.0 for k in names}}
+
+    def log_prob(net, idx):
+        return net.log_prob(data['image'][idx], data['text'][idx], data['state'][idx], data['chunk'][idx],
+                            data['mask'][idx])
+
+    n = len(data['chunk'])
+    batches = [torch.arange(i, min(i + config.minibatch_size, n)) for i in range(0, n, config.minibatch_size)]
+    with torch.no_grad():
+        old = torch.cat([log_prob(model, idx) for idx in batches])
+        ref = torch.cat([log_prob(reference, idx) for idx in batches]) if config.kl_coef else None
+    totals = dict.fromkeys(names, 0.0)
+    step_count = 0
+    for _ in range(config.epochs):
+        order = torch.randperm(n, generator=generator)
+        for i in range(0, n, config.minibatch_size):
+            idx = order[i:i + config.minibatch_size]
+            out = ppo_clip_loss(log_prob(model, idx), old[idx], data['advantage'][idx], data['weight'][idx],
+                                config.clip, None if ref is None else ref[idx], config.kl_coef)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            step_count += 1
+            for k in names:
+                totals[k] += getattr(out, k).detach().item()
+    return {**stats, **{k: v / step_count for k, v in totals.items()}}

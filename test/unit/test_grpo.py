@@ -48,3 +48,64 @@ def test_kl_term_is_zero_at_the_reference_and_positive_away_from_it():
     assert away.loss.item() == pytest.approx(0.1 * away.kl.item())
     with pytest.raises(ValueError, match='needs ref_log_prob'):
         ppo_clip_loss(new, new, torch.zeros(2), kl_coef=0.1)
+
+
+def _group(seeds=(1, 2), successes=(True, False)):
+    """Two sampled reach rollouts of a tiny model, with the outcomes overridden."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from policytrim_ros.envs.arm import ArmEnv
+    from policytrim_ros.envs.base import JOINT_NAMES
+    from policytrim_ros.execution.config import ExecutionConfig
+    from policytrim_ros.policy.vla import VLAConfig
+    from policytrim_ros.policy.vla.modeling_vla import VLAModel
+    from policytrim_ros.training.rollout import SamplingVLAPolicy, collect_rollout
+    torch.manual_seed(0)
+    model = VLAModel(VLAConfig(vision_channels=(4, 8, 8), vision_keypoints=4, hidden_size=32, num_layers=1,
+                               num_heads=2, joint_names=JOINT_NAMES))
+    model.set_normalization(np.zeros(7), np.ones(7), np.zeros(7), np.full(7, 0.01))
+    env = ArmEnv()
+    execution = ExecutionConfig(chunk_size=16, n_action_steps=4, control_dt=0.1, max_episode_steps=8)
+    rollouts = []
+    for seed, success in zip(seeds, successes):
+        r = collect_rollout(env, SamplingVLAPolicy(model, torch.Generator().manual_seed(seed)), execution,
+                            'reach', 1000)
+        rollouts.append(replace(r, metrics=replace(r.metrics, success=success)))
+    env.close()
+    return model, rollouts, np.array([1.0 if s else 0.0 for s in successes])
+
+
+def _objective(model, rollouts, rewards):
+    """sum_i A_i * mean over i's calls of log pi(executed window): what one GRPO step ascends."""
+    from policytrim_ros.policy.vla.instruction import shared_encoder
+    from policytrim_ros.training.rewards import group_advantages
+    total = 0.0
+    with torch.no_grad():
+        for r, advantage in zip(rollouts, group_advantages(rewards)):
+            text = torch.tensor(shared_encoder().encode(r.instruction))[None].expand(len(r.chunks), -1)
+            lp = model.log_prob(torch.from_numpy(r.images), text, torch.from_numpy(r.states),
+                                torch.from_numpy(r.chunks), torch.from_numpy(r.executed_mask()))
+            total += advantage * lp.mean().item()
+    return total
+
+
+def test_a_grpo_step_makes_the_better_trajectory_more_likely():
+    from policytrim_ros.training.grpo import GRPOConfig, grpo_update
+    model, rollouts, rewards = _group()
+    before = _objective(model, rollouts, rewards)
+    stats = grpo_update(model, torch.optim.SGD(model.parameters(), lr=1e-4), [(rollouts, rewards)],
+                        GRPOConfig(minibatch_size=64))
+    assert stats['groups_kept'] == 1.0 and stats['windows'] == 4.0       # 2 rollouts x 2 calls
+    assert stats['clip_fraction'] == 0.0 and stats['approx_kl'] == pytest.approx(0.0, abs=1e-6)
+    assert _objective(model, rollouts, rewards) > before
+
+
+def test_an_all_fail_group_leaves_the_model_alone():
+    from policytrim_ros.training.grpo import grpo_update
+    model, rollouts, rewards = _group(successes=(False, False))
+    weights = [p.detach().clone() for p in model.parameters()]
+    stats = grpo_update(model, torch.optim.SGD(model.parameters(), lr=1.0), [(rollouts, rewards)])
+    assert stats['groups_kept'] == 0.0 and stats['windows'] == 0.0 and stats['pg_loss'] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
