@@ -1,0 +1,117 @@
+"""Parallel RL rollouts: a pool of spawned processes, each with its own env and a copy of the policy.
+
+Every ``collect`` call writes the current weights once to a safetensors file in the pool's
+temporary folder; a worker loads them when their version changed. A job names the task,
+initial-state seed, executed length h and exploration-noise seed, so the same job gives the same
+rollout in any worker or in-process. Embedded-arm tasks for now.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from policytrim_ros.envs.config import EnvConfig
+from policytrim_ros.execution.config import SafetyConfig
+from policytrim_ros.policy.vla.configuration_vla import VLAConfig
+
+
+@dataclass(frozen=True)
+class RolloutJob:
+    """One episode to roll out: ``task`` from initial-state ``seed``, executing ``n_action_steps``
+    of each chunk, with exploration noise from ``noise_seed``."""
+
+    task: str
+    seed: int
+    n_action_steps: int
+    noise_seed: int
+    episode_id: str = ''
+
+
+@dataclass(frozen=True)
+class RolloutSetup:
+    """What every worker builds once: the env, the model's shape and the execution limits.
+
+    max_episode_steps: step limit per rollout. control_dt: seconds per action.
+    """
+
+    model: VLAConfig
+    env: EnvConfig
+    safety: SafetyConfig
+    max_episode_steps: int = 150
+    control_dt: float = 0.1
+
+
+_worker: dict = {}
+
+
+def _init(setup: RolloutSetup) -> None:
+    import torch
+
+    from policytrim_ros.envs.factory import make_env
+    from policytrim_ros.envs.registry import task_names
+    from policytrim_ros.policy.vla.modeling_vla import VLAModel
+    torch.set_num_threads(1)   # one core per worker
+    _worker.update(setup=setup, env=make_env(list(task_names()), setup.env), model=VLAModel(setup.model).eval(),
+                   version=None)
+
+
+def _run(args: tuple[int, str, RolloutJob]):
+    import torch
+
+    from policytrim_ros.execution.config import ExecutionConfig
+    from policytrim_ros.policy.checkpoint import load_tensors
+    from policytrim_ros.training.rollout import SamplingVLAPolicy, collect_rollout
+    version, weights_path, job = args
+    if version != _worker['version']:
+        _worker['model'].load_state_dict(load_tensors(weights_path))
+        _worker['version'] = version
+    setup: RolloutSetup = _worker['setup']
+    execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt, setup.max_episode_steps)
+    policy = SamplingVLAPolicy(_worker['model'], torch.Generator().manual_seed(job.noise_seed))
+    return collect_rollout(_worker['env'], policy, execution, job.task, job.seed, setup.safety,
+                           job.episode_id or f'{job.task}-{job.seed}-h{job.n_action_steps}')
+
+
+class RolloutPool:
+    """``workers`` spawned processes (0 = run in this process) that roll out jobs in order.
+
+    Use as a context manager, or call ``close``.
+    """
+
+    def __init__(self, setup: RolloutSetup, workers: int):
+        if workers < 0:
+            raise ValueError(f'workers ({workers}) must be >= 0 (0 = in this process)')
+        self._pool = mp.get_context('spawn').Pool(workers, _init, (setup,)) if workers else None
+        if self._pool is None:
+            _init(setup)
+        self._folder = tempfile.TemporaryDirectory(prefix='policytrim-rollout-')
+        self._version = 0
+
+    def collect(self, weights: dict, jobs: list[RolloutJob]) -> list:
+        """Rollouts of ``jobs`` (in job order) under ``weights`` (a state dict of tensors)."""
+        from policytrim_ros.policy.checkpoint import save_tensors
+        self._version += 1
+        path = str(Path(self._folder.name) / f'weights-{self._version}.safetensors')
+        save_tensors(path, weights)
+        args = [(self._version, path, job) for job in jobs]
+        try:
+            if self._pool is None:
+                return [_run(a) for a in args]
+            return self._pool.map(_run, args, chunksize=1)
+        finally:
+            Path(path).unlink(missing_ok=True)   # every worker has loaded it by now
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+        self._folder.cleanup()
+
+    def __enter__(self) -> RolloutPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
