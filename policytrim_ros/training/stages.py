@@ -1,0 +1,80 @@
+"""The plan of PolicyTrim's two stages: which h each rollout runs, and what Stage 2 starts from.
+
+Stage 1 cycles the acceptance ratios Gamma over the members of every group, so every value is
+present in every group (the reference code assigns env k the entry k mod M). Between the stages,
+the largest h whose success rate stays within a tolerance of the baseline's is carried into
+Stage 2, with the step budget S_base = alpha * (mean successful steps at that h).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from policytrim_ros.training.workers import RolloutJob
+
+
+def acceptance_ratios(base_n_action_steps: int, chunk_size: int, count: int = 3) -> tuple[float, ...]:
+    """Gamma: ``count`` ratios evenly spaced from the model's own h / H up to 1 (paper default M = 3).
+
+    >>> acceptance_ratios(4, 16)
+    (0.25, 0.625, 1.0)
+    """
+    if not 1 <= base_n_action_steps <= chunk_size:
+        raise ValueError(f'base_n_action_steps ({base_n_action_steps}) must be in [1, chunk_size ({chunk_size})]')
+    if count < 1:
+        raise ValueError(f'count ({count}) must be >= 1')
+    first = base_n_action_steps / chunk_size
+    if count == 1:
+        return (first,)
+    return tuple(float(x) for x in np.linspace(first, 1.0, count))
+
+
+def acceptance_horizons(ratios: Sequence[float], chunk_size: int) -> tuple[int, ...]:
+    """h_i = floor(gamma_i * H) for each ratio (each in (0, 1], and giving h >= 1)."""
+    horizons = []
+    for gamma in ratios:
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f'acceptance ratio {gamma} must be in (0, 1]')
+        h = math.floor(gamma * chunk_size + 1e-9)   # 0.625 * 16 is 10, not 9.999...
+        if h < 1:
+            raise ValueError(f'acceptance ratio {gamma} gives h = 0 for chunk_size {chunk_size}')
+        horizons.append(h)
+    return tuple(horizons)
+
+
+def group_jobs(task: str, seed: int, horizons: Sequence[int], group_size: int, noise_seed: int) -> list[RolloutJob]:
+    """The G rollouts of one group: one task and initial-state seed, h cycled over ``horizons``.
+
+    Member k runs horizons[k mod M] with exploration noise seed ``noise_seed + k``. Every h is
+    present when group_size >= M (ValueError otherwise).
+    """
+    if group_size < len(horizons):
+        raise ValueError(f'group_size ({group_size}) must be >= the number of horizons ({len(horizons)}) so '
+                         'that every h is present in every group')
+    return [RolloutJob(task, seed, horizons[k % len(horizons)], noise_seed + k, f'{task}-{seed}-g{k}')
+            for k in range(group_size)]
+
+
+def stage2_horizon(success_rate_by_h: Mapping[int, float], baseline_success_rate: float,
+                   tolerance: float = 0.02) -> int:
+    """The largest h whose SR is at least ``baseline_success_rate - tolerance``.
+
+    success_rate_by_h: the between-stage sweep, {h: SR}. ValueError when no h qualifies.
+    """
+    qualified = [h for h, sr in success_rate_by_h.items() if sr >= baseline_success_rate - tolerance - 1e-12]
+    if not qualified:
+        raise ValueError(f'no h of the sweep {dict(success_rate_by_h)} keeps SR within {tolerance} of the '
+                         f'baseline {baseline_success_rate}')
+    return max(qualified)
+
+
+def step_budget(successful_steps: Sequence[float], alpha: float = 1.3) -> float:
+    """S_base = alpha * mean steps of the successful episodes of the policy entering Stage 2."""
+    steps = np.asarray(successful_steps, dtype=np.float64)
+    if steps.size == 0:
+        raise ValueError('the step budget needs at least one successful episode')
+    if not alpha > 0:
+        raise ValueError(f'alpha ({alpha}) must be > 0')
+    return float(alpha * steps.mean())
