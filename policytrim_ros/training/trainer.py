@@ -1,0 +1,203 @@
+"""PolicyTrim post-training of a VLA checkpoint: Stage 1 (reliable chunk extension) or Stage 2
+(redundancy-aware step reduction), critic-free GRPO on the embedded arm (DESIGN.md section 2).
+
+Each iteration rolls out ``groups_per_iteration`` groups of G episodes in parallel workers, scores
+each trajectory, and runs one GRPO update. Initial states, exploration noise and minibatch order
+are functions of (seed, iteration), so a run resumed from its last checkpoint continues exactly.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from policytrim_ros import resources
+from policytrim_ros.config import to_dict
+from policytrim_ros.envs.config import EnvConfig
+from policytrim_ros.execution.config import SafetyConfig
+from policytrim_ros.policy.checkpoint import load_checkpoint, load_tensors, save_checkpoint, save_tensors
+from policytrim_ros.training.grpo import GRPOConfig, grpo_update
+from policytrim_ros.training.rewards import (ExtensionRewardConfig, StepRewardConfig, extension_rewards,
+                                             step_rewards)
+from policytrim_ros.training.stages import acceptance_horizons, acceptance_ratios, group_jobs
+from policytrim_ros.training.workers import RolloutPool, RolloutSetup
+
+RL_SEED_OFFSET = 100_000
+"""Initial-state seeds of RL rollouts start here: demonstrations use 0-999, evaluation 1000 on."""
+
+
+@dataclass(frozen=True)
+class PolicyTrimConfig:
+    """One stage of PolicyTrim post-training.
+
+    init: checkpoint the stage starts from (a directory or package:// URI): the BC baseline for
+        Stage 1, the Stage 1 result for Stage 2. It is also the frozen KL reference.
+    stage: 1 (h cycled over Gamma, reward success * (1 + beta * gamma)) or 2 (h fixed, reward with
+        the step-saving term and the stability penalty).
+    tasks: embedded tasks; groups cycle through them.
+    iterations: GRPO iterations (rollout + update).
+    groups_per_iteration: groups per iteration, each one task and initial state.
+    group_size: G, rollouts per group (paper 8).
+    base_n_action_steps: the model's original h, Gamma's first value (Stage 1).
+    acceptance_ratio_count: M, the number of values in Gamma (paper 3).
+    n_action_steps: Stage 2's fixed h (from the between-stage sweep; required for stage 2).
+    step_budget: Stage 2's S_base in steps, alpha * mean successful steps at that h (required).
+    extension: Stage 1 reward settings. steps: Stage 2 reward settings. grpo: the update.
+    lr: AdamW learning rate (the CPU prototype: 5e-5 kept the clip fraction near 0.2, 2e-4 saturated it).
+    weight_decay: AdamW weight decay.
+    log_std: exploration log-std (normalized delta units) set on every action dimension at the
+        start; None keeps the checkpoint's.
+    max_episode_steps: step limit per rollout.
+    workers: rollout processes (0 = in this process).
+    seed: seed of initial states (RL_SEED_OFFSET + ...), exploration noise and minibatch order.
+    checkpoint_every: iterations between checkpoints (also where a resumed run continues).
+    out_dir: run folder: checkpoints/, last/, scalars.csv, config.json.
+    """
+
+    init: str = 'package://policytrim_ros/models/bc-teleop'
+    stage: int = 1
+    tasks: tuple[str, ...] = ('reach', 'push', 'pick_place')
+    iterations: int = 100
+    groups_per_iteration: int = 8
+    group_size: int = 8
+    base_n_action_steps: int = 4
+    acceptance_ratio_count: int = 3
+    n_action_steps: int = 0
+    step_budget: float = 0.0
+    extension: ExtensionRewardConfig = field(default_factory=ExtensionRewardConfig)
+    steps: StepRewardConfig = field(default_factory=StepRewardConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    log_std: float | None = None
+    max_episode_steps: int = 150
+    workers: int = 2
+    seed: int = 0
+    checkpoint_every: int = 10
+    out_dir: str = 'runs/policytrim'
+
+    def __post_init__(self):
+        if self.stage not in (1, 2):
+            raise ValueError(f'stage ({self.stage}) must be 1 or 2')
+        for name in ('iterations', 'groups_per_iteration', 'group_size', 'checkpoint_every', 'max_episode_steps'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'{name} ({getattr(self, name)}) must be >= 1')
+        if self.group_size < 2:
+            raise ValueError(f'group_size ({self.group_size}) must be >= 2: advantages compare members')
+        if self.stage == 2 and (self.n_action_steps < 1 or not self.step_budget > 0):
+            raise ValueError(f'stage 2 needs n_action_steps ({self.n_action_steps}) >= 1 and step_budget '
+                             f'({self.step_budget}) > 0: take them from the between-stage sweep '
+                             '(`policytrim eval`: the largest h within tolerance, 1.3 x its mean steps)')
+        if not self.lr > 0:
+            raise ValueError(f'lr ({self.lr}) must be > 0')
+
+
+def _horizons(cfg: PolicyTrimConfig, chunk_size: int) -> tuple[int, ...]:
+    if cfg.stage == 2:
+        return (cfg.n_action_steps,)
+    return acceptance_horizons(acceptance_ratios(cfg.base_n_action_steps, chunk_size, cfg.acceptance_ratio_count),
+                               chunk_size)
+
+
+def _iteration_jobs(cfg: PolicyTrimConfig, iteration: int, horizons: tuple[int, ...]) -> list:
+    jobs = []
+    for g in range(cfg.groups_per_iteration):
+        index = iteration * cfg.groups_per_iteration + g
+        task = cfg.tasks[index % len(cfg.tasks)]
+        initial = RL_SEED_OFFSET + cfg.seed * 10_000_000 + index
+        jobs += group_jobs(task, initial, horizons, cfg.group_size, noise_seed=initial * cfg.group_size)
+    return jobs
+
+
+def _rewards(cfg: PolicyTrimConfig, rollouts: list, chunk_size: int) -> np.ndarray:
+    success = [r.metrics.success for r in rollouts]
+    if cfg.stage == 1:
+        return extension_rewards(success, [r.metrics.n_action_steps / chunk_size for r in rollouts], cfg.extension)
+    return step_rewards(success, [r.metrics.steps for r in rollouts], cfg.step_budget, cfg.steps)
+
+
+def _save(out: Path, model, optimizer, iteration: int, cfg: PolicyTrimConfig, scalars: dict) -> None:
+    metadata = {'policytrim_stage': cfg.stage, 'iteration': iteration, 'policytrim_config': to_dict(cfg), **scalars}
+    for target in (out / 'checkpoints' / f'iter_{iteration:05d}', out / 'last'):
+        save_checkpoint(target, model, model.config, metadata)
+    state = optimizer.state_dict()
+    save_tensors(out / 'last' / 'trainer.safetensors',
+                 {f'state.{i}.{k}': v for i, s in state['state'].items() for k, v in s.items()})
+    (out / 'last' / 'trainer.json').write_text(json.dumps({'iteration': iteration,
+                                                           'param_groups': state['param_groups']}))
+
+
+def _restore(out: Path, optimizer) -> int:
+    meta = json.loads((out / 'last' / 'trainer.json').read_text())
+    state = {'param_groups': meta['param_groups'], 'state': {}}
+    for key, value in load_tensors(out / 'last' / 'trainer.safetensors').items():
+        _, i, name = key.split('.', 2)
+        state['state'].setdefault(int(i), {})[name] = value
+    optimizer.load_state_dict(state)
+    return meta['iteration']
+
+
+def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety: SafetyConfig | None = None,
+                     resume: bool = False, progress: bool = True) -> Path:
+    """Run the stage; return the folder of the final checkpoint (``<out_dir>/last``)."""
+    out = Path(cfg.out_dir)
+    if (out / 'last').exists() and not resume:
+        raise FileExistsError(f'{out} already holds a run; pass resume=True (--resume) or pick another out_dir')
+    torch.set_num_threads(1)
+    reference, _, _ = load_checkpoint(resources.resolve(cfg.init))
+    if resume and (out / 'last').exists():
+        model, model_cfg, _ = load_checkpoint(out / 'last')
+    else:
+        model, model_cfg, _ = load_checkpoint(resources.resolve(cfg.init))
+        if cfg.log_std is not None:
+            with torch.no_grad():
+                model.log_std_param.fill_(cfg.log_std)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start = _restore(out, optimizer) if resume and (out / 'last').exists() else 0
+    if start == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / 'config.json').write_text(json.dumps(to_dict(cfg), indent=2))
+    horizons = _horizons(cfg, model_cfg.chunk_size)
+    setup = RolloutSetup(model_cfg, env or EnvConfig(), safety or SafetyConfig(), cfg.max_episode_steps)
+    log = (out / 'scalars.csv').open('a', newline='')
+    writer = csv.writer(log)
+    if start == 0:
+        writer.writerow(['iteration', 'metric', 'value', 'wall_clock_s'])
+    started = time.monotonic()
+    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=f'stage {cfg.stage}',
+               disable=not progress)
+    with RolloutPool(setup, cfg.workers) as pool:
+        for iteration in bar:
+            jobs = _iteration_jobs(cfg, iteration, horizons)
+            rollouts = pool.collect(model.state_dict(), jobs)
+            groups = [rollouts[i:i + cfg.group_size] for i in range(0, len(rollouts), cfg.group_size)]
+            scored = [(g, _rewards(cfg, g, model_cfg.chunk_size)) for g in groups]
+            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + iteration)
+            stats = grpo_update(model, optimizer, scored, cfg.grpo,
+                                reference=reference if cfg.grpo.kl_coef else None, generator=generator)
+            success = np.array([r.metrics.success for r in rollouts])
+            steps = [r.metrics.steps for r in rollouts if r.metrics.success]
+            scalars = {'reward': float(np.mean([r for _, rs in scored for r in rs])),
+                       'success_rate': float(success.mean()),
+                       'steps': float(np.mean(steps)) if steps else math.nan,
+                       'n_action_steps': float(np.mean([r.metrics.n_action_steps for r in rollouts])),
+                       'group_filter_rate': 1.0 - stats['groups_kept'],
+                       **{k: stats[k] for k in ('kl', 'clip_fraction', 'approx_kl', 'pg_loss')}}
+            elapsed = round(time.monotonic() - started, 1)
+            for name, value in scalars.items():
+                writer.writerow([iteration + 1, name, f'{value:.6g}', elapsed])
+            log.flush()
+            bar.set_postfix(SR=f"{scalars['success_rate']:.2f}", clip=f"{scalars['clip_fraction']:.2f}")
+            done = iteration + 1
+            if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+                _save(out, model, optimizer, done, cfg, scalars)
+    log.close()
+    return out / 'last'
