@@ -49,3 +49,21 @@ def test_resumed_policytrim_run_matches_an_uninterrupted_one(tmp_path):
     split = load_tensors(tmp_path / 'split' / 'last' / 'model.safetensors')
     for key in full:
         assert np.array_equal(full[key].numpy(), split[key].numpy()), key
+
+
+def test_policytrim_train_command_runs_a_stage_from_the_shipped_config(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from policytrim_ros import launcher
+    repo = Path(__file__).resolve().parents[2]
+    command = [str(Path(sys.executable).parent / 'policytrim'), 'train', '--stage', '1',
+               '--config', str(repo / 'config' / 'training' / 'policytrim.yaml'), '--set', 'iterations=1',
+               'groups_per_iteration=1', 'group_size=3', 'max_episode_steps=20', 'workers=0', 'tasks=[reach]',
+               f'out_dir={tmp_path / "run"}']
+    done = subprocess.run(command, env=launcher.ros_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'final checkpoint' in done.stdout and (tmp_path / 'run' / 'last' / 'config.json').is_file()
+    bad = subprocess.run(command[:-1] + ['grpo={clp: 0.1}'], env=launcher.ros_env(), capture_output=True, text=True)
+    assert bad.returncode == 1 and "unknown config key 'grpo.clp' (did you mean 'clip'?)" in bad.stderr
