@@ -177,7 +177,13 @@ def _overrides(pairs: list[str]) -> dict:
         key, sep, value = pair.partition('=')
         if not sep:
             raise ValueError(f'--set expects KEY=VALUE, got {pair!r}')
-        values[key] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):
+            try:
+                parsed = float(parsed)   # YAML 1.1 reads 5e-5 (no dot) as a string
+            except ValueError:
+                pass
+        values[key] = parsed
     return values
 
 

@@ -54,3 +54,9 @@ def test_ros2_run_wrapper_runs_multi_process_commands(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / 'sweep.json').exists()
+
+
+def test_set_overrides_read_yaml_values_and_plain_exponents():
+    from policytrim_ros.cli import _overrides
+    assert _overrides(['lr=5e-5', 'steps=10', 'tasks=[reach, push]', 'out_dir=runs/x', 'grpo={clip: 0.1}']) == {
+        'lr': 5e-5, 'steps': 10, 'tasks': ['reach', 'push'], 'out_dir': 'runs/x', 'grpo': {'clip': 0.1}}
