@@ -83,7 +83,7 @@ def _eval_parser(sub) -> None:
 
 
 def evaluate(args) -> int:
-    from policytrim_ros.config import from_dict, load_yaml, ros_parameters
+    from policytrim_ros.config import from_dict
     from policytrim_ros.envs.config import EnvConfig
     from policytrim_ros.envs.factory import suite_control_dt, task_suite
     from policytrim_ros.evaluation.report import sweep_rows, write_report
@@ -188,7 +188,7 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def train_bc(args) -> int:
-    from policytrim_ros.config import from_dict, load_yaml
+    from policytrim_ros.config import from_dict
     from policytrim_ros.training.bc import BCConfig
     from policytrim_ros.training.bc import train_bc as run
     values = load_yaml(args.config) if args.config else {}

@@ -5,7 +5,7 @@ A VLA checkpoint is a directory:
     config.json         {"format": "policytrim-vla", "version": 1, "config": VLAConfig as a dict,
                          "metadata": {...caller's JSON...}, "weights_sha256": hex digest of model.safetensors}
     model.onnx          optional, written by ``policytrim export-onnx``
-The trainer stores optimizer and RNG state the same way (``save_tensors`` / ``save_json``). Files are
+Trainers store optimizer and RNG state the same way (``save_trainer_state``). Files are
 written to a temporary name and renamed, so an interrupted save never leaves a half-written file.
 """
 from __future__ import annotations
@@ -28,6 +28,8 @@ VERSION = 1
 WEIGHTS_FILE = 'model.safetensors'
 CONFIG_FILE = 'config.json'
 ONNX_FILE = 'model.onnx'
+TRAINER_TENSORS_FILE = 'trainer.safetensors'
+TRAINER_META_FILE = 'trainer.json'
 
 
 class CheckpointError(RuntimeError):
@@ -105,6 +107,35 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, config: VLACo
                                         'metadata': dict(metadata or {}),
                                         'weights_sha256': file_sha256(directory / WEIGHTS_FILE)})
     return directory
+
+
+def save_trainer_state(directory: str | Path, optimizer: torch.optim.Optimizer, meta: dict[str, Any],
+                       tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Write what resuming a run needs next to its checkpoint: ``trainer.safetensors`` (the
+    optimizer's state tensors plus the caller's ``tensors``, e.g. RNG states) and ``trainer.json``
+    (the optimizer's param groups plus the caller's JSON ``meta``, e.g. the step)."""
+    directory = Path(directory)
+    state = optimizer.state_dict()
+    saved = {f'state.{i}.{k}': v for i, s in state['state'].items() for k, v in s.items()}
+    save_tensors(directory / TRAINER_TENSORS_FILE, {**saved, **(tensors or {})})
+    save_json(directory / TRAINER_META_FILE, {**meta, 'param_groups': state['param_groups']})
+
+
+def load_trainer_state(directory: str | Path,
+                       optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Restore ``optimizer`` from ``save_trainer_state`` files; return the caller's (meta, tensors)."""
+    directory = Path(directory)
+    meta = load_json(directory / TRAINER_META_FILE)
+    state: dict[str, Any] = {'param_groups': meta.pop('param_groups'), 'state': {}}
+    tensors = {}
+    for key, value in load_tensors(directory / TRAINER_TENSORS_FILE).items():
+        if key.startswith('state.'):
+            _, i, name = key.split('.', 2)
+            state['state'].setdefault(int(i), {})[name] = value
+        else:
+            tensors[key] = value
+    optimizer.load_state_dict(state)
+    return meta, tensors
 
 
 def parse_checkpoint_info(data: dict[str, Any], source: str) -> tuple[VLAConfig, dict[str, Any], str]:

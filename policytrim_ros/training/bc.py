@@ -26,7 +26,8 @@ from tqdm import tqdm
 from policytrim_ros.config import to_dict
 from policytrim_ros.data.dataset import ChunkDataset
 from policytrim_ros.envs.factory import suite_control_dt, task_suite
-from policytrim_ros.policy.checkpoint import load_checkpoint, load_tensors, save_checkpoint, save_tensors
+from policytrim_ros.policy.checkpoint import (load_checkpoint, load_trainer_state, save_checkpoint,
+                                              save_trainer_state)
 from policytrim_ros.policy.vla.configuration_vla import preset
 from policytrim_ros.policy.vla.instruction import InstructionEncoder
 from policytrim_ros.policy.vla.modeling_vla import VLAModel
@@ -160,25 +161,13 @@ def _save(out: Path, model: VLAModel, optimizer, step: int, rng, generator, cfg:
     """Checkpoint ``step`` into checkpoints/step_<n> and refresh last/ (model + resumable state)."""
     for target in (out / 'checkpoints' / f'step_{step:06d}', out / 'last'):
         save_checkpoint(target, model, model.config, {'step': step, 'bc_config': to_dict(cfg), **scalars})
-    state = optimizer.state_dict()
-    tensors = {f'state.{i}.{k}': v for i, s in state['state'].items() for k, v in s.items()}
-    tensors['torch_rng'] = torch.get_rng_state()
-    tensors['augment_rng'] = generator.get_state()
-    save_tensors(out / 'last' / 'trainer.safetensors', tensors)
-    (out / 'last' / 'trainer.json').write_text(json.dumps(
-        {'step': step, 'param_groups': state['param_groups'], 'numpy_rng': rng.bit_generator.state}))
+    save_trainer_state(out / 'last', optimizer, {'step': step, 'numpy_rng': rng.bit_generator.state},
+                       {'torch_rng': torch.get_rng_state(), 'augment_rng': generator.get_state()})
 
 
 def _restore(out: Path, optimizer, rng, generator) -> int:
     """Load optimizer and RNG state saved by ``_save``; return the step to continue from."""
-    meta = json.loads((out / 'last' / 'trainer.json').read_text())
-    tensors = load_tensors(out / 'last' / 'trainer.safetensors')
-    state = {'param_groups': meta['param_groups'], 'state': {}}
-    for key, value in tensors.items():
-        if key.startswith('state.'):
-            _, i, name = key.split('.', 2)
-            state['state'].setdefault(int(i), {})[name] = value
-    optimizer.load_state_dict(state)
+    meta, tensors = load_trainer_state(out / 'last', optimizer)
     torch.set_rng_state(tensors['torch_rng'])
     generator.set_state(tensors['augment_rng'])
     rng.bit_generator.state = meta['numpy_rng']

@@ -22,7 +22,8 @@ from policytrim_ros import resources
 from policytrim_ros.config import to_dict
 from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.execution.config import SafetyConfig
-from policytrim_ros.policy.checkpoint import load_checkpoint, load_tensors, save_checkpoint, save_tensors
+from policytrim_ros.policy.checkpoint import (load_checkpoint, load_trainer_state, save_checkpoint,
+                                              save_trainer_state)
 from policytrim_ros.training.grpo import GRPOConfig, grpo_update
 from policytrim_ros.training.rewards import (ExtensionRewardConfig, StepRewardConfig, extension_rewards,
                                              step_rewards)
@@ -129,21 +130,7 @@ def _save(out: Path, model, optimizer, iteration: int, cfg: PolicyTrimConfig, sc
     metadata = {'policytrim_stage': cfg.stage, 'iteration': iteration, 'policytrim_config': to_dict(cfg), **scalars}
     for target in (out / 'checkpoints' / f'iter_{iteration:05d}', out / 'last'):
         save_checkpoint(target, model, model.config, metadata)
-    state = optimizer.state_dict()
-    save_tensors(out / 'last' / 'trainer.safetensors',
-                 {f'state.{i}.{k}': v for i, s in state['state'].items() for k, v in s.items()})
-    (out / 'last' / 'trainer.json').write_text(json.dumps({'iteration': iteration,
-                                                           'param_groups': state['param_groups']}))
-
-
-def _restore(out: Path, optimizer) -> int:
-    meta = json.loads((out / 'last' / 'trainer.json').read_text())
-    state = {'param_groups': meta['param_groups'], 'state': {}}
-    for key, value in load_tensors(out / 'last' / 'trainer.safetensors').items():
-        _, i, name = key.split('.', 2)
-        state['state'].setdefault(int(i), {})[name] = value
-    optimizer.load_state_dict(state)
-    return meta['iteration']
+    save_trainer_state(out / 'last', optimizer, {'iteration': iteration})
 
 
 def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety: SafetyConfig | None = None,
@@ -153,17 +140,16 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
     if (out / 'last').exists() and not resume:
         raise FileExistsError(f'{out} already holds a run; pass resume=True (--resume) or pick another out_dir')
     torch.set_num_threads(1)
-    reference, _, _ = load_checkpoint(resources.resolve(cfg.init))
-    if resume and (out / 'last').exists():
-        model, model_cfg, _ = load_checkpoint(out / 'last')
-    else:
-        model, model_cfg, _ = load_checkpoint(resources.resolve(cfg.init))
-        if cfg.log_std is not None:
-            with torch.no_grad():
-                model.log_std_param.fill_(cfg.log_std)
+    resuming = resume and (out / 'last').exists()
+    init = resources.resolve(cfg.init)
+    reference = load_checkpoint(init)[0] if cfg.grpo.kl_coef else None   # the frozen KL anchor
+    model, model_cfg, _ = load_checkpoint(out / 'last' if resuming else init)
+    if cfg.log_std is not None and not resuming:
+        with torch.no_grad():
+            model.log_std_param.fill_(cfg.log_std)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = _restore(out, optimizer) if resume and (out / 'last').exists() else 0
+    start = load_trainer_state(out / 'last', optimizer)[0]['iteration'] if resuming else 0
     if start == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / 'config.json').write_text(json.dumps(to_dict(cfg), indent=2))
@@ -183,8 +169,7 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
             groups = [rollouts[i:i + cfg.group_size] for i in range(0, len(rollouts), cfg.group_size)]
             scored = [(g, _rewards(cfg, g, model_cfg.chunk_size)) for g in groups]
             generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + iteration)
-            stats = grpo_update(model, optimizer, scored, cfg.grpo,
-                                reference=reference if cfg.grpo.kl_coef else None, generator=generator)
+            stats = grpo_update(model, optimizer, scored, cfg.grpo, reference=reference, generator=generator)
             success = np.array([r.metrics.success for r in rollouts])
             steps = [r.metrics.steps for r in rollouts if r.metrics.success]
             scalars = {'reward': float(np.mean([r for _, rs in scored for r in rs])),
