@@ -3,7 +3,8 @@
 Every ``collect`` call writes the current weights once to a safetensors file in the pool's
 temporary folder; a worker loads them when their version changed. A job names the task,
 initial-state seed, executed length h and exploration-noise seed, so the same job gives the same
-rollout in any worker or in-process. Embedded-arm tasks for now.
+rollout in any worker (in this process too, up to the last float bit if torch already ran here
+with other thread settings). Embedded-arm tasks for now.
 """
 from __future__ import annotations
 
@@ -49,12 +50,10 @@ _worker: dict = {}
 def _init(setup: RolloutSetup) -> None:
     import torch
 
-    from policytrim_ros.envs.factory import make_env
-    from policytrim_ros.envs.registry import task_names
+    from policytrim_ros.envs.arm import ArmEnv
     from policytrim_ros.policy.vla.modeling_vla import VLAModel
     torch.set_num_threads(1)   # one core per worker
-    _worker.update(setup=setup, env=make_env(list(task_names()), setup.env), model=VLAModel(setup.model).eval(),
-                   version=None)
+    _worker.update(setup=setup, env=ArmEnv(setup.env), model=VLAModel(setup.model).eval(), version=None)
 
 
 def _run(args: tuple[int, str, RolloutJob]):
