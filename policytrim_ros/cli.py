@@ -6,7 +6,7 @@
                        writes JSON, a markdown table and a PNG plot
     policytrim collect        scripted demonstrations (efficient or teleop style) as rosbag2 MCAP
     policytrim train-bc       behaviour cloning of the compact VLA from demonstration bags
-    policytrim train          PolicyTrim post-training, one stage per run (GRPO on the embedded arm)
+    policytrim train          PolicyTrim post-training: Stage 1, 2 or all (GRPO on the embedded arm)
     policytrim export-onnx    export a checkpoint to ONNX for the onnxruntime backend
     policytrim release        copy a checkpoint with float16 weights, for shipping (half the size)
 
@@ -199,12 +199,13 @@ def train_bc(args) -> int:
 
 
 def _train_parser(sub) -> None:
-    p = sub.add_parser('train', help='PolicyTrim post-training of a VLA checkpoint: Stage 1 or Stage 2',
+    p = sub.add_parser('train', help='PolicyTrim post-training of a VLA checkpoint: Stage 1, Stage 2 or both',
                        description='Runs one PolicyTrim stage with GRPO on the embedded arm: Stage 1 cycles the '
                                    'executed length h over Gamma and rewards success * (1 + beta * h / H); Stage 2 '
                                    'fixes h and rewards fewer, reproducible steps. Config: a YAML of '
                                    'PolicyTrimConfig fields (see config/training/policytrim.yaml).')
-    p.add_argument('--stage', type=int, choices=(1, 2), required=True, help='1 or 2')
+    p.add_argument('--stage', choices=('1', '2', 'all'), required=True,
+                   help="1, 2, or all: Stage 1, the between-stage sweep (selection.json) and Stage 2 under out_dir")
     p.add_argument('--config', type=Path, default=None, help='YAML with PolicyTrimConfig fields')
     p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='override config keys (YAML values)')
     p.add_argument('--params', type=Path, default=None,
@@ -219,11 +220,16 @@ def train(args) -> int:
     from policytrim_ros.execution.config import SafetyConfig
     from policytrim_ros.training.trainer import PolicyTrimConfig, train_policytrim
     values = load_yaml(args.config) if args.config else {}
-    config = from_dict(PolicyTrimConfig, {**values, **_overrides(args.set), 'stage': args.stage})
+    stage = 1 if args.stage == 'all' else int(args.stage)
+    config = from_dict(PolicyTrimConfig, {**values, **_overrides(args.set), 'stage': stage})
     data = load_yaml(args.params or launcher.package_share() / 'config' / 'sim.yaml')
     env = from_dict(EnvConfig, ros_parameters(data, 'sim_node').get('env', {}))
     safety = from_dict(SafetyConfig, ros_parameters(data, 'policy_node').get('safety', {}))
-    final = train_policytrim(config, env, safety, resume=args.resume)
+    if args.stage == 'all':
+        from policytrim_ros.training.pipeline import run_policytrim
+        final = run_policytrim(config, env, safety, resume=args.resume)
+    else:
+        final = train_policytrim(config, env, safety, resume=args.resume)
     print(f'final checkpoint: {final}')
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -78,3 +79,31 @@ def step_budget(successful_steps: Sequence[float], alpha: float = 1.3) -> float:
     if not alpha > 0:
         raise ValueError(f'alpha ({alpha}) must be > 0')
     return float(alpha * steps.mean())
+
+
+SELECTION_SEED = 50_000
+"""First initial-state seed of the between-stage sweep."""
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """The between-stage sweep.
+
+    episodes: episodes per task and h (the baseline at its h, the Stage 1 policy at each h of Gamma).
+    tolerance: largest drop of the pooled success rate below the baseline's that still qualifies an h.
+    alpha: S_base = alpha * mean successful steps at the chosen h (paper 1.3).
+    seed: first initial-state seed of each task.
+    """
+
+    episodes: int = 50
+    tolerance: float = 0.02
+    alpha: float = 1.3
+    seed: int = SELECTION_SEED
+
+    def __post_init__(self):
+        if self.episodes < 1:
+            raise ValueError(f'selection.episodes ({self.episodes}) must be >= 1')
+        if not 0.0 <= self.tolerance < 1.0:
+            raise ValueError(f'selection.tolerance ({self.tolerance}) must be in [0, 1)')
+        if not self.alpha > 0:
+            raise ValueError(f'selection.alpha ({self.alpha}) must be > 0')

@@ -27,7 +27,7 @@ from policytrim_ros.policy.checkpoint import (load_checkpoint, load_trainer_stat
 from policytrim_ros.training.grpo import GRPOConfig, grpo_update
 from policytrim_ros.training.rewards import (ExtensionRewardConfig, StepRewardConfig, extension_rewards,
                                              step_rewards)
-from policytrim_ros.training.stages import acceptance_horizons, acceptance_ratios, group_jobs
+from policytrim_ros.training.stages import SelectionConfig, acceptance_horizons, acceptance_ratios, group_jobs
 from policytrim_ros.training.workers import RolloutPool, RolloutSetup
 
 RL_SEED_OFFSET = 100_000
@@ -49,8 +49,10 @@ class PolicyTrimConfig:
     base_n_action_steps: the model's original h, Gamma's first value (Stage 1).
     acceptance_ratio_count: M, the number of values in Gamma (paper 3).
     n_action_steps: Stage 2's fixed h (from the between-stage sweep; required for stage 2).
-    step_budget: Stage 2's S_base in steps, alpha * mean successful steps at that h (required).
+    step_budget: Stage 2's S_base per task, {task: steps}, alpha * mean successful steps of the
+        task at that h (required for every task).
     extension: Stage 1 reward settings. steps: Stage 2 reward settings. grpo: the update.
+    selection: the between-stage sweep of ``--stage all`` (``training.pipeline``).
     lr: AdamW learning rate (paper 5e-6). Measured on the shipped baseline (3 groups of 8 per
         iteration, log_std -2): 5e-5 clipped 77 % of the windows in the first iteration (approx_kl
         2.6); 5e-6 clipped 25 % falling to 10 % (approx_kl 0.01-0.02).
@@ -73,10 +75,11 @@ class PolicyTrimConfig:
     base_n_action_steps: int = 4
     acceptance_ratio_count: int = 3
     n_action_steps: int = 0
-    step_budget: float = 0.0
+    step_budget: dict[str, float] = field(default_factory=dict)
     extension: ExtensionRewardConfig = field(default_factory=ExtensionRewardConfig)
     steps: StepRewardConfig = field(default_factory=StepRewardConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     lr: float = 5e-6
     weight_decay: float = 0.0
     log_std: float | None = None
@@ -94,15 +97,20 @@ class PolicyTrimConfig:
                 raise ValueError(f'{name} ({getattr(self, name)}) must be >= 1')
         if self.group_size < 2:
             raise ValueError(f'group_size ({self.group_size}) must be >= 2: advantages compare members')
-        if self.stage == 2 and (self.n_action_steps < 1 or not self.step_budget > 0):
-            raise ValueError(f'stage 2 needs n_action_steps ({self.n_action_steps}) >= 1 and step_budget '
-                             f'({self.step_budget}) > 0: take them from the between-stage sweep '
-                             '(`policytrim eval`: the largest h within tolerance, 1.3 x its mean steps)')
+        if self.stage == 2:
+            budgets = self.step_budget if isinstance(self.step_budget, dict) else {}
+            valid = all(isinstance(budgets.get(t), (int, float)) and budgets[t] > 0 for t in self.tasks)
+            if self.n_action_steps < 1 or not valid:
+                raise ValueError(f'stage 2 needs n_action_steps ({self.n_action_steps}) >= 1 and a step_budget > 0 '
+                                 f'for every task {list(self.tasks)} (got {self.step_budget}): `--stage all` '
+                                 'derives them from the between-stage sweep (the largest h within tolerance, '
+                                 '1.3 x the mean successful steps per task at that h)')
         if not self.lr > 0:
             raise ValueError(f'lr ({self.lr}) must be > 0')
 
 
-def _horizons(cfg: PolicyTrimConfig, chunk_size: int) -> tuple[int, ...]:
+def stage_horizons(cfg: PolicyTrimConfig, chunk_size: int) -> tuple[int, ...]:
+    """The h of each group member's rollouts: Gamma's (Stage 1) or the fixed h (Stage 2)."""
     if cfg.stage == 2:
         return (cfg.n_action_steps,)
     return acceptance_horizons(acceptance_ratios(cfg.base_n_action_steps, chunk_size, cfg.acceptance_ratio_count),
@@ -123,7 +131,7 @@ def _rewards(cfg: PolicyTrimConfig, rollouts: list, chunk_size: int) -> np.ndarr
     success = [r.metrics.success for r in rollouts]
     if cfg.stage == 1:
         return extension_rewards(success, [r.metrics.n_action_steps / chunk_size for r in rollouts], cfg.extension)
-    return step_rewards(success, [r.metrics.steps for r in rollouts], cfg.step_budget, cfg.steps)
+    return step_rewards(success, [r.metrics.steps for r in rollouts], cfg.step_budget[rollouts[0].metrics.task], cfg.steps)
 
 
 def _save(out: Path, model, optimizer, iteration: int, cfg: PolicyTrimConfig, scalars: dict) -> None:
@@ -150,10 +158,12 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = load_trainer_state(out / 'last', optimizer)[0]['iteration'] if resuming else 0
+    if start >= cfg.iterations:
+        return out / 'last'   # resumed a finished run: nothing left to do
     if start == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / 'config.json').write_text(json.dumps(to_dict(cfg), indent=2))
-    horizons = _horizons(cfg, model_cfg.chunk_size)
+    horizons = stage_horizons(cfg, model_cfg.chunk_size)
     setup = RolloutSetup(model_cfg, env or EnvConfig(), safety or SafetyConfig(), cfg.max_episode_steps)
     log = (out / 'scalars.csv').open('a', newline='')
     writer = csv.writer(log)

@@ -1,6 +1,7 @@
 """PolicyTrim end to end with a tiny budget: one iteration of each stage on the shipped baseline,
 and a resumed run that ends with exactly the weights of an uninterrupted one."""
 import csv
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -34,7 +35,7 @@ def test_one_stage1_iteration_cycles_gamma_and_updates_the_policy(tmp_path):
 
 
 def test_one_stage2_iteration_at_a_fixed_h(tmp_path):
-    config = replace(TINY, stage=2, n_action_steps=16, step_budget=30.0, out_dir=str(tmp_path / 's2'))
+    config = replace(TINY, stage=2, n_action_steps=16, step_budget={'reach': 30.0}, out_dir=str(tmp_path / 's2'))
     train_policytrim(config, progress=False)
     assert scalars(tmp_path / 's2')['n_action_steps'] == 16.0
     with pytest.raises(ValueError, match='stage 2 needs n_action_steps'):
@@ -67,3 +68,25 @@ def test_policytrim_train_command_runs_a_stage_from_the_shipped_config(tmp_path)
     assert 'final checkpoint' in done.stdout and (tmp_path / 'run' / 'last' / 'config.json').is_file()
     bad = subprocess.run(command[:-1] + ['grpo={clp: 0.1}'], env=launcher.ros_env(), capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown config key 'grpo.clp' (did you mean 'clip'?)" in bad.stderr
+
+
+def test_stage_all_selects_h_and_per_task_budgets_then_runs_stage2_and_resumes_without_rework(tmp_path):
+    from policytrim_ros.training.pipeline import run_policytrim
+    from policytrim_ros.training.stages import SelectionConfig
+    config = replace(TINY, max_episode_steps=40,
+                     selection=SelectionConfig(episodes=2, tolerance=0.99), out_dir=str(tmp_path / 'all'))
+    final = run_policytrim(config, progress=False)
+    plan = json.loads((tmp_path / 'all' / 'selection.json').read_text())
+    assert final == tmp_path / 'all' / 'stage2' / 'last'
+    assert plan['n_action_steps'] == 16                  # tolerance 0.99 admits every h of Gamma: the largest wins
+    assert set(plan['stage1']['by_h']) == {'4', '10', '16'} and plan['baseline']['n_action_steps'] == 4
+    reach_steps = plan['stage1']['by_h']['16']['reach']['steps']
+    assert plan['step_budget']['reach'] == pytest.approx(1.3 * reach_steps, abs=0.01)
+    stage2 = json.loads((tmp_path / 'all' / 'stage2' / 'config.json').read_text())
+    assert stage2['init'] == str(tmp_path / 'all' / 'stage1' / 'last') and stage2['step_budget'] == plan['step_budget']
+    assert scalars(tmp_path / 'all' / 'stage2')['n_action_steps'] == 16.0
+    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / 'all').rglob('*.safetensors')}
+    assert run_policytrim(config, resume=True, progress=False) == final   # both stages and the plan are done
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / 'all').rglob('*.safetensors')} == stamp
+    with pytest.raises(FileExistsError):
+        run_policytrim(config, progress=False)
