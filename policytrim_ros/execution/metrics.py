@@ -78,21 +78,23 @@ _DECIMALS = {C.SUCCESS_RATE: 2, C.STEPS: 1, C.INFERENCE_CALLS: 1, C.CHUNK_UTILIZ
              C.WALL_CLOCK_S: 2, C.N_ACTION_STEPS: 0, C.CHUNK_SIZE: 0}
 
 
-def _fmt(value, column: str = '') -> str:
+def _fmt(value, column: str = '', decimals: dict | None = None) -> str:
     if isinstance(value, bool):
         return 'yes' if value else 'no'
     if isinstance(value, float):
         if math.isnan(value):
             return '-'
-        digits = _DECIMALS.get(column)
+        digits = {**_DECIMALS, **(decimals or {})}.get(column)
         return f'{value:.{digits}f}' if digits is not None else f'{value:.3g}'
     return str(value)
 
 
-def format_table(rows: list[dict], columns: list[str]) -> str:
-    """Markdown table; column headers use METRIC_LABELS where a column is a metric name."""
-    header = [C.METRIC_LABELS.get(c, c) for c in columns]
-    cells = [[_fmt(r.get(c, ''), c) for c in columns] for r in rows]
+def format_table(rows: list[dict], columns: list[str], labels: dict | None = None,
+                 decimals: dict | None = None) -> str:
+    """Markdown table; column headers use METRIC_LABELS (and ``labels``) where a column is a metric
+    name; floats get the metric's decimal places (``decimals`` adds or overrides some)."""
+    header = [{**C.METRIC_LABELS, **(labels or {})}.get(c, c) for c in columns]
+    cells = [[_fmt(r.get(c, ''), c, decimals) for c in columns] for r in rows]
     widths = [max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(header)]
     line = lambda vals: '| ' + ' | '.join(v.ljust(w) for v, w in zip(vals, widths)) + ' |'  # noqa: E731
     sep = '|' + '|'.join('-' * (w + 2) for w in widths) + '|'

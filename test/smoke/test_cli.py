@@ -60,3 +60,28 @@ def test_set_overrides_read_yaml_values_and_plain_exponents():
     from policytrim_ros.cli import _overrides
     assert _overrides(['lr=5e-5', 'steps=10', 'tasks=[reach, push]', 'out_dir=runs/x', 'grpo={clip: 0.1}']) == {
         'lr': 5e-5, 'steps': 10, 'tasks': ['reach', 'push'], 'out_dir': 'runs/x', 'grpo': {'clip': 0.1}}
+
+
+def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from policytrim_ros import launcher
+    repo = Path(__file__).resolve().parents[2]
+    command = [sys.executable, str(repo / 'bench' / 'efficiency.py'), '--tasks', 'reach', '--episodes', '2',
+               '--baseline-h', '4', '16', '--method', 'long=package://policytrim_ros/models/bc-teleop@16',
+               '--ablation', 'again=package://policytrim_ros/models/bc-teleop@8', '--ablation-task', 'reach',
+               '--ros-episodes', '0', '--workers', '1', '--out', str(tmp_path)]
+    done = subprocess.run(command, env=launcher.ros_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / 'efficiency.json').read_text())
+    policies = {(r['task'], r['policy']) for r in report['rows']}
+    assert {('reach', 'baseline (default h)'), ('reach', 'baseline (best h)'), ('reach', 'long'), ('all', 'long')} <= policies
+    long_row = next(r for r in report['rows'] if r['policy'] == 'long' and r['task'] == 'reach')
+    assert long_row['n_action_steps'] == 16 and long_row['episodes'] == 2
+    assert [r['policy'] for r in report['ablation_rows']][-1] == 'again'
+    assert (tmp_path / 'efficiency.png').stat().st_size > 0 and 'Spd (a) vs default h' in (tmp_path / 'efficiency.md').read_text()
+    bad = subprocess.run(command[:6] + ['--method', 'nope'], env=launcher.ros_env(), capture_output=True, text=True)
+    assert bad.returncode == 2 and 'expected NAME=CHECKPOINT@h' in bad.stderr

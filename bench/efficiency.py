@@ -1,0 +1,166 @@
+"""Baseline vs PolicyTrim on the same episodes: SR, steps S, h, H, utilization, inference calls,
+Spd (a) against the baseline's default h and (b) against its best fixed h, wall-clock per episode
+on the core loop and, for the embedded tasks, through the ROS nodes.
+
+The baseline is swept over ``--baseline-h`` (its best fixed h comes from that sweep); each
+``--method NAME=CHECKPOINT@h`` runs at its h on every task, each ``--ablation NAME=CHECKPOINT@h`` on
+``--ablation-task`` only. Every policy sees the same initial states (seeds ``--seed`` on), with
+chunk means (no sampling). Writes efficiency.json, efficiency.md and efficiency.png into --out.
+
+    python bench/efficiency.py --method policytrim=models/policytrim@16 --episodes 100 \\
+        --ros-episodes 10 --out bench/results/efficiency
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+from policytrim_ros import constants as C
+from policytrim_ros import launcher
+from policytrim_ros.config import from_dict, load_yaml, ros_parameters
+from policytrim_ros.envs.config import EnvConfig
+from policytrim_ros.evaluation import efficiency as E
+from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep
+from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
+from policytrim_ros.execution.metrics import format_table, summarize_by_task, write_json
+from policytrim_ros.policy.factory import PolicyConfig
+
+BASELINE = 'package://policytrim_ros/models/bc-teleop'
+
+
+def policy_spec(text: str) -> tuple[str, str, int]:
+    """'NAME=CHECKPOINT@h' -> (name, checkpoint, h)."""
+    name, sep, rest = text.partition('=')
+    checkpoint, at, h = rest.rpartition('@')
+    if not (sep and at and name and checkpoint and h.isdigit() and int(h) >= 1):
+        raise argparse.ArgumentTypeError(f'expected NAME=CHECKPOINT@h (e.g. policytrim=models/policytrim@16), got {text!r}')
+    return name, checkpoint, int(h)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--baseline', default=BASELINE, help=f'baseline checkpoint (default {BASELINE})')
+    p.add_argument('--baseline-h', type=int, nargs='+', default=[1, 2, 4, 8, 16], help='the baseline sweep')
+    p.add_argument('--default-h', type=int, default=4, help="the baseline's default h, Spd (a)'s reference")
+    p.add_argument('--method', type=policy_spec, action='append', default=[], metavar='NAME=CHECKPOINT@h',
+                   help='a post-trained policy, run on every task (repeatable)')
+    p.add_argument('--ablation', type=policy_spec, action='append', default=[], metavar='NAME=CHECKPOINT@h',
+                   help='an ablation row, run on --ablation-task only (repeatable)')
+    p.add_argument('--ablation-task', default='push', help='the task of the ablation rows (default push)')
+    p.add_argument('--tasks', nargs='+', default=['reach', 'push', 'pick_place'], help='embedded tasks')
+    p.add_argument('--episodes', type=int, default=100, help='episodes per task and policy (default 100)')
+    p.add_argument('--seed', type=int, default=1000, help='first seed of each task (evaluation seeds: 1000 on)')
+    p.add_argument('--tolerance', type=float, default=0.02, help='SR tolerance of the best fixed h (default 0.02)')
+    p.add_argument('--ros-episodes', type=int, default=10,
+                   help='episodes per task through the ROS nodes for the ROS wall-clock (0 = skip)')
+    p.add_argument('--workers', type=int, default=2, help='worker processes of the core loop (default 2)')
+    p.add_argument('--params', type=Path, default=None, help='ROS parameter file (default config/sim.yaml)')
+    p.add_argument('--out', type=Path, default=Path('bench/results/efficiency'), help='output folder')
+    args = p.parse_args(argv)
+    if args.default_h not in args.baseline_h:
+        p.error(f'--default-h {args.default_h} must be one of --baseline-h {args.baseline_h}')
+    if not args.method:
+        p.error('give at least one --method NAME=CHECKPOINT@h')
+    return args
+
+
+def core_sweep(args, checkpoint: str, horizons: list[int], tasks: list[str], episodes: int, data: dict) -> dict:
+    node = ros_parameters(data, 'policy_node')
+    execution = from_dict(ExecutionConfig, node.get('execution', {}))
+    config = SweepConfig(policy=PolicyConfig(backend='torch', checkpoint=checkpoint), tasks=tuple(tasks),
+                         n_action_steps=tuple(horizons), chunk_size=execution.chunk_size, episodes=episodes,
+                         seed=args.seed, control_dt=execution.control_dt,
+                         max_episode_steps=execution.max_episode_steps, workers=args.workers,
+                         env=from_dict(EnvConfig, ros_parameters(data, 'sim_node').get('env', {})),
+                         safety=from_dict(SafetyConfig, node.get('safety', {})))
+    return run_sweep(config)
+
+
+def ros_wall_clock(args, params: Path, checkpoint: str, h: int, tasks: list[str], out: Path) -> dict[str, float]:
+    """{task: mean wall-clock s per episode, 'all': ...} through sim_node + policy_node."""
+    from policytrim_ros.evaluation.ros import run_ros_episodes
+    episodes = run_ros_episodes(params, {'policy.backend': 'torch', 'policy.checkpoint': checkpoint,
+                                         'execution.n_action_steps': h}, tasks, args.ros_episodes, args.seed,
+                                out, launcher.ros_env(launcher.random_domain_id()))
+    return {task: s[C.WALL_CLOCK_S] for task, s in summarize_by_task(episodes).items()}
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Inference calls per task and policy (bars), SR written above each bar."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    tasks = list(dict.fromkeys(r['task'] for r in rows))
+    policies = list(dict.fromkeys(r['policy'] for r in rows))
+    fig, ax = plt.subplots(figsize=(2.2 + 2.0 * len(tasks), 4.2))
+    width = 0.8 / len(policies)
+    for i, policy in enumerate(policies):
+        for j, task in enumerate(tasks):
+            row = next((r for r in rows if r['task'] == task and r['policy'] == policy), None)
+            if row is None:
+                continue
+            x = j + (i - (len(policies) - 1) / 2) * width
+            bar = ax.bar(x, row[C.INFERENCE_CALLS], width, color=f'C{i}', label=policy if j == 0 else None)
+            ax.text(x, bar[0].get_height(), f"{row[C.SUCCESS_RATE]:.2f}", ha='center', va='bottom', fontsize=7)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylabel('inference calls per successful episode')
+    ax.set_title(f'{title}\n(SR above each bar)', fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    params = args.params or launcher.package_share() / 'config' / 'sim.yaml'
+    data = load_yaml(params)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f'baseline sweep: {args.baseline}, h = {args.baseline_h}', flush=True)
+    baseline = core_sweep(args, args.baseline, args.baseline_h, args.tasks, args.episodes, data)
+    methods = {}
+    for name, checkpoint, h in args.method:
+        print(f'{name}: {checkpoint} at h = {h}', flush=True)
+        methods[name] = core_sweep(args, checkpoint, [h], args.tasks, args.episodes, data)[h]
+    ablations = {}
+    for name, checkpoint, h in args.ablation:
+        print(f'ablation {name}: {checkpoint} at h = {h} on {args.ablation_task}', flush=True)
+        ablations[name] = core_sweep(args, checkpoint, [h], [args.ablation_task], args.episodes, data)[h]
+    rows = E.comparison_rows(baseline, args.default_h, methods, args.tolerance)
+    ablation_rows = [r for r in E.comparison_rows(baseline, args.default_h, ablations, args.tolerance)
+                     if r['task'] == args.ablation_task] if ablations else []
+    if args.ros_episodes:
+        timed = {'baseline (default h)': (args.baseline, args.default_h)}
+        timed.update({name: (checkpoint, h) for name, checkpoint, h in args.method})
+        for name, (checkpoint, h) in timed.items():
+            print(f'ROS nodes: {name} at h = {h}, {args.ros_episodes} episodes per task', flush=True)
+            clock = ros_wall_clock(args, params, checkpoint, h, args.tasks, args.out / 'ros' / name.split()[0])
+            for row in rows:
+                if row['policy'] == name:
+                    row[E.ROS_WALL_CLOCK_S] = clock.get(row['task'], float('nan'))
+    meta = {'baseline': args.baseline, 'baseline_sweep_h': args.baseline_h, 'default_h': args.default_h,
+            'methods': {n: {'checkpoint': c, 'n_action_steps': h} for n, c, h in args.method},
+            'ablations': {n: {'checkpoint': c, 'n_action_steps': h} for n, c, h in args.ablation},
+            'ablation_task': args.ablation_task, 'episodes_per_task': args.episodes, 'seed': args.seed,
+            'best_h_tolerance': args.tolerance, 'ros_episodes_per_task': args.ros_episodes, 'params': str(params),
+            'machine': f'{platform.machine()}, {platform.processor() or "cpu"}, workers {args.workers}',
+            'total_wall_clock_s': round(time.monotonic() - started, 1)}
+    write_json(args.out / 'efficiency.json', {**meta, 'rows': rows, 'ablation_rows': ablation_rows})
+    table = format_table(rows, E.COLUMNS, E.LABELS, E.DECIMALS)
+    lines = ['# Efficiency: baseline vs post-trained policies (core loop; ROS wall-clock through the nodes)', '']
+    lines += [f'- {k}: {v}' for k, v in meta.items()] + ['', table, '']
+    if ablation_rows:
+        lines += [f'## Ablations on {args.ablation_task}', '',
+                  format_table(ablation_rows, E.COLUMNS[:-1], E.LABELS, E.DECIMALS), '']
+    (args.out / 'efficiency.md').write_text('\n'.join(lines))
+    plot(rows + ablation_rows, args.out / 'efficiency.png', f'{args.episodes} episodes per task and policy')
+    print('\n'.join(lines))
+    print(f'wrote {args.out}/efficiency.json, efficiency.md and efficiency.png')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""The efficiency comparison of ``bench/efficiency.py``: baseline vs post-trained policies on the
+same episodes, with the speedup Spd reported twice.
+
+Spd (a) divides the baseline's inference calls at its default h (the paper's protocol); Spd (b)
+divides them at the baseline's own best fixed h: of the h in its sweep whose success rate is
+within ``tolerance`` of its best, the one with the fewest calls (the comparison a sceptical reader
+asks for: maybe the baseline only needed a longer h). Both are per task, and on the pooled
+episodes for 'all'. Calls and steps are means over successful episodes, as everywhere here.
+"""
+from __future__ import annotations
+
+import math
+
+from policytrim_ros import constants as C
+from policytrim_ros.execution.metrics import EpisodeMetrics, speedup, summarize_by_task
+
+SPEEDUP_DEFAULT = 'speedup_vs_default_h'
+SPEEDUP_BEST = 'speedup_vs_best_h'
+SR_DELTA = 'success_rate_delta'
+ROS_WALL_CLOCK_S = 'ros_wall_clock_s'
+
+COLUMNS = ['task', 'policy', C.N_ACTION_STEPS, C.CHUNK_SIZE, C.CHUNK_UTILIZATION, 'episodes', C.SUCCESS_RATE,
+           SR_DELTA, C.STEPS, C.INFERENCE_CALLS, SPEEDUP_DEFAULT, SPEEDUP_BEST, C.WALL_CLOCK_S, ROS_WALL_CLOCK_S]
+LABELS = {SPEEDUP_DEFAULT: 'Spd (a) vs default h', SPEEDUP_BEST: 'Spd (b) vs best h',
+          SR_DELTA: 'SR - baseline', ROS_WALL_CLOCK_S: 'ROS wall-clock s'}
+DECIMALS = {SPEEDUP_DEFAULT: 2, SPEEDUP_BEST: 2, SR_DELTA: 2, ROS_WALL_CLOCK_S: 2}
+
+
+def best_fixed_h(summaries: dict[int, dict], tolerance: float = 0.02) -> int:
+    """The h with the fewest inference calls among those within ``tolerance`` of the best SR.
+
+    summaries: {h: summary} of one task (or the pool), as ``summarize`` returns. Ties in calls go
+    to the higher SR, then the smaller h.
+    """
+    if not summaries:
+        raise ValueError('best_fixed_h needs at least one h')
+    best = max(s[C.SUCCESS_RATE] for s in summaries.values())
+    qualified = [h for h, s in summaries.items()
+                 if s[C.SUCCESS_RATE] >= best - tolerance - 1e-12 and not math.isnan(s[C.INFERENCE_CALLS])]
+    if not qualified:
+        raise ValueError(f'no h of {sorted(summaries)} has a successful episode')
+    return min(qualified, key=lambda h: (summaries[h][C.INFERENCE_CALLS], -summaries[h][C.SUCCESS_RATE], h))
+
+
+def comparison_rows(baseline: dict[int, list[EpisodeMetrics]], default_h: int,
+                    methods: dict[str, list[EpisodeMetrics]], tolerance: float = 0.02,
+                    baseline_name: str = 'baseline') -> list[dict]:
+    """Rows per task (and 'all'): the baseline at its default h, at its best fixed h, and each method.
+
+    baseline: the baseline's sweep, {h: episodes}; it must contain ``default_h``.
+    methods: {name: episodes} of each post-trained policy on the same seeds, on all of the
+        baseline's tasks or some (ablations on one task get no 'all' row).
+    """
+    if default_h not in baseline:
+        raise ValueError(f'default h {default_h} is not in the baseline sweep {sorted(baseline)}')
+    by_h = {h: summarize_by_task(episodes) for h, episodes in baseline.items()}
+    by_method = {name: summarize_by_task(episodes) for name, episodes in methods.items()}
+    rows = []
+    for task in by_h[default_h]:
+        best_h = best_fixed_h({h: s[task] for h, s in by_h.items()}, tolerance)
+        reference = by_h[default_h][task]
+        entries = [(f'{baseline_name} (default h)', reference), (f'{baseline_name} (best h)', by_h[best_h][task])]
+        entries += [(name, s[task]) for name, s in by_method.items()
+                    if task in s and (task != 'all' or s.keys() == by_h[default_h].keys())]  # 'all' of the same tasks
+        for name, s in entries:
+            rows.append({'task': task, 'policy': name, **s,
+                         SR_DELTA: s[C.SUCCESS_RATE] - reference[C.SUCCESS_RATE],
+                         SPEEDUP_DEFAULT: speedup(reference[C.INFERENCE_CALLS], s[C.INFERENCE_CALLS]),
+                         SPEEDUP_BEST: speedup(by_h[best_h][task][C.INFERENCE_CALLS], s[C.INFERENCE_CALLS])})
+    return rows

@@ -1,0 +1,50 @@
+"""Spd (a) and (b) of the efficiency benchmark, on hand-made episodes."""
+import math
+
+import pytest
+
+from policytrim_ros import constants as C
+from policytrim_ros.evaluation.efficiency import (SPEEDUP_BEST, SPEEDUP_DEFAULT, SR_DELTA, best_fixed_h,
+                                                  comparison_rows)
+from policytrim_ros.execution.metrics import EpisodeMetrics
+
+
+def episodes(task, h, outcomes, steps):
+    """Episodes of ``task`` at h: one per outcome, successful ones ``steps`` long (calls = steps / h)."""
+    return [EpisodeMetrics(f'{task}-{k}', task, 'do it', ok, steps if ok else 150, math.ceil(steps / h) if ok else 99,
+                           h, 16, h / 16, 0.1, 'success' if ok else 'max_steps') for k, ok in enumerate(outcomes)]
+
+
+def summary(sr, calls):
+    return {C.SUCCESS_RATE: sr, C.INFERENCE_CALLS: calls}
+
+
+def test_best_fixed_h_takes_the_fewest_calls_within_the_tolerance_of_the_best_sr():
+    sweep = {1: summary(0.50, 80.0), 4: summary(0.90, 20.0), 8: summary(0.89, 10.0), 16: summary(0.70, 5.0)}
+    assert best_fixed_h(sweep, tolerance=0.02) == 8      # 16 is cheaper but 20 points worse
+    assert best_fixed_h(sweep, tolerance=0.0) == 4
+    assert best_fixed_h(sweep, tolerance=0.25) == 16
+    with pytest.raises(ValueError, match='no h'):
+        best_fixed_h({4: summary(0.0, math.nan)})
+
+
+def test_comparison_rows_report_spd_against_the_default_and_the_best_h():
+    baseline = {4: episodes('push', 4, [True] * 9 + [False], 80),      # SR 0.9, 20 calls
+                8: episodes('push', 8, [True] * 9 + [False], 80),      # SR 0.9, 10 calls: the best fixed h
+                16: episodes('push', 16, [True] * 5 + [False] * 5, 80)}  # SR 0.5, 5 calls
+    method = episodes('push', 16, [True] * 9 + [False], 40)              # SR 0.9, 3 calls
+    rows = {r['policy']: r for r in comparison_rows(baseline, 4, {'policytrim': method}) if r['task'] == 'push'}
+    assert rows['baseline (best h)'][C.N_ACTION_STEPS] == 8
+    assert rows['policytrim'][SPEEDUP_DEFAULT] == pytest.approx(20 / 3)
+    assert rows['policytrim'][SPEEDUP_BEST] == pytest.approx(10 / 3)
+    assert rows['policytrim'][SR_DELTA] == pytest.approx(0.0)
+    assert rows['baseline (default h)'][SPEEDUP_DEFAULT] == 1.0
+
+
+def test_a_method_on_some_tasks_gets_no_pooled_row():
+    baseline = {4: episodes('reach', 4, [True], 20) + episodes('push', 4, [True], 80)}
+    rows = comparison_rows(baseline, 4, {'step only': episodes('push', 16, [True], 40)})
+    assert ('all', 'step only') not in {(r['task'], r['policy']) for r in rows}
+    assert ('push', 'step only') in {(r['task'], r['policy']) for r in rows}
+    with pytest.raises(ValueError, match='default h 2'):
+        comparison_rows(baseline, 2, {})
