@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from dataclasses import astuple
 from pathlib import Path
 
 from policytrim_ros import constants as C
@@ -30,13 +31,11 @@ from policytrim_ros.policy.factory import PolicyConfig
 BASELINE = 'package://policytrim_ros/models/bc-teleop'
 
 
-def policy_spec(text: str) -> tuple[str, str, int]:
-    """'NAME=CHECKPOINT@h' -> (name, checkpoint, h)."""
-    name, sep, rest = text.partition('=')
-    checkpoint, at, h = rest.rpartition('@')
-    if not (sep and at and name and checkpoint and h.isdigit() and int(h) >= 1):
-        raise argparse.ArgumentTypeError(f'expected NAME=CHECKPOINT@h (e.g. policytrim=models/policytrim@16), got {text!r}')
-    return name, checkpoint, int(h)
+def policy_spec(text: str) -> E.PolicySpec:
+    try:
+        return E.parse_policy_spec(text)
+    except (ValueError, OSError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,8 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--baseline', default=BASELINE, help=f'baseline checkpoint (default {BASELINE})')
     p.add_argument('--baseline-h', type=int, nargs='+', default=[1, 2, 4, 8, 16], help='the baseline sweep')
     p.add_argument('--default-h', type=int, default=4, help="the baseline's default h, Spd (a)'s reference")
-    p.add_argument('--method', type=policy_spec, action='append', default=[], metavar='NAME=CHECKPOINT@h',
-                   help='a post-trained policy, run on every task (repeatable)')
+    p.add_argument('--method', type=policy_spec, action='append', default=[], metavar='NAME=CHECKPOINT[@h]',
+                   help='a post-trained policy, run on every task (repeatable); h defaults to a Stage 2 '
+                        "checkpoint's own")
     p.add_argument('--ablation', type=policy_spec, action='append', default=[], metavar='NAME=CHECKPOINT@h',
                    help='an ablation row, run on --ablation-task only (repeatable)')
     p.add_argument('--ablation-task', default='push', help='the task of the ablation rows (default push)')
@@ -122,11 +122,11 @@ def main(argv=None) -> int:
     print(f'baseline sweep: {args.baseline}, h = {args.baseline_h}', flush=True)
     baseline = core_sweep(args, args.baseline, args.baseline_h, args.tasks, args.episodes, data)
     methods = {}
-    for name, checkpoint, h in args.method:
+    for name, checkpoint, h in map(astuple, args.method):
         print(f'{name}: {checkpoint} at h = {h}', flush=True)
         methods[name] = core_sweep(args, checkpoint, [h], args.tasks, args.episodes, data)[h]
     ablations = {}
-    for name, checkpoint, h in args.ablation:
+    for name, checkpoint, h in map(astuple, args.ablation):
         print(f'ablation {name}: {checkpoint} at h = {h} on {args.ablation_task}', flush=True)
         ablations[name] = core_sweep(args, checkpoint, [h], [args.ablation_task], args.episodes, data)[h]
     rows = E.comparison_rows(baseline, args.default_h, methods, args.tolerance)
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
                      if r['task'] == args.ablation_task] if ablations else []
     if args.ros_episodes:
         timed = {'baseline (default h)': (args.baseline, args.default_h)}
-        timed.update({name: (checkpoint, h) for name, checkpoint, h in args.method})
+        timed.update({name: (checkpoint, h) for name, checkpoint, h in map(astuple, args.method)})
         for name, (checkpoint, h) in timed.items():
             print(f'ROS nodes: {name} at h = {h}, {args.ros_episodes} episodes per task', flush=True)
             clock = ros_wall_clock(args, params, checkpoint, h, args.tasks, args.out / 'ros' / name.split()[0])
@@ -142,8 +142,8 @@ def main(argv=None) -> int:
                 if row['policy'] == name:
                     row[E.ROS_WALL_CLOCK_S] = clock.get(row['task'], float('nan'))
     meta = {'baseline': args.baseline, 'baseline_sweep_h': args.baseline_h, 'default_h': args.default_h,
-            'methods': {n: {'checkpoint': c, 'n_action_steps': h} for n, c, h in args.method},
-            'ablations': {n: {'checkpoint': c, 'n_action_steps': h} for n, c, h in args.ablation},
+            'methods': {n: {'checkpoint': c, 'n_action_steps': h} for n, c, h in map(astuple, args.method)},
+            'ablations': {n: {'checkpoint': c, 'n_action_steps': h} for n, c, h in map(astuple, args.ablation)},
             'ablation_task': args.ablation_task, 'episodes_per_task': args.episodes, 'seed': args.seed,
             'best_h_tolerance': args.tolerance, 'ros_episodes_per_task': args.ros_episodes, 'params': str(params),
             'machine': f'{platform.machine()}, {platform.processor() or "cpu"}, workers {args.workers}',

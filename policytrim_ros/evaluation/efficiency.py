@@ -10,8 +10,10 @@ episodes for 'all'. Calls and steps are means over successful episodes, as every
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from policytrim_ros import constants as C
+from policytrim_ros import resources
 from policytrim_ros.execution.metrics import EpisodeMetrics, speedup, summarize_by_task
 
 SPEEDUP_DEFAULT = 'speedup_vs_default_h'
@@ -24,6 +26,39 @@ COLUMNS = ['task', 'policy', C.N_ACTION_STEPS, C.CHUNK_SIZE, C.CHUNK_UTILIZATION
 LABELS = {SPEEDUP_DEFAULT: 'Spd (a) vs default h', SPEEDUP_BEST: 'Spd (b) vs best h',
           SR_DELTA: 'SR - baseline', ROS_WALL_CLOCK_S: 'ROS wall-clock s'}
 DECIMALS = {SPEEDUP_DEFAULT: 2, SPEEDUP_BEST: 2, SR_DELTA: 2, ROS_WALL_CLOCK_S: 2}
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A learned policy to compare: a name, a checkpoint (directory or package:// URI) and its h."""
+
+    name: str
+    checkpoint: str
+    n_action_steps: int
+
+
+def trained_n_action_steps(checkpoint: str) -> int | None:
+    """The h a PolicyTrim Stage 2 checkpoint was trained for (None for other checkpoints)."""
+    from policytrim_ros.policy.checkpoint import read_checkpoint_config
+    metadata = read_checkpoint_config(resources.resolve(checkpoint))[1]
+    if metadata.get('policytrim_stage') == 2:
+        return int(metadata['policytrim_config']['n_action_steps'])
+    return None
+
+
+def parse_policy_spec(text: str) -> PolicySpec:
+    """'NAME=CHECKPOINT@h', or 'NAME=CHECKPOINT' for a Stage 2 checkpoint (h from its metadata)."""
+    name, sep, rest = text.partition('=')
+    checkpoint, at, h = rest.rpartition('@') if '@' in rest else (rest, '', '')
+    if not (sep and name and checkpoint) or (at and not (h.isdigit() and int(h) >= 1)):
+        raise ValueError(f'expected NAME=CHECKPOINT@h (e.g. policytrim=models/policytrim@16), got {text!r}')
+    if at:
+        return PolicySpec(name, checkpoint, int(h))
+    trained = trained_n_action_steps(checkpoint)
+    if trained is None:
+        raise ValueError(f'{text!r}: {checkpoint} is not a PolicyTrim Stage 2 checkpoint, so it has no trained h; '
+                         'write NAME=CHECKPOINT@h')
+    return PolicySpec(name, checkpoint, trained)
 
 
 def best_fixed_h(summaries: dict[int, dict], tolerance: float = 0.02) -> int:
