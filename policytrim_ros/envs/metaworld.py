@@ -111,6 +111,7 @@ class MetaWorldEnv:
             env = make_metaworld_env(task, self.config.benchmark_seed,
                                      max_path_length=self.config.max_path_length)
             m = env.model
+            m.site_size[m.site('goal').id] = self.config.goal_marker_radius   # drawn only: sites have no physics
             body = int(m.geom('objGeom').bodyid[0])
             self._loaded[task] = _Loaded(
                 env, body, int(m.jnt_dofadr[m.body_jntadr[body]]), float(m.geom('objGeom').friction[0]),

@@ -90,6 +90,9 @@ class MetaWorldConfig:
     camera: camera to render, one of ``CAMERAS``; cameras mounted upside down (the corner ones)
         are turned upright (rotated 180 deg).
     image_width, image_height: rendered image size (px, at most 640 x 480).
+    goal_marker_radius: radius (m) the goal site is drawn with. Meta-World draws it at 0.02 m, 2-3 px
+        at 96 px from ``corner``: a BC policy did not learn where the goal is (SR 0.2 on reach-v3).
+        Sites have no physics; only the image changes.
     max_path_length: control steps after which the env refuses to step (Meta-World's truncation).
     benchmark_seed: seed of ``metaworld.MT1``, i.e. which 50 task variants episode seeds pick from.
     disturbances: ``MetaWorldDisturbanceConfig()`` (on) or ``MetaWorldDisturbanceConfig.none()``.
@@ -98,6 +101,7 @@ class MetaWorldConfig:
     camera: str = 'corner'
     image_width: int = 96
     image_height: int = 96
+    goal_marker_radius: float = 0.04
     max_path_length: int = 500
     benchmark_seed: int = 0
     disturbances: MetaWorldDisturbanceConfig = field(default_factory=MetaWorldDisturbanceConfig)
@@ -110,6 +114,8 @@ class MetaWorldConfig:
             value = getattr(self, name)
             if not 16 <= value <= limit:
                 raise ValueError(f'{name} ({value}) must be in [16, {limit}] px (the offscreen buffer)')
+        if not 0.0 < self.goal_marker_radius <= 0.1:
+            raise ValueError(f'goal_marker_radius ({self.goal_marker_radius}) must be in (0, 0.1] m')
         if self.max_path_length < 1:
             raise ValueError(f'max_path_length ({self.max_path_length}) must be >= 1')
         if self.benchmark_seed < 0:

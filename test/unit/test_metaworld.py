@@ -272,3 +272,18 @@ def test_teleop_config_keeps_the_rules_in_meta_world_units():
     with pytest.raises(ValueError, match='must be a TeleopConfig'):
         make_operator('teleop', MetaWorldTeleopConfig(), suite='arm')
     assert MetaWorldTeleopConfig.from_dict({'detour_size': 2}).detour_size == 2.0
+
+
+def test_goal_marker_is_drawn_bigger_and_the_rollout_does_not_change(experts):
+    """The enlarged goal site shows in the image (more goal-coloured pixels) but is physics-free."""
+    def run(radius):
+        env = MetaWorldEnv('reach-v3', dataclasses.replace(QUIET, goal_marker_radius=radius))
+        image = env.reset('reach-v3', 3).image
+        metrics, _ = run_episode(env, experts['reach-v3'][1], execution(env, 8), 'reach-v3', 3)
+        env.close()
+        red = (image[..., 0] > 150) & (image[..., 1] < 60) & (image[..., 2] < 60)
+        return int(red.sum()), (metrics.success, metrics.steps)
+    (small, small_run), (big, big_run) = run(0.02), run(0.04)
+    assert big > small + 5 and small_run == big_run
+    with pytest.raises(ValueError, match='goal_marker_radius'):
+        MetaWorldConfig(goal_marker_radius=0.0)
