@@ -48,6 +48,9 @@ def file_sha256(path: str | Path) -> str:
 def _replace_atomically(path: Path, write) -> None:
     tmp = path.with_name(path.name + '.tmp')
     write(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)   # safetensors creates its file owner-only; installs must be readable
     os.replace(tmp, path)
 
 

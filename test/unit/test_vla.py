@@ -1,6 +1,7 @@
 """The compact VLA: presets, shapes, normalization, log-probabilities, checkpoints, ONNX parity."""
 import json
 import math
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -182,6 +183,13 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     assert config == TINY and metadata == {'task': 'push', 'steps': 10}
     with torch.no_grad():
         assert torch.equal(loaded(*inputs()), model(*inputs()))
+    umask = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / 'shared', model, TINY, {})
+    finally:
+        os.umask(umask)
+    for name in ('model.safetensors', 'config.json'):   # installed files must be readable by everyone
+        assert (tmp_path / 'shared' / name).stat().st_mode & 0o777 == 0o644, name
 
 
 def test_float16_checkpoint_is_half_the_size_and_loads_as_float32(tmp_path):
