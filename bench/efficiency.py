@@ -97,12 +97,14 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(2.2 + 2.0 * len(tasks), 4.2))
     width = 0.8 / len(policies)
     for i, policy in enumerate(policies):
+        labelled = False
         for j, task in enumerate(tasks):
             row = next((r for r in rows if r['task'] == task and r['policy'] == policy), None)
             if row is None:
                 continue
             x = j + (i - (len(policies) - 1) / 2) * width
-            bar = ax.bar(x, row[C.INFERENCE_CALLS], width, color=f'C{i}', label=policy if j == 0 else None)
+            bar = ax.bar(x, row[C.INFERENCE_CALLS], width, color=f'C{i}', label=None if labelled else policy)
+            labelled = True
             ax.text(x, bar[0].get_height(), f"{row[C.SUCCESS_RATE]:.2f}", ha='center', va='bottom', fontsize=7)
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylabel('inference calls per successful episode')

@@ -2,6 +2,7 @@
 
     ros2 launch policytrim_ros sim.launch.py
     ros2 launch policytrim_ros sim.launch.py run_episodes:=true n_action_steps:=16
+    ros2 launch policytrim_ros sim.launch.py checkpoint:=package://policytrim_ros/models/policytrim n_action_steps:=16
 """
 import os
 
@@ -22,13 +23,16 @@ def generate_launch_description():
                               description='ROS parameter file for all nodes'),
         DeclareLaunchArgument('n_action_steps', default_value='4',
                               description='h: actions executed per inference call'),
+        DeclareLaunchArgument('checkpoint', default_value='package://policytrim_ros/models/bc-teleop',
+                              description='policy checkpoint (directory or package:// URI), torch backend'),
         DeclareLaunchArgument('run_episodes', default_value='false',
                               description='also start episode_runner to evaluate the configured tasks'),
         Node(package='policytrim_ros', executable='sim_node', name='sim_node', output='screen',
              parameters=[params_file]),
         Node(package='policytrim_ros', executable='policy_node', name='policy_node', output='screen',
              parameters=[params_file, {'execution.n_action_steps': ParameterValue(
-                 LaunchConfiguration('n_action_steps'), value_type=int)}]),
+                 LaunchConfiguration('n_action_steps'), value_type=int),
+                 'policy.checkpoint': LaunchConfiguration('checkpoint')}]),
         Node(package='policytrim_ros', executable='episode_runner', name='episode_runner', output='screen',
              parameters=[params_file], condition=IfCondition(LaunchConfiguration('run_episodes'))),
     ])

@@ -48,9 +48,17 @@ def _demo_parser(sub) -> None:
     p.add_argument('--checkpoint', default=None,
                    help='checkpoint of a learned backend (default: the parameter file\'s, '
                         'package://policytrim_ros/models/bc-teleop)')
+    p.add_argument('--compare', nargs='*', default=None, metavar='NAME=CHECKPOINT[@h]',
+                   help='learned policies (torch) run after the h values and shown side by side; h defaults to a '
+                        "PolicyTrim checkpoint's own (default: the shipped PolicyTrim model, unless --backend or "
+                        '--checkpoint is given; --compare with no value: none)')
     p.add_argument('--out', type=Path, default=None, help='output folder (default runs/demo-<time>)')
     p.add_argument('--episode-timeout', type=float, default=120.0, help='seconds per episode before giving up')
     p.set_defaults(func=demo)
+
+
+SHIPPED_POLICYTRIM = 'policytrim=package://policytrim_ros/models/policytrim'
+"""The demo's default comparison: the shipped PolicyTrim model at the h it was trained for."""
 
 
 def _eval_parser(sub) -> None:
@@ -271,41 +279,57 @@ def release(args) -> int:
     return 0
 
 
-def demo(args) -> int:
+def _demo_runs(args, shown: dict) -> list[tuple[str, dict, int]]:
+    """(label, policy_node parameter overrides, h) of each demo run, in order."""
+    from policytrim_ros.evaluation.efficiency import parse_policy_spec
+    label = Path(str(shown.get('checkpoint', ''))).name or shown.get('backend', 'expert')
+    policy = {f'policy.{k}': v for k, v in (('backend', args.backend), ('checkpoint', args.checkpoint)) if v}
     h_values = args.n_action_steps or [max(1, args.chunk_size // 4), args.chunk_size]
-    for h in h_values:
+    runs = [(label, policy, h) for h in h_values]
+    specs = args.compare
+    if specs is None:
+        specs = [] if (args.backend or args.checkpoint) else [SHIPPED_POLICYTRIM]
+    for spec in map(parse_policy_spec, specs):
+        runs.append((spec.name, {'policy.backend': 'torch', 'policy.checkpoint': spec.checkpoint}, spec.n_action_steps))
+    return runs
+
+
+def demo(args) -> int:
+    for h in args.n_action_steps or []:
         if not 1 <= h <= args.chunk_size:
             print(f'error: --n-action-steps {h} must be in [1, chunk size {args.chunk_size}]', file=sys.stderr)
             return 2
     out = args.out or Path('runs') / time.strftime('demo-%Y%m%d-%H%M%S')
     env = launcher.ros_env(launcher.random_domain_id())
     started = time.monotonic()
-    runs = []
     params = args.params or launcher.package_share() / 'config' / 'sim.yaml'
-    policy = {f'policy.{k}': v for k, v in (('backend', args.backend), ('checkpoint', args.checkpoint)) if v}
     shown = {**ros_parameters(load_yaml(params), 'policy_node').get('policy', {}),
-             **{k.split('.', 1)[1]: v for k, v in policy.items()}}
-    print(f"policy: {shown.get('backend', 'expert')} {shown.get('checkpoint', '')}".rstrip(), flush=True)
-    for h in h_values:
-        run_dir = out / f'h{h}'
-        print(f'\n=== h = {h} of H = {args.chunk_size}: {len(args.tasks)} tasks x {args.episodes} episodes '
-              f'(node logs: {run_dir / "logs"}) ===', flush=True)
+             **{k: v for k, v in (('backend', args.backend), ('checkpoint', args.checkpoint)) if v}}
+    runs = []
+    for label, policy, h in _demo_runs(args, shown):
+        run_dir = out / f'{label}-h{h}'
+        checkpoint = policy.get('policy.checkpoint', shown.get('checkpoint', ''))
+        print(f'\n=== {label} ({checkpoint or shown.get("backend", "expert")}), h = {h} of H = {args.chunk_size}: '
+              f'{len(args.tasks)} tasks x {args.episodes} episodes (node logs: {run_dir / "logs"}) ===', flush=True)
         episodes = run_ros_episodes(params, {**policy, 'execution.chunk_size': args.chunk_size,
                                              'execution.n_action_steps': h}, args.tasks, args.episodes,
                                     args.seed, run_dir, env, args.episode_timeout)
-        runs.append({C.N_ACTION_STEPS: h, C.CHUNK_SIZE: args.chunk_size, 'summary': M.summarize_by_task(episodes)})
+        runs.append({'policy': label, 'checkpoint': checkpoint, C.N_ACTION_STEPS: h, C.CHUNK_SIZE: args.chunk_size,
+                     'summary': M.summarize_by_task(episodes)})
     rows = []
     base = runs[0]['summary']
-    for run in runs:
-        for task, s in run['summary'].items():
-            spd = M.speedup(base.get(task, {}).get(C.INFERENCE_CALLS, float('nan')), s[C.INFERENCE_CALLS])
-            s[C.SPEEDUP] = spd
-            rows.append({'task': task, **s})
-    print(f'\n=== comparison (Spd = inference calls at h = {h_values[0]} / inference calls at h) ===')
-    print(M.format_table(rows, ['task', C.N_ACTION_STEPS, C.CHUNK_SIZE, C.CHUNK_UTILIZATION, 'episodes',
+    for task in base:
+        for run in runs:
+            s = dict(run['summary'][task])
+            s[C.SPEEDUP] = M.speedup(base[task][C.INFERENCE_CALLS], s[C.INFERENCE_CALLS])
+            rows.append({'task': task, 'policy': run['policy'], **s})
+    print(f"\n=== side by side (Spd = inference calls of {runs[0]['policy']} at h = {runs[0][C.N_ACTION_STEPS]} "
+          '/ inference calls of the row) ===')
+    print(M.format_table(rows, ['task', 'policy', C.N_ACTION_STEPS, C.CHUNK_SIZE, C.CHUNK_UTILIZATION, 'episodes',
                                 C.SUCCESS_RATE, C.STEPS, C.INFERENCE_CALLS, C.SPEEDUP, C.WALL_CLOCK_S]))
-    M.write_json(out / 'summary.json', {'baseline_n_action_steps': h_values[0], 'policy': shown, 'runs': runs})
-    print(f'\nwrote {out}/summary.json and {out}/h*/episodes.jsonl in {time.monotonic() - started:.0f} s')
+    M.write_json(out / 'summary.json', {'reference': {'policy': runs[0]['policy'], C.N_ACTION_STEPS: runs[0][C.N_ACTION_STEPS]},
+                                        'runs': runs})
+    print(f'\nwrote {out}/summary.json and {out}/*/episodes.jsonl in {time.monotonic() - started:.0f} s')
     return 0
 
 

@@ -17,12 +17,15 @@ def run(*args):
     return result.stdout
 
 
-def test_demo_prints_the_comparison_and_writes_logs(tmp_path):
-    out = run('demo', '--tasks', 'reach', '--episodes', '1', '--out', str(tmp_path))
-    assert 'comparison (Spd = inference calls at h = 4' in out
+def test_demo_prints_the_runs_side_by_side_and_writes_logs(tmp_path):
+    out = run('demo', '--tasks', 'reach', '--episodes', '1', '--compare',
+              'again=package://policytrim_ros/models/bc-teleop@8', '--out', str(tmp_path))
+    assert 'side by side (Spd = inference calls of bc-teleop at h = 4' in out
     summary = json.loads((tmp_path / 'summary.json').read_text())
-    assert [r['n_action_steps'] for r in summary['runs']] == [4, 16]
-    assert (tmp_path / 'h4' / 'episodes.jsonl').read_text().count('\n') == 1
+    assert [(r['policy'], r['n_action_steps']) for r in summary['runs']] == [('bc-teleop', 4), ('bc-teleop', 16),
+                                                                           ('again', 8)]
+    assert (tmp_path / 'bc-teleop-h4' / 'episodes.jsonl').read_text().count('\n') == 1
+    assert (tmp_path / 'again-h8' / 'episodes.jsonl').read_text().count('\n') == 1
 
 
 @pytest.mark.parametrize('policy', [['--backend', 'expert', '--tasks', 'reach', 'push'],
@@ -85,3 +88,21 @@ def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path):
     assert (tmp_path / 'efficiency.png').stat().st_size > 0 and 'Spd (a) vs default h' in (tmp_path / 'efficiency.md').read_text()
     bad = subprocess.run(command[:6] + ['--method', 'nope'], env=launcher.ros_env(), capture_output=True, text=True)
     assert bad.returncode == 2 and 'expected NAME=CHECKPOINT@h' in bad.stderr
+    plain = subprocess.run(command[:6] + ['--method', 'bc=package://policytrim_ros/models/bc-teleop'],
+                           env=launcher.ros_env(), capture_output=True, text=True)
+    assert plain.returncode == 2 and 'not a PolicyTrim Stage 2 checkpoint' in plain.stderr
+
+
+def test_demo_runs_the_shipped_policytrim_model_at_its_trained_h_next_to_the_baseline():
+    import argparse
+
+    from policytrim_ros.cli import _demo_runs
+    from policytrim_ros.evaluation.efficiency import trained_n_action_steps
+    args = argparse.Namespace(backend=None, checkpoint=None, n_action_steps=None, chunk_size=16, compare=None)
+    shown = {'backend': 'torch', 'checkpoint': 'package://policytrim_ros/models/bc-teleop'}
+    runs = _demo_runs(args, shown)
+    trained = trained_n_action_steps('package://policytrim_ros/models/policytrim')
+    assert [(label, h) for label, _, h in runs] == [('bc-teleop', 4), ('bc-teleop', 16), ('policytrim', trained)]
+    assert runs[2][1] == {'policy.backend': 'torch', 'policy.checkpoint': 'package://policytrim_ros/models/policytrim'}
+    expert = argparse.Namespace(**{**vars(args), 'backend': 'expert'})
+    assert [label for label, _, _ in _demo_runs(expert, {'backend': 'expert'})] == ['expert', 'expert']

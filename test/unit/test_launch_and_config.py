@@ -84,11 +84,11 @@ def test_config_file_sets_only_declared_parameters_with_valid_values(path):
         from_dict(NODE_CONFIGS[node_name], values)  # raises if a value breaks a rule
 
 
-@pytest.mark.parametrize('path', CONFIG_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize('path', CONFIG_FILES + LAUNCH_FILES, ids=lambda p: p.name)
 def test_shipped_checkpoints_a_config_names_exist_and_are_installed(path):
     from policytrim_ros import resources
     from policytrim_ros.policy.checkpoint import read_checkpoint_config
-    uris = re.findall(r'(package://\S+)', path.read_text())
+    uris = re.findall(r"(package://[^\s'\"]+)", path.read_text())
     for uri in uris:
         relative = uri.split('/', 3)[3]
         assert uri.startswith('package://policytrim_ros/') and (REPO / relative).is_dir(), uri
