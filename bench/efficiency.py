@@ -20,11 +20,8 @@ from pathlib import Path
 
 from policytrim_ros import constants as C
 from policytrim_ros import launcher
-from policytrim_ros.config import from_dict, load_yaml, ros_parameters
-from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.evaluation import efficiency as E
-from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep
-from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
+from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep, sim_configs
 from policytrim_ros.execution.metrics import format_table, summarize_by_task, write_json
 from policytrim_ros.policy.factory import PolicyConfig
 
@@ -66,15 +63,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def core_sweep(args, checkpoint: str, horizons: list[int], tasks: list[str], episodes: int, data: dict) -> dict:
-    node = ros_parameters(data, 'policy_node')
-    execution = from_dict(ExecutionConfig, node.get('execution', {}))
+def core_sweep(args, checkpoint: str, horizons: list[int], tasks: list[str], episodes: int, params: Path) -> dict:
+    env, execution, safety = sim_configs(params)
     config = SweepConfig(policy=PolicyConfig(backend='torch', checkpoint=checkpoint), tasks=tuple(tasks),
                          n_action_steps=tuple(horizons), chunk_size=execution.chunk_size, episodes=episodes,
                          seed=args.seed, control_dt=execution.control_dt,
-                         max_episode_steps=execution.max_episode_steps, workers=args.workers,
-                         env=from_dict(EnvConfig, ros_parameters(data, 'sim_node').get('env', {})),
-                         safety=from_dict(SafetyConfig, node.get('safety', {})))
+                         max_episode_steps=execution.max_episode_steps, workers=args.workers, env=env, safety=safety)
     return run_sweep(config)
 
 
@@ -118,19 +112,18 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    params = args.params or launcher.package_share() / 'config' / 'sim.yaml'
-    data = load_yaml(params)
+    params = launcher.params_file(args.params)
     args.out.mkdir(parents=True, exist_ok=True)
     print(f'baseline sweep: {args.baseline}, h = {args.baseline_h}', flush=True)
-    baseline = core_sweep(args, args.baseline, args.baseline_h, args.tasks, args.episodes, data)
+    baseline = core_sweep(args, args.baseline, args.baseline_h, args.tasks, args.episodes, params)
     methods = {}
     for name, checkpoint, h in map(astuple, args.method):
         print(f'{name}: {checkpoint} at h = {h}', flush=True)
-        methods[name] = core_sweep(args, checkpoint, [h], args.tasks, args.episodes, data)[h]
+        methods[name] = core_sweep(args, checkpoint, [h], args.tasks, args.episodes, params)[h]
     ablations = {}
     for name, checkpoint, h in map(astuple, args.ablation):
         print(f'ablation {name}: {checkpoint} at h = {h} on {args.ablation_task}', flush=True)
-        ablations[name] = core_sweep(args, checkpoint, [h], [args.ablation_task], args.episodes, data)[h]
+        ablations[name] = core_sweep(args, checkpoint, [h], [args.ablation_task], args.episodes, params)[h]
     rows = E.comparison_rows(baseline, args.default_h, methods, args.tolerance)
     ablation_rows = [r for r in E.comparison_rows(baseline, args.default_h, ablations, args.tolerance)
                      if r['task'] == args.ablation_task] if ablations else []

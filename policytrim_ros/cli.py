@@ -91,28 +91,23 @@ def _eval_parser(sub) -> None:
 
 
 def evaluate(args) -> int:
-    from policytrim_ros.config import from_dict
-    from policytrim_ros.envs.config import EnvConfig
     from policytrim_ros.envs.factory import suite_control_dt, task_suite
     from policytrim_ros.evaluation.report import sweep_rows, write_report
-    from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep
-    from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
+    from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep, sim_configs
+    from policytrim_ros.execution.config import SafetyConfig
     from policytrim_ros.policy.factory import PolicyConfig
 
     suite = task_suite(args.tasks)
     if suite == 'metaworld' and args.ros:
         raise ValueError(f'--ros runs the embedded arm in sim_node; the Meta-World tasks {args.tasks} run '
                          'without ROS only (drop --ros)')
-    params = args.params or launcher.package_share() / 'config' / 'sim.yaml'
-    data = load_yaml(params)
-    node = ros_parameters(data, 'policy_node')
-    execution = from_dict(ExecutionConfig, node.get('execution', {}))
-    env = from_dict(EnvConfig, ros_parameters(data, 'sim_node').get('env', {}))
+    params = launcher.params_file(args.params)
+    env, execution, safety = sim_configs(params)
     policy = PolicyConfig(backend=args.backend, checkpoint=args.checkpoint)
     if suite == 'metaworld':  # the params' control period and joint limits are the arm's
         control_dt, safety = suite_control_dt(suite), SafetyConfig()
     else:
-        control_dt, safety = execution.control_dt, from_dict(SafetyConfig, node.get('safety', {}))
+        control_dt = execution.control_dt
     config = SweepConfig(
         policy=policy, tasks=tuple(args.tasks), n_action_steps=tuple(args.n_action_steps),
         chunk_size=args.chunk_size, episodes=args.episodes, seed=args.seed, control_dt=control_dt,
@@ -224,15 +219,12 @@ def _train_parser(sub) -> None:
 
 def train(args) -> int:
     from policytrim_ros.config import from_dict
-    from policytrim_ros.envs.config import EnvConfig
-    from policytrim_ros.execution.config import SafetyConfig
+    from policytrim_ros.evaluation.sweep import sim_configs
     from policytrim_ros.training.trainer import PolicyTrimConfig, train_policytrim
     values = load_yaml(args.config) if args.config else {}
     stage = 1 if args.stage == 'all' else int(args.stage)
     config = from_dict(PolicyTrimConfig, {**values, **_overrides(args.set), 'stage': stage})
-    data = load_yaml(args.params or launcher.package_share() / 'config' / 'sim.yaml')
-    env = from_dict(EnvConfig, ros_parameters(data, 'sim_node').get('env', {}))
-    safety = from_dict(SafetyConfig, ros_parameters(data, 'policy_node').get('safety', {}))
+    env, _, safety = sim_configs(launcher.params_file(args.params))
     if args.stage == 'all':
         from policytrim_ros.training.pipeline import run_policytrim
         final = run_policytrim(config, env, safety, resume=args.resume)
@@ -279,11 +271,16 @@ def release(args) -> int:
     return 0
 
 
+def _explicit_policy(args) -> dict:
+    """The policy parameters given on the command line ({'backend': ..., 'checkpoint': ...})."""
+    return {k: v for k, v in (('backend', args.backend), ('checkpoint', args.checkpoint)) if v}
+
+
 def _demo_runs(args, shown: dict) -> list[tuple[str, dict, int]]:
     """(label, policy_node parameter overrides, h) of each demo run, in order."""
     from policytrim_ros.evaluation.efficiency import parse_policy_spec
     label = Path(str(shown.get('checkpoint', ''))).name or shown.get('backend', 'expert')
-    policy = {f'policy.{k}': v for k, v in (('backend', args.backend), ('checkpoint', args.checkpoint)) if v}
+    policy = {f'policy.{k}': v for k, v in _explicit_policy(args).items()}
     h_values = args.n_action_steps or [max(1, args.chunk_size // 4), args.chunk_size]
     runs = [(label, policy, h) for h in h_values]
     specs = args.compare
@@ -302,9 +299,8 @@ def demo(args) -> int:
     out = args.out or Path('runs') / time.strftime('demo-%Y%m%d-%H%M%S')
     env = launcher.ros_env(launcher.random_domain_id())
     started = time.monotonic()
-    params = args.params or launcher.package_share() / 'config' / 'sim.yaml'
-    shown = {**ros_parameters(load_yaml(params), 'policy_node').get('policy', {}),
-             **{k: v for k, v in (('backend', args.backend), ('checkpoint', args.checkpoint)) if v}}
+    params = launcher.params_file(args.params)
+    shown = {**ros_parameters(load_yaml(params), 'policy_node').get('policy', {}), **_explicit_policy(args)}
     runs = []
     for label, policy, h in _demo_runs(args, shown):
         run_dir = out / f'{label}-h{h}'

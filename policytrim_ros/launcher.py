@@ -42,6 +42,11 @@ def package_share() -> Path:
     return resources.package_share(PACKAGE)
 
 
+def params_file(path: str | Path | None = None) -> Path:
+    """``path``, or the installed ``config/sim.yaml`` (the embedded arm's parameter file) when None."""
+    return Path(path) if path else package_share() / 'config' / 'sim.yaml'
+
+
 def executable(name: str) -> Path:
     """The installed node executable ``lib/policytrim_ros/<name>``."""
     from ament_index_python.packages import get_package_prefix

@@ -10,9 +10,11 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tqdm import tqdm
 
+from policytrim_ros.config import from_dict, load_yaml, ros_parameters
 from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.envs.factory import suite_control_dt, task_suite
 from policytrim_ros.envs.metaworld_config import MetaWorldConfig
@@ -69,6 +71,14 @@ class SweepConfig:
 
     def execution(self, h: int) -> ExecutionConfig:
         return ExecutionConfig(self.chunk_size, h, self.control_dt, self.max_episode_steps)
+
+
+def sim_configs(params: str | Path) -> tuple[EnvConfig, ExecutionConfig, SafetyConfig]:
+    """The embedded arm's env (sim_node), execution and safety (policy_node) from a ROS parameter file."""
+    data = load_yaml(params)
+    node = ros_parameters(data, 'policy_node')
+    return (from_dict(EnvConfig, ros_parameters(data, 'sim_node').get('env', {})),
+            from_dict(ExecutionConfig, node.get('execution', {})), from_dict(SafetyConfig, node.get('safety', {})))
 
 
 _worker: dict = {}
