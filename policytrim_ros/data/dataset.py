@@ -129,6 +129,8 @@ class ChunkDataset:
         delta_mean, delta_std: over actions[t + k] - state[t] for every unpadded (t, k) of the
             windows, i.e. the targets a chunk predicts relative to the state it starts from; over
             the actions themselves when ``action_offsets`` is False (velocity-like actions).
+        step_delta_std: (H, A) the same std for each chunk step k alone (the first targets of a
+            chunk lie much closer to the state than the last).
         action_min, action_max: the range of the commanded targets.
         """
         if action_offsets:
@@ -136,16 +138,19 @@ class ChunkDataset:
             for k in range(self.chunk_size):
                 t = np.arange(len(self) - k)
                 valid = t + k < self._episode_end[self._episode_of[t]]
-                deltas.append(self._actions[t[valid] + k] - self._states[t[valid]])
-            delta = np.concatenate(deltas).astype(np.float64)
+                deltas.append((self._actions[t[valid] + k] - self._states[t[valid]]).astype(np.float64))
+            delta = np.concatenate(deltas)
+            step_std = np.stack([d.std(0) if len(d) > 1 else delta.std(0) for d in deltas])
         else:
             delta = self._actions.astype(np.float64)
+            step_std = np.repeat(delta.std(0)[None], self.chunk_size, axis=0)
         states = self._states.astype(np.float64)
         return {
             'state_mean': states.mean(0).astype(np.float32),
             'state_std': np.maximum(states.std(0), _MIN_STD).astype(np.float32),
             'delta_mean': delta.mean(0).astype(np.float32),
             'delta_std': np.maximum(delta.std(0), _MIN_STD).astype(np.float32),
+            'step_delta_std': np.maximum(step_std, _MIN_STD).astype(np.float32),
             'action_min': self._actions.min(0).astype(np.float32),
             'action_max': self._actions.max(0).astype(np.float32),
         }

@@ -58,6 +58,12 @@ class BCConfig:
         policy learns to stop where demonstrations stopped; False masks the padding out of the loss.
         Measured: without it, a 4000-step reach policy passed within 3.5 cm of the goal and drove on
         (SR 2/8).
+    step_weighting: weigh chunk step k's squared error in the loss by 1 / (its share of the target
+        variance), i.e. measure each step's error relative to how far step k's targets lie from the
+        state (``ChunkDataset.statistics`` step_delta_std; weights clipped at 100, mean 1). False
+        weighs every step alike, so the far targets (large, and the least predictable under
+        teleop hesitations) dominate the loss and the first actions, the ones a small h executes,
+        are fitted least precisely.
     seed: seed of the model init, batch sampling and augmentation.
     init_from: checkpoint to continue training from with a fresh optimizer and schedule (its
         architecture and normalization are kept; the model preset is ignored); '' = random init.
@@ -86,6 +92,7 @@ class BCConfig:
     image_shift: int = 4
     balance_tasks: bool = True
     hold_after_end: bool = True
+    step_weighting: bool = False
     seed: int = 0
     init_from: str = ''
     log_every: int = 50
@@ -115,12 +122,25 @@ def _lr_factor(step: int, cfg: BCConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def chunk_loss(error: torch.Tensor, mask: torch.Tensor, hold_after_end: bool) -> torch.Tensor:
-    """Mean squared ``error`` (B, H, A) over every step, or only where ``mask`` (B, H) is True."""
+def step_weights(delta_std: np.ndarray, step_delta_std: np.ndarray, max_ratio: float = 100.0) -> torch.Tensor:
+    """(H, A) loss weights ``(delta_std / step_delta_std[k])**2``, clipped at ``max_ratio``, mean 1.
+
+    delta_std: (A,) std of the targets' offsets over all chunk steps (the normalization of the
+    error); step_delta_std: (H, A) the same per chunk step.
+    """
+    ratio = np.minimum((np.asarray(delta_std)[None] / np.asarray(step_delta_std)) ** 2, max_ratio)
+    return torch.as_tensor(ratio / ratio.mean(), dtype=torch.float32)
+
+
+def chunk_loss(error: torch.Tensor, mask: torch.Tensor, hold_after_end: bool,
+               weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared ``error`` (B, H, A) over every step, or only where ``mask`` (B, H) is True;
+    each (step, dimension) scaled by ``weights`` (H, A) when given."""
+    squared = error.square() if weights is None else error.square() * weights
     if hold_after_end:
-        return error.square().mean()
+        return squared.mean()
     weight = mask.unsqueeze(-1).to(error.dtype)
-    return (error.square() * weight).sum() / (weight.sum() * error.shape[-1])
+    return (squared * weight).sum() / (weight.sum() * error.shape[-1])
 
 
 def _shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -232,6 +252,8 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
         start = 0
         out.mkdir(parents=True, exist_ok=True)
         (out / 'config.json').write_text(json.dumps(to_dict(cfg), indent=2))
+    # the weights follow the model's own normalization (an init_from model keeps its statistics)
+    weights = (step_weights(model.delta_std.numpy(), stats['step_delta_std']) if cfg.step_weighting else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg), last_epoch=start - 1)
     log = (out / 'scalars.csv').open('a', newline='')
     writer = csv.writer(log)
@@ -244,7 +266,7 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
         batch = batches.sample(rng, cfg.batch_size)
         image = _shift(batch['image'], cfg.image_shift, generator) if cfg.image_shift else batch['image']
         error = model.normalized_error(model(image, batch['text'], batch['state']), batch['actions'])
-        loss = chunk_loss(error, batch['mask'], cfg.hold_after_end)
+        loss = chunk_loss(error, batch['mask'], cfg.hold_after_end, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -11,7 +11,7 @@ from policytrim_ros.envs.arm import ArmEnv
 from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.policy.checkpoint import load_tensors
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
-from policytrim_ros.training.bc import BCConfig, _Batches, chunk_loss, train_bc
+from policytrim_ros.training.bc import BCConfig, _Batches, chunk_loss, step_weights, train_bc
 
 
 @pytest.fixture(scope='module')
@@ -65,6 +65,27 @@ def test_the_held_padding_past_the_episode_end_is_trained_on_unless_masked():
     mask = torch.tensor([[True, True, True, False], [True] * 4])
     assert chunk_loss(error, mask, hold_after_end=False) == 0.0
     assert chunk_loss(error, mask, hold_after_end=True) == pytest.approx(4.0 * 3 / (2 * 4 * 3))
+
+
+def test_step_weights_measure_each_chunk_step_relative_to_its_own_spread():
+    delta_std = np.array([1.0, 2.0])
+    step_std = np.array([[0.25, 2.0], [1.0, 2.0], [2.0, 2.0], [0.001, 2.0]])
+    weights = step_weights(delta_std, step_std, max_ratio=100.0)
+    raw = np.array([[16.0, 1.0], [1.0, 1.0], [0.25, 1.0], [100.0, 1.0]])   # last row: clipped
+    np.testing.assert_allclose(weights.numpy(), raw / raw.mean(), rtol=1e-6)
+    assert weights.mean().item() == pytest.approx(1.0)
+    error = torch.zeros(1, 4, 2)
+    error[0, 0, 0] = 1.0                                 # the same normalized error, early or late
+    early = chunk_loss(error, torch.ones(1, 4, dtype=torch.bool), True, weights)
+    late = chunk_loss(error.roll(2, dims=1), torch.ones(1, 4, dtype=torch.bool), True, weights)
+    assert early.item() == pytest.approx(64 * late.item())   # 16 / 0.25
+
+
+def test_bc_with_step_weighting_trains(demos, tmp_path):
+    last = train_bc(replace(config(demos, tmp_path / 'run', 2), step_weighting=True), progress=False)
+    losses = [float(line.split(',')[2]) for line in (tmp_path / 'run' / 'scalars.csv').read_text().splitlines()
+              if ',loss,' in line]
+    assert (last / 'model.safetensors').is_file() and len(losses) == 2 and np.isfinite(losses).all()
 
 
 class _TwoTasks:

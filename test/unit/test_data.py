@@ -217,7 +217,12 @@ def test_dataset_windows_pad_and_mask_past_the_episode_end(tmp_path, reach_episo
     final = data.episodes[0].actions[-1].astype(np.float32)
     np.testing.assert_array_equal(last['actions'][3:], np.tile(final, (5, 1)))
     stats = data.statistics()
-    assert set(stats) == {'state_mean', 'state_std', 'delta_mean', 'delta_std', 'action_min', 'action_max'}
+    assert set(stats) == {'state_mean', 'state_std', 'delta_mean', 'delta_std', 'step_delta_std', 'action_min',
+                          'action_max'}
+    step_std = stats.pop('step_delta_std')
+    assert step_std.shape == (8, 7) and (step_std > 0).all()
+    arm = slice(0, 3)  # the joints reach moves most: the first target of a chunk lies closest to the state
+    assert (step_std[0, arm] < step_std[-1, arm]).all() and (step_std[0, arm] < stats['delta_std'][arm]).all()
     actions = np.concatenate([e.actions for e in data.episodes])
     np.testing.assert_allclose(stats['action_min'], actions.min(0))
     np.testing.assert_allclose(data.statistics(action_offsets=False)['delta_mean'], actions.mean(0), rtol=1e-5)
