@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from geometry_msgs.msg import PoseArray
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -138,10 +137,10 @@ class PolicyNode(Node):
             self.create_subscription(PoseArray, t.object_poses, store('poses'), qos_profile_sensor_data)
         self.create_subscription(String, t.instruction, self._on_instruction, RELIABLE)
         self.create_subscription(EpisodeEvent, t.episode_event, self._on_event, LATCHED)
-        # Inference runs in its own group so sensor callbacks keep buffering during a call.
-        group = MutuallyExclusiveCallbackGroup()
-        self._wake = self.create_guard_condition(self._control_step, callback_group=group)
-        self.create_timer(0.05, self._control_step, callback_group=group)
+        # One thread runs every callback (nodes.runtime): sensor messages that arrive during an
+        # inference call wait in their (keep-last) queues and update the latest-only buffers after it.
+        self._wake = self.create_guard_condition(self._control_step)
+        self.create_timer(0.05, self._control_step)
         self.get_logger().info(
             f'{meta.name} policy: H={cfg.execution.chunk_size} h={cfg.execution.n_action_steps} '
             f'dt={cfg.execution.control_dt}s -> {t.trajectory}')

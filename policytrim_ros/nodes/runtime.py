@@ -6,7 +6,7 @@ import signal
 import sys
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile
 from rclpy.signals import SignalHandlerOptions
 
@@ -26,10 +26,14 @@ def ros_environment_defaults() -> None:
     os.environ.setdefault('MUJOCO_GL', 'egl')
 
 
-def run_node(node_factory, name: str, args=None, num_threads: int = 2) -> int:
+def run_node(node_factory, name: str, args=None) -> int:
     """Init rclpy, build the node, spin until shutdown; return the process exit code.
 
     Uses a ``spin_once`` loop with a timeout: a plain ``spin`` was seen to miss SIGINT/SIGTERM.
+    Every callback runs in this (the main) thread: MuJoCo's GL context belongs to the thread that
+    made it, and rclpy's MultiThreadedExecutor stalled policy_node for up to 1 s after the
+    observation it waited for had arrived (measured: 0.03-1.0 s per inference call through the
+    nodes with it, under 0.02 s without; rclpy issues #1452, rclcpp #832).
     The node's ``shutdown()`` (if any) runs before it is destroyed, e.g. to command a hold. rclpy's
     own signal handlers are off so that the context is still valid for that last hold command:
     SIGINT and SIGTERM both arrive as KeyboardInterrupt.
@@ -41,9 +45,7 @@ def run_node(node_factory, name: str, args=None, num_threads: int = 2) -> int:
     code = 0
     try:
         node = node_factory()
-        # num_threads=1: every callback runs in this (the main) thread, e.g. for a GL context
-        executor = (SingleThreadedExecutor() if num_threads == 1
-                    else MultiThreadedExecutor(num_threads=num_threads))
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         while rclpy.ok() and not getattr(node, 'done', False):
             executor.spin_once(timeout_sec=0.1)

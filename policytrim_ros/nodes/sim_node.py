@@ -201,8 +201,7 @@ class SimNode(Node):
 
 
 def main(args=None) -> int:
-    # single-threaded: MuJoCo's EGL/OSMesa context belongs to the thread that created it
-    return run_node(SimNode, 'sim_node', args, num_threads=1)
+    return run_node(SimNode, 'sim_node', args)
 
 
 if __name__ == '__main__':
