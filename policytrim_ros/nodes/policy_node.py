@@ -141,6 +141,7 @@ class PolicyNode(Node):
         # inference call wait in their (keep-last) queues and update the latest-only buffers after it.
         self._wake = self.create_guard_condition(self._control_step)
         self.create_timer(0.05, self._control_step)
+        self._warm_up()
         self.get_logger().info(
             f'{meta.name} policy: H={cfg.execution.chunk_size} h={cfg.execution.n_action_steps} '
             f'dt={cfg.execution.control_dt}s -> {t.trajectory}')
@@ -205,6 +206,22 @@ class PolicyNode(Node):
             self.chunk_pub.publish(conv.chunk_stats_msg(record, now))
 
     # -- helpers -------------------------------------------------------------------------------
+    def _warm_up(self) -> None:
+        """One inference on a blank observation before any episode: a learned backend loads its
+        instruction encoder and allocates on its first call (2 s on the first episode here), which
+        would otherwise make the first chunk of a real run start from a 2 s old observation."""
+        meta = self.policy.metadata
+        if meta.image_size is None:
+            return  # the scripted expert needs no warm-up (and reads privileged state)
+        blank = Observation(image=np.zeros((*meta.image_size, 3), np.uint8),
+                            joint_positions=np.zeros(len(meta.joint_names)),
+                            joint_velocities=np.zeros(len(meta.joint_names)), environment_state=np.zeros(0),
+                            instruction='warm up', time=0.0, step=0)
+        started = time.perf_counter()
+        self.policy.predict_action_chunk(blank)
+        self.policy.reset()
+        self.get_logger().info(f'warm-up inference: {time.perf_counter() - started:.2f}s')
+
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
