@@ -6,7 +6,7 @@
                        writes JSON, a markdown table and a PNG plot
     policytrim collect        scripted demonstrations (efficient or teleop style) as rosbag2 MCAP
     policytrim train-bc       behaviour cloning of the compact VLA from demonstration bags
-    policytrim train          PolicyTrim post-training: Stage 1, 2 or all (GRPO on the embedded arm)
+    policytrim train          PolicyTrim post-training: Stage 1, 2 or all (GRPO, embedded arm or Meta-World)
     policytrim export-onnx    export a checkpoint to ONNX for the onnxruntime backend
     policytrim release        copy a checkpoint with float16 weights, for shipping (half the size)
 
@@ -203,7 +203,8 @@ def train_bc(args) -> int:
 
 def _train_parser(sub) -> None:
     p = sub.add_parser('train', help='PolicyTrim post-training of a VLA checkpoint: Stage 1, Stage 2 or both',
-                       description='Runs one PolicyTrim stage with GRPO on the embedded arm: Stage 1 cycles the '
+                       description='Runs PolicyTrim with GRPO on the embedded arm or Meta-World (the config\'s '
+                                   'tasks): Stage 1 cycles the '
                                    'executed length h over Gamma and rewards success * (1 + beta * h / H); Stage 2 '
                                    'fixes h and rewards fewer, reproducible steps. Config: a YAML of '
                                    'PolicyTrimConfig fields (see config/training/policytrim.yaml).')
@@ -219,12 +220,16 @@ def _train_parser(sub) -> None:
 
 def train(args) -> int:
     from policytrim_ros.config import from_dict
+    from policytrim_ros.envs.factory import task_suite
     from policytrim_ros.evaluation.sweep import sim_configs
+    from policytrim_ros.execution.config import SafetyConfig
     from policytrim_ros.training.trainer import PolicyTrimConfig, train_policytrim
     values = load_yaml(args.config) if args.config else {}
     stage = 1 if args.stage == 'all' else int(args.stage)
     config = from_dict(PolicyTrimConfig, {**values, **_overrides(args.set), 'stage': stage})
     env, _, safety = sim_configs(launcher.params_file(args.params))
+    if task_suite(config.tasks) == 'metaworld':
+        safety = SafetyConfig()   # the params' joint limits are the arm's; Meta-World clips its own actions
     if args.stage == 'all':
         from policytrim_ros.training.pipeline import run_policytrim
         final = run_policytrim(config, env, safety, resume=args.resume)

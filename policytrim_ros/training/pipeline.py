@@ -28,6 +28,8 @@ from pathlib import Path
 from policytrim_ros import constants as C
 from policytrim_ros import resources
 from policytrim_ros.envs.config import EnvConfig
+from policytrim_ros.envs.factory import suite_control_dt, task_suite
+from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.execution.config import SafetyConfig
 from policytrim_ros.execution.metrics import summarize, summarize_by_task, write_json
 from policytrim_ros.policy.checkpoint import read_checkpoint_config
@@ -40,19 +42,20 @@ def _chunk_size(checkpoint: str) -> int:
 
 
 def _sweep(cfg: PolicyTrimConfig, checkpoint: str, horizons: tuple[int, ...], selection: SelectionConfig,
-           env: EnvConfig, safety: SafetyConfig, progress: bool) -> dict[int, list]:
+           env: EnvConfig, safety: SafetyConfig, metaworld: MetaWorldConfig, progress: bool) -> dict[int, list]:
     from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep
     from policytrim_ros.policy.factory import PolicyConfig
     sweep = SweepConfig(policy=PolicyConfig(backend='torch', checkpoint=checkpoint), tasks=cfg.tasks,
                         n_action_steps=horizons, chunk_size=_chunk_size(checkpoint),
-                        episodes=selection.episodes, seed=selection.seed, control_dt=env.control_dt,
+                        episodes=selection.episodes, seed=selection.seed,
+                        control_dt=suite_control_dt(task_suite(cfg.tasks), env),
                         max_episode_steps=cfg.max_episode_steps, workers=max(cfg.workers, 1), env=env,
-                        safety=safety)
+                        metaworld=metaworld, safety=safety)
     return run_sweep(sweep, progress=progress)
 
 
 def select_stage2(cfg: PolicyTrimConfig, stage1: str, selection: SelectionConfig, env: EnvConfig,
-                  safety: SafetyConfig, progress: bool = True) -> dict:
+                  safety: SafetyConfig, progress: bool = True, metaworld: MetaWorldConfig | None = None) -> dict:
     """Evaluate the baseline at its h and ``stage1`` over Gamma; return the Stage 2 plan.
 
     The plan holds ``n_action_steps`` (h) and ``step_budget`` ({task: S_base}) plus every number
@@ -61,8 +64,9 @@ def select_stage2(cfg: PolicyTrimConfig, stage1: str, selection: SelectionConfig
     """
     chunk_size = _chunk_size(stage1)
     horizons = stage_horizons(replace(cfg, stage=1), chunk_size)
-    baseline = _sweep(cfg, cfg.init, (cfg.base_n_action_steps,), selection, env, safety, progress)
-    candidates = _sweep(cfg, stage1, horizons, selection, env, safety, progress)
+    metaworld = metaworld or MetaWorldConfig()
+    baseline = _sweep(cfg, cfg.init, (cfg.base_n_action_steps,), selection, env, safety, metaworld, progress)
+    candidates = _sweep(cfg, stage1, horizons, selection, env, safety, metaworld, progress)
     baseline_sr = summarize(baseline[cfg.base_n_action_steps])[C.SUCCESS_RATE]
     by_h = {h: summarize_by_task(episodes) for h, episodes in candidates.items()}
     h = stage2_horizon({h: s['all'][C.SUCCESS_RATE] for h, s in by_h.items()}, baseline_sr, selection.tolerance)
@@ -85,8 +89,8 @@ def select_stage2(cfg: PolicyTrimConfig, stage1: str, selection: SelectionConfig
                           'tolerance': selection.tolerance, 'alpha': selection.alpha}}
 
 
-def run_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety: SafetyConfig | None = None, resume: bool = False,
-                   progress: bool = True) -> Path:
+def run_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety: SafetyConfig | None = None,
+                   resume: bool = False, progress: bool = True, metaworld: MetaWorldConfig | None = None) -> Path:
     """Stage 1 -> selection -> Stage 2 under ``cfg.out_dir``; return the final checkpoint folder.
 
     ``cfg`` holds the settings shared by both stages; its ``stage``, ``n_action_steps``,
@@ -99,12 +103,12 @@ def run_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety: 
     if root.exists() and any(root.iterdir()) and not resume:
         raise FileExistsError(f'{root} already holds a run; pass resume=True (--resume) or pick another out_dir')
     stage1 = train_policytrim(replace(cfg, stage=1, n_action_steps=0, step_budget={}, out_dir=str(root / 'stage1')),
-                              env, safety, resume=resume, progress=progress)
+                              env, safety, resume=resume, progress=progress, metaworld=metaworld)
     plan_path = root / 'selection.json'
     if resume and plan_path.exists():
         plan = json.loads(plan_path.read_text())
     else:
-        plan = select_stage2(cfg, str(stage1), cfg.selection, env, safety, progress)
+        plan = select_stage2(cfg, str(stage1), cfg.selection, env, safety, progress, metaworld)
         write_json(plan_path, plan)
     if progress:
         budgets = ', '.join(f'{t} {s:g}' for t, s in plan['step_budget'].items())
@@ -112,5 +116,5 @@ def run_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety: 
     stage2 = replace(cfg, stage=2, init=str(stage1), log_std=None, n_action_steps=int(plan['n_action_steps']),
                      step_budget={t: float(s) for t, s in plan['step_budget'].items()},
                      out_dir=str(root / 'stage2'))
-    return train_policytrim(stage2, env, safety, resume=resume, progress=progress)
+    return train_policytrim(stage2, env, safety, resume=resume, progress=progress, metaworld=metaworld)
 

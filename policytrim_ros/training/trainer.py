@@ -1,5 +1,6 @@
 """PolicyTrim post-training of a VLA checkpoint: Stage 1 (reliable chunk extension) or Stage 2
-(redundancy-aware step reduction), critic-free GRPO on the embedded arm (DESIGN.md section 2).
+(redundancy-aware step reduction), critic-free GRPO on the embedded arm or Meta-World (DESIGN.md
+section 2).
 
 Each iteration rolls out ``groups_per_iteration`` groups of G episodes in parallel workers, scores
 each trajectory, and runs one GRPO update. Initial states, exploration noise and minibatch order
@@ -21,6 +22,8 @@ from tqdm import tqdm
 from policytrim_ros import resources
 from policytrim_ros.config import to_dict
 from policytrim_ros.envs.config import EnvConfig
+from policytrim_ros.envs.factory import suite_control_dt, task_suite
+from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.execution.config import SafetyConfig
 from policytrim_ros.policy.checkpoint import (load_checkpoint, load_trainer_state, save_checkpoint,
                                               save_trainer_state)
@@ -42,7 +45,7 @@ class PolicyTrimConfig:
         Stage 1, the Stage 1 result for Stage 2. It is also the frozen KL reference.
     stage: 1 (h cycled over Gamma, reward success * (1 + beta * gamma)) or 2 (h fixed, reward with
         the step-saving term and the stability penalty).
-    tasks: embedded tasks; groups cycle through them.
+    tasks: tasks of one suite (the embedded arm's or Meta-World's); groups cycle through them.
     iterations: GRPO iterations (rollout + update).
     groups_per_iteration: groups per iteration, each one task and initial state.
     group_size: G, rollouts per group (paper 8).
@@ -107,6 +110,7 @@ class PolicyTrimConfig:
                                  '1.3 x the mean successful steps per task at that h)')
         if not self.lr > 0:
             raise ValueError(f'lr ({self.lr}) must be > 0')
+        task_suite(self.tasks)   # unknown tasks, or tasks of both suites, fail here
 
 
 def stage_horizons(cfg: PolicyTrimConfig, chunk_size: int) -> tuple[int, ...]:
@@ -115,6 +119,15 @@ def stage_horizons(cfg: PolicyTrimConfig, chunk_size: int) -> tuple[int, ...]:
         return (cfg.n_action_steps,)
     return acceptance_horizons(acceptance_ratios(cfg.base_n_action_steps, chunk_size, cfg.acceptance_ratio_count),
                                chunk_size)
+
+
+def _suite_joint_names(tasks) -> tuple[str, ...]:
+    """The action columns of the env that runs ``tasks``."""
+    if task_suite(tasks) == 'metaworld':
+        from policytrim_ros.envs.metaworld_config import ACTION_NAMES
+        return ACTION_NAMES
+    from policytrim_ros.envs.base import JOINT_NAMES
+    return JOINT_NAMES
 
 
 def _iteration_jobs(cfg: PolicyTrimConfig, iteration: int, horizons: tuple[int, ...]) -> list:
@@ -142,8 +155,12 @@ def _save(out: Path, model, optimizer, iteration: int, cfg: PolicyTrimConfig, sc
 
 
 def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety: SafetyConfig | None = None,
-                     resume: bool = False, progress: bool = True) -> Path:
-    """Run the stage; return the folder of the final checkpoint (``<out_dir>/last``)."""
+                     resume: bool = False, progress: bool = True, metaworld: MetaWorldConfig | None = None) -> Path:
+    """Run the stage; return the folder of the final checkpoint (``<out_dir>/last``).
+
+    ``env`` configures the embedded arm, ``metaworld`` Meta-World (whichever the tasks need; None =
+    defaults); ``safety`` checks every chunk (None = no limits, what Meta-World's own clipping needs).
+    """
     out = Path(cfg.out_dir)
     if (out / 'last').exists() and not resume:
         raise FileExistsError(f'{out} already holds a run; pass resume=True (--resume) or pick another out_dir')
@@ -164,7 +181,13 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
         out.mkdir(parents=True, exist_ok=True)
         (out / 'config.json').write_text(json.dumps(to_dict(cfg), indent=2))
     horizons = stage_horizons(cfg, model_cfg.chunk_size)
-    setup = RolloutSetup(model_cfg, env or EnvConfig(), safety or SafetyConfig(), cfg.max_episode_steps)
+    env = env or EnvConfig()
+    if tuple(model_cfg.joint_names) != _suite_joint_names(cfg.tasks):
+        raise ValueError(f'{cfg.init} commands {list(model_cfg.joint_names)}, not the joints of the env of tasks '
+                         f'{list(cfg.tasks)}: post-train a checkpoint on tasks of the robot it was trained for')
+    setup = RolloutSetup(model_cfg, env, safety or SafetyConfig(), cfg.max_episode_steps,
+                         suite_control_dt(task_suite(cfg.tasks), env), tuple(cfg.tasks),
+                         metaworld or MetaWorldConfig())
     log = (out / 'scalars.csv').open('a', newline='')
     writer = csv.writer(log)
     if start == 0:

@@ -4,16 +4,17 @@ Every ``collect`` call writes the current weights once to a safetensors file in 
 temporary folder; a worker loads them when their version changed. A job names the task,
 initial-state seed, executed length h and exploration-noise seed, so the same job gives the same
 rollout in any worker (in this process too, up to the last float bit if torch already ran here
-with other thread settings). Embedded-arm tasks for now.
+with other thread settings). The env is the one of the tasks' suite: the embedded arm or Meta-World.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from policytrim_ros.envs.config import EnvConfig
+from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.execution.config import SafetyConfig
 from policytrim_ros.policy.vla.configuration_vla import VLAConfig
 
@@ -34,7 +35,9 @@ class RolloutJob:
 class RolloutSetup:
     """What every worker builds once: the env, the model's shape and the execution limits.
 
-    max_episode_steps: step limit per rollout. control_dt: seconds per action.
+    tasks: the tasks the jobs will name; their suite picks the env (``envs.factory.make_env``):
+        ``env`` configures the embedded arm, ``metaworld`` Meta-World.
+    max_episode_steps: step limit per rollout. control_dt: seconds per action (the env's).
     """
 
     model: VLAConfig
@@ -42,6 +45,8 @@ class RolloutSetup:
     safety: SafetyConfig
     max_episode_steps: int = 150
     control_dt: float = 0.1
+    tasks: tuple[str, ...] = ('reach', 'push', 'pick_place')
+    metaworld: MetaWorldConfig = field(default_factory=MetaWorldConfig)
 
 
 _worker: dict = {}
@@ -50,10 +55,11 @@ _worker: dict = {}
 def _init(setup: RolloutSetup) -> None:
     import torch
 
-    from policytrim_ros.envs.arm import ArmEnv
+    from policytrim_ros.envs.factory import make_env
     from policytrim_ros.policy.vla.modeling_vla import VLAModel
     torch.set_num_threads(1)   # one core per worker
-    _worker.update(setup=setup, env=ArmEnv(setup.env), model=VLAModel(setup.model).eval(), version=None)
+    _worker.update(setup=setup, env=make_env(setup.tasks, setup.env, setup.metaworld),
+                   model=VLAModel(setup.model).eval(), version=None)
 
 
 def _run(args: tuple[int, str, RolloutJob]):

@@ -1,5 +1,6 @@
 """The demo -> BC -> eval pipeline on Meta-World with tiny budgets: collect -> bags -> ChunkDataset ->
 train-bc (with its closed-loop evaluation) -> eval of the expert and of the checkpoint."""
+import csv
 import json
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from policytrim_ros.envs.metaworld_config import ACTION_NAMES, CONTROL_DT, METAW
 from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
 from policytrim_ros.training.bc import BCConfig, train_bc
+from policytrim_ros.training.grpo import GRPOConfig
+from policytrim_ros.training.trainer import PolicyTrimConfig, train_policytrim
 
 CLI = [str(Path(sys.executable).parent / 'policytrim')]
 TASKS = tuple(METAWORLD_TASKS)
@@ -46,7 +49,9 @@ def test_collected_bags_read_back_with_meta_world_joints(demos):
     window = data[0]
     assert window['image'].shape == (96, 96, 3) and window['state'].shape == (4,)
     assert window['actions'].shape == (16, 4)
-    assert all(v.shape == (4,) and np.isfinite(v).all() for v in data.statistics().values())
+    stats = data.statistics(action_offsets=False)
+    assert stats.pop('step_delta_std').shape == (16, 4)
+    assert all(v.shape == (4,) and np.isfinite(v).all() for v in stats.values())
 
 
 def test_sweep_runs_the_meta_world_expert_backend():
@@ -80,3 +85,24 @@ def test_bc_trains_and_evaluates_on_meta_world_demos_then_eval_runs_the_checkpoi
 def test_eval_through_ros_refuses_meta_world_tasks(tmp_path):
     result = run('eval', '--tasks', 'reach-v3', '--ros', '--out', str(tmp_path))
     assert result.returncode == 1 and '--ros runs the embedded arm' in result.stderr
+
+
+def test_policytrim_stage1_iteration_runs_on_meta_world(demos, tmp_path):
+    root, _ = demos
+    baseline = train_bc(BCConfig(demos=str(root), steps=1, batch_size=4, warmup_steps=1, log_every=1,
+                                 checkpoint_every=1, eval_every=0, eval_episodes=0, out_dir=str(tmp_path / 'bc')),
+                        progress=False)
+    config = PolicyTrimConfig(init=str(baseline), tasks=('reach-v3',), iterations=1, groups_per_iteration=1,
+                              group_size=3, max_episode_steps=20, workers=0, checkpoint_every=1,
+                              grpo=GRPOConfig(minibatch_size=8), out_dir=str(tmp_path / 's1'))
+    final = train_policytrim(config, progress=False)
+    with (tmp_path / 's1' / 'scalars.csv').open() as f:
+        logged = {row['metric']: float(row['value']) for row in csv.DictReader(f)}
+    assert logged['n_action_steps'] == 10.0      # Gamma's h = 4, 10, 16, one member each
+    assert TorchVLAPolicy(final).metadata.joint_names == ACTION_NAMES
+
+
+def test_policytrim_refuses_an_arm_checkpoint_on_meta_world_tasks(tmp_path):
+    config = PolicyTrimConfig(tasks=('reach-v3',), iterations=1, workers=0, out_dir=str(tmp_path / 'run'))
+    with pytest.raises(ValueError, match='commands'):
+        train_policytrim(config, progress=False)
