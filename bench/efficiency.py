@@ -9,6 +9,8 @@ chunk means (no sampling). Writes efficiency.json, efficiency.md and efficiency.
 
     python bench/efficiency.py --method policytrim=models/policytrim@16 --episodes 100 \\
         --ros-episodes 10 --out bench/results/efficiency
+    python bench/efficiency.py --tasks reach-v3 push-v3 pick-place-v3 --baseline CHECKPOINT \
+        --method policytrim=CHECKPOINT --ablation-task push-v3 --out bench/results/efficiency-metaworld
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from policytrim_ros import constants as C
 from policytrim_ros import launcher
+from policytrim_ros.envs.factory import task_suite
 from policytrim_ros.evaluation import efficiency as E
 from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep, sim_configs
 from policytrim_ros.execution.metrics import format_table, summarize_by_task, write_json
@@ -46,7 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--ablation', type=policy_spec, action='append', default=[], metavar='NAME=CHECKPOINT@h',
                    help='an ablation row, run on --ablation-task only (repeatable)')
     p.add_argument('--ablation-task', default='push', help='the task of the ablation rows (default push)')
-    p.add_argument('--tasks', nargs='+', default=['reach', 'push', 'pick_place'], help='embedded tasks')
+    p.add_argument('--tasks', nargs='+', default=['reach', 'push', 'pick_place'],
+                   help="tasks of one robot: the embedded arm's (default) or Meta-World's (reach-v3 push-v3 "
+                        'pick-place-v3; no ROS rows: the nodes run the embedded arm)')
     p.add_argument('--episodes', type=int, default=100, help='episodes per task and policy (default 100)')
     p.add_argument('--seed', type=int, default=1000, help='first seed of each task (evaluation seeds: 1000 on)')
     p.add_argument('--tolerance', type=float, default=0.02, help='SR tolerance of the best fixed h (default 0.02)')
@@ -60,11 +65,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f'--default-h {args.default_h} must be one of --baseline-h {args.baseline_h}')
     if not args.method:
         p.error('give at least one --method NAME=CHECKPOINT@h')
+    try:
+        suite = task_suite(args.tasks)
+    except ValueError as err:   # unknown or mixed tasks
+        p.error(str(err))
+    if args.ablation and args.ablation_task not in args.tasks:
+        p.error(f'--ablation-task {args.ablation_task} must be one of --tasks {args.tasks}')
+    if suite == 'metaworld' and args.ros_episodes:
+        print('Meta-World tasks: no ROS wall-clock rows (sim_node runs the embedded arm)')
+        args.ros_episodes = 0
     return args
 
 
 def core_sweep(args, checkpoint: str, horizons: list[int], tasks: list[str], episodes: int, params: Path) -> dict:
-    env, execution, safety = sim_configs(params)
+    env, execution, safety = sim_configs(params, tasks)
     config = SweepConfig(policy=PolicyConfig(backend='torch', checkpoint=checkpoint), tasks=tuple(tasks),
                          n_action_steps=tuple(horizons), chunk_size=execution.chunk_size, episodes=episodes,
                          seed=args.seed, control_dt=execution.control_dt,

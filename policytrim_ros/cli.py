@@ -91,10 +91,9 @@ def _eval_parser(sub) -> None:
 
 
 def evaluate(args) -> int:
-    from policytrim_ros.envs.factory import suite_control_dt, task_suite
+    from policytrim_ros.envs.factory import task_suite
     from policytrim_ros.evaluation.report import sweep_rows, write_report
     from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep, sim_configs
-    from policytrim_ros.execution.config import SafetyConfig
     from policytrim_ros.policy.factory import PolicyConfig
 
     suite = task_suite(args.tasks)
@@ -102,15 +101,11 @@ def evaluate(args) -> int:
         raise ValueError(f'--ros runs the embedded arm in sim_node; the Meta-World tasks {args.tasks} run '
                          'without ROS only (drop --ros)')
     params = launcher.params_file(args.params)
-    env, execution, safety = sim_configs(params)
+    env, execution, safety = sim_configs(params, args.tasks)
     policy = PolicyConfig(backend=args.backend, checkpoint=args.checkpoint)
-    if suite == 'metaworld':  # the params' control period and joint limits are the arm's
-        control_dt, safety = suite_control_dt(suite), SafetyConfig()
-    else:
-        control_dt = execution.control_dt
     config = SweepConfig(
         policy=policy, tasks=tuple(args.tasks), n_action_steps=tuple(args.n_action_steps),
-        chunk_size=args.chunk_size, episodes=args.episodes, seed=args.seed, control_dt=control_dt,
+        chunk_size=args.chunk_size, episodes=args.episodes, seed=args.seed, control_dt=execution.control_dt,
         max_episode_steps=execution.max_episode_steps, workers=args.workers, env=env, safety=safety)
     if args.reference not in config.n_action_steps:
         raise ValueError(f'--reference {args.reference} must be one of --n-action-steps {list(args.n_action_steps)}')
@@ -220,16 +215,12 @@ def _train_parser(sub) -> None:
 
 def train(args) -> int:
     from policytrim_ros.config import from_dict
-    from policytrim_ros.envs.factory import task_suite
     from policytrim_ros.evaluation.sweep import sim_configs
-    from policytrim_ros.execution.config import SafetyConfig
     from policytrim_ros.training.trainer import PolicyTrimConfig, train_policytrim
     values = load_yaml(args.config) if args.config else {}
     stage = 1 if args.stage == 'all' else int(args.stage)
     config = from_dict(PolicyTrimConfig, {**values, **_overrides(args.set), 'stage': stage})
-    env, _, safety = sim_configs(launcher.params_file(args.params))
-    if task_suite(config.tasks) == 'metaworld':
-        safety = SafetyConfig()   # the params' joint limits are the arm's; Meta-World clips its own actions
+    env, _, safety = sim_configs(launcher.params_file(args.params), config.tasks)
     if args.stage == 'all':
         from policytrim_ros.training.pipeline import run_policytrim
         final = run_policytrim(config, env, safety, resume=args.resume)

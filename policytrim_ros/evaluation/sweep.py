@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -73,12 +73,20 @@ class SweepConfig:
         return ExecutionConfig(self.chunk_size, h, self.control_dt, self.max_episode_steps)
 
 
-def sim_configs(params: str | Path) -> tuple[EnvConfig, ExecutionConfig, SafetyConfig]:
-    """The embedded arm's env (sim_node), execution and safety (policy_node) from a ROS parameter file."""
+def sim_configs(params: str | Path, tasks=None) -> tuple[EnvConfig, ExecutionConfig, SafetyConfig]:
+    """The embedded arm's env (sim_node), execution and safety (policy_node) from a ROS parameter file.
+
+    With Meta-World ``tasks`` the execution runs at Meta-World's control step and the safety
+    limits are none: the file's period and joint limits are the arm's (Meta-World clips its own
+    actions); its chunk size and step limit still apply.
+    """
     data = load_yaml(params)
     node = ros_parameters(data, 'policy_node')
-    return (from_dict(EnvConfig, ros_parameters(data, 'sim_node').get('env', {})),
-            from_dict(ExecutionConfig, node.get('execution', {})), from_dict(SafetyConfig, node.get('safety', {})))
+    env = from_dict(EnvConfig, ros_parameters(data, 'sim_node').get('env', {}))
+    execution = from_dict(ExecutionConfig, node.get('execution', {}))
+    if tasks is not None and task_suite(tasks) == 'metaworld':
+        return env, replace(execution, control_dt=suite_control_dt('metaworld')), SafetyConfig()
+    return env, execution, from_dict(SafetyConfig, node.get('safety', {}))
 
 
 _worker: dict = {}

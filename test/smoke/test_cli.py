@@ -91,6 +91,12 @@ def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path):
     plain = subprocess.run(command[:6] + ['--method', 'bc=package://policytrim_ros/models/bc-teleop'],
                            env=launcher.ros_env(), capture_output=True, text=True)
     assert plain.returncode == 2 and 'not a PolicyTrim Stage 2 checkpoint' in plain.stderr
+    mixed = subprocess.run(command[:3] + ['reach', 'push-v3'] + command[4:], env=launcher.ros_env(),
+                           capture_output=True, text=True)
+    assert mixed.returncode == 2 and 'mix embedded arm tasks' in mixed.stderr
+    elsewhere = subprocess.run(command + ['--ablation-task', 'push'], env=launcher.ros_env(), capture_output=True,
+                               text=True)
+    assert elsewhere.returncode == 2 and '--ablation-task push must be one of --tasks' in elsewhere.stderr
 
 
 def test_demo_runs_the_shipped_policytrim_model_at_its_trained_h_next_to_the_baseline():
