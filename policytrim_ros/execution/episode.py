@@ -1,5 +1,6 @@
 """The closed loop without ROS: the same executor and trajectory the policy node uses, driven
-directly against an ``ArmEnv`` at full speed (evaluation sweeps, data collection, RL rollouts).
+directly against an ``ArmEnv`` (or a ``MetaWorldEnv``, which has the same surface) at full speed
+(evaluation sweeps, data collection, RL rollouts).
 
 On the same seed this loop and the ROS path (sim_node in lockstep + policy_node) execute the same
 trajectories and count the same steps and inference calls.
@@ -7,17 +8,21 @@ trajectories and count the same steps and inference calls.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from policytrim_ros import constants as C
-from policytrim_ros.envs.arm import ArmEnv
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.executor import ChunkExecutor, ChunkRecord
 from policytrim_ros.execution.metrics import EpisodeMetrics
 from policytrim_ros.execution.safety import UnsafeChunkError
 from policytrim_ros.policy.base import ChunkPolicy, PolicyInputError
 
+if TYPE_CHECKING:
+    from policytrim_ros.envs.arm import ArmEnv
+    from policytrim_ros.envs.metaworld import MetaWorldEnv
 
-def run_episode(env: ArmEnv, policy: ChunkPolicy, config: ExecutionConfig, task: str, seed: int,
+
+def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: ExecutionConfig, task: str, seed: int,
                 episode_id: str = '', safety: SafetyConfig | None = None
                 ) -> tuple[EpisodeMetrics, list[ChunkRecord]]:
     """Run one episode of ``task`` from ``seed``; return its metrics and one record per call.

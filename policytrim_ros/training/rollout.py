@@ -8,6 +8,7 @@ instruction, the sampled chunk, and how many of its actions were executed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,10 @@ from policytrim_ros.execution.metrics import EpisodeMetrics
 from policytrim_ros.policy.torch_policy import vla_inputs, vla_metadata
 from policytrim_ros.policy.vla.instruction import InstructionEncoder, shared_encoder
 from policytrim_ros.policy.vla.modeling_vla import VLAModel
+
+if TYPE_CHECKING:
+    from policytrim_ros.envs.arm import ArmEnv
+    from policytrim_ros.envs.metaworld import MetaWorldEnv
 
 
 class SamplingVLAPolicy:
@@ -82,7 +87,7 @@ class Rollout:
         return np.arange(self.chunks.shape[1])[None, :] < self.executed[:, None]
 
 
-def collect_rollout(env, policy: SamplingVLAPolicy, config: ExecutionConfig, task: str, seed: int,
+def collect_rollout(env: ArmEnv | MetaWorldEnv, policy: SamplingVLAPolicy, config: ExecutionConfig, task: str, seed: int,
                     safety: SafetyConfig | None = None, episode_id: str = '') -> Rollout:
     """Run one sampled episode of ``task`` from ``seed`` and return what the update needs.
 
