@@ -148,12 +148,18 @@ def _collect_parser(sub) -> None:
     p.add_argument('--seed', type=int, default=0, help='first seed (demonstration seeds are 0-999)')
     p.add_argument('--workers', type=int, default=2, help='worker processes (default 2)')
     p.add_argument('--out', type=Path, default=Path('runs/demos'), help='output root (default runs/demos)')
+    p.add_argument('--params', type=Path, default=None,
+                   help="ROS parameter file whose sim_node env (camera, image size, disturbances) the arm's "
+                        'episodes run in (default config/sim.yaml); Meta-World tasks ignore it')
     p.set_defaults(func=collect)
 
 
 def collect(args) -> int:
     from policytrim_ros.data.collect import collect_demonstrations
-    paths = collect_demonstrations(args.tasks, args.episodes, args.style, args.seed, args.out, workers=args.workers)
+    from policytrim_ros.evaluation.sweep import sim_configs
+    env, _, _ = sim_configs(launcher.params_file(args.params))
+    paths = collect_demonstrations(args.tasks, args.episodes, args.style, args.seed, args.out, workers=args.workers,
+                                   env_config=env)
     print(f'wrote {len(paths)} bags under {args.out} (summary: {args.out / "index.json"})')
     return 0
 

@@ -112,3 +112,16 @@ def test_demo_runs_the_shipped_policytrim_model_at_its_trained_h_next_to_the_bas
     assert runs[2][1] == {'policy.backend': 'torch', 'policy.checkpoint': 'package://policytrim_ros/models/policytrim'}
     expert = argparse.Namespace(**{**vars(args), 'backend': 'expert'})
     assert [label for label, _, _ in _demo_runs(expert, {'backend': 'expert'})] == ['expert', 'expert']
+
+
+def test_collect_runs_the_env_of_the_params_file(tmp_path):
+    import yaml
+
+    from policytrim_ros.data.bag import read_episode_bag
+    params = yaml.safe_load(launcher.params_file(None).read_text())
+    params['sim_node']['ros__parameters']['env'].update(camera='workspace_camera', image_width=64, image_height=48)
+    (tmp_path / 'params.yaml').write_text(yaml.safe_dump(params))
+    run('collect', '--tasks', 'reach', '--episodes', '1', '--style', 'efficient', '--workers', '1',
+        '--params', str(tmp_path / 'params.yaml'), '--out', str(tmp_path / 'demos'))
+    episode = read_episode_bag(tmp_path / 'demos' / 'reach' / 'efficient-0')
+    assert episode.success and episode.images.shape[1:] == (48, 64, 3)
