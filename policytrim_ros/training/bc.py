@@ -63,7 +63,9 @@ class BCConfig:
         state (``ChunkDataset.statistics`` step_delta_std; weights clipped at 100, mean 1). False
         weighs every step alike, so the far targets (large, and the least predictable under
         teleop hesitations) dominate the loss and the first actions, the ones a small h executes,
-        are fitted least precisely.
+        are fitted least precisely. Measured on the teleop demos (vla-2m, 8000 steps, seed 0, 50
+        episodes per task at h = 4): SR 0.72 / 0.42 / 0.52 (reach / push / pick_place) against
+        0.84 / 0.46 / 0.42 without it, i.e. no gain; off by default.
     seed: seed of the model init, batch sampling and augmentation.
     init_from: checkpoint to continue training from with a fresh optimizer and schedule (its
         architecture and normalization are kept; the model preset is ignored); '' = random init.
