@@ -21,7 +21,7 @@ import numpy as np
 
 from policytrim_ros.envs.arm import _release_gl_context  # shared: same GL threading rules
 from policytrim_ros.envs.base import Observation
-from policytrim_ros.envs.metaworld_config import (ACTION_NAMES, METAWORLD_TASKS, MetaWorldConfig,
+from policytrim_ros.envs.metaworld_config import (ACTION_NAMES, METAWORLD_TASKS, WORKSPACE_VIEW, MetaWorldConfig,
                                                   MetaWorldDisturbanceConfig, check_task)
 from policytrim_ros.envs.streams import episode_rngs, sensor_rng
 from policytrim_ros.execution.trajectory import TimedTrajectory, TrajectoryError, validate_trajectory
@@ -60,6 +60,15 @@ def make_metaworld_env(task: str, benchmark_seed: int = 0, max_path_length: int 
     env.set_task(metaworld.Task(env_name=task, data=pickle.dumps(variants[0])))
     env.reset()
     return env
+
+
+def _workspace_camera() -> mujoco.MjvCamera:
+    """The ``workspace`` view (``WORKSPACE_VIEW``) as a free MuJoCo camera."""
+    camera = mujoco.MjvCamera()
+    camera.type = mujoco.mjtCamera.mjCAMERA_FREE
+    camera.lookat[:] = WORKSPACE_VIEW['lookat']
+    camera.distance, camera.azimuth, camera.elevation = (WORKSPACE_VIEW[k] for k in ('distance', 'azimuth', 'elevation'))
+    return camera
 
 
 @dataclass
@@ -139,8 +148,11 @@ class MetaWorldEnv:
         data['rand_vec'] = self._shift_spot(loaded, data['rand_vec'], self._rng['layout'])
         loaded.env.set_task(metaworld.Task(env_name=task, data=pickle.dumps(data)))
         self._obs, _ = loaded.env.reset()
-        cam = loaded.env.model.camera(self.config.camera).id
-        self._upside_down = bool(loaded.env.data.cam_xmat[cam, 7] < 0)  # image "up" points down
+        if self.config.camera == 'workspace':
+            self._upside_down = False
+        else:
+            cam = loaded.env.model.camera(self.config.camera).id
+            self._upside_down = bool(loaded.env.data.cam_xmat[cam, 7] < 0)  # image "up" points down
         self.step_count = 0
         self._grip = -1.0
         self._active, self._pending = None, None
@@ -302,7 +314,8 @@ class MetaWorldEnv:
         try:
             if loaded.renderer is None:
                 loaded.renderer = mujoco.Renderer(loaded.env.model, cfg.image_height, cfg.image_width)
-            loaded.renderer.update_scene(loaded.env.data, camera=cfg.camera)
+            loaded.renderer.update_scene(loaded.env.data, camera=_workspace_camera() if cfg.camera == 'workspace'
+                                         else cfg.camera)
             flags = loaded.renderer.scene.flags
             for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
                          mujoco.mjtRndFlag.mjRND_SKYBOX):

@@ -25,8 +25,13 @@ ACTION_NAMES: tuple[str, ...] = ('dx', 'dy', 'dz', 'grip')
 """The A = 4 action columns: hand mocap delta xyz (1 unit = 1 cm per step), gripper effort."""
 CONTROL_DT = 0.0125
 """Seconds per Meta-World step: frame_skip (5) x timestep (2.5 ms) of the supported Sawyer scenes."""
-CAMERAS = ('corner', 'corner2', 'corner3', 'corner4', 'topview', 'behindGripper', 'gripperPOV')
-"""Cameras of the Sawyer scenes."""
+CAMERAS = ('corner', 'corner2', 'corner3', 'corner4', 'topview', 'behindGripper', 'gripperPOV', 'workspace')
+"""Cameras of the Sawyer scenes, plus ``workspace``: ours, see ``WORKSPACE_VIEW``."""
+
+WORKSPACE_VIEW = {'lookat': (0.0, 0.72, 0.12), 'distance': 0.75, 'azimuth': 130.0, 'elevation': -35.0}
+"""The ``workspace`` camera (a MuJoCo free camera; m and deg): it frames the hand's start, the
+objects and the goals of the supported tasks, so a 4.5 cm puck is about 6 px wide at 96 px where
+``corner`` (the whole table and robot) shows it at 2-3 px."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,9 @@ class MetaWorldConfig:
     """Rendering, episode length, task variants and disturbances of ``MetaWorldEnv``.
 
     camera: camera to render, one of ``CAMERAS``; cameras mounted upside down (the corner ones)
-        are turned upright (rotated 180 deg).
+        are turned upright (rotated 180 deg); ``workspace`` (the default) is our close view of the
+        task region. Measured from ``corner`` at 96 px: BC reached SR 0.55 / 0.15 / 0.0 (reach /
+        push / pick-place, 20 episodes, efficient demos) and 0.3 / 0.2 / 0.1 on teleop demos.
     image_width, image_height: rendered image size (px, at most 640 x 480).
     goal_marker_radius: radius (m) the goal site is drawn with. Meta-World draws it at 0.02 m, 2-3 px
         at 96 px from ``corner``: a BC policy did not learn where the goal is (SR 0.2 on reach-v3).
@@ -98,7 +105,7 @@ class MetaWorldConfig:
     disturbances: ``MetaWorldDisturbanceConfig()`` (on) or ``MetaWorldDisturbanceConfig.none()``.
     """
 
-    camera: str = 'corner'
+    camera: str = 'workspace'
     image_width: int = 96
     image_height: int = 96
     goal_marker_radius: float = 0.04
