@@ -106,3 +106,15 @@ def test_policytrim_refuses_an_arm_checkpoint_on_meta_world_tasks(tmp_path):
     config = PolicyTrimConfig(tasks=('reach-v3',), iterations=1, workers=0, out_dir=str(tmp_path / 'run'))
     with pytest.raises(ValueError, match='commands'):
         train_policytrim(config, progress=False)
+
+
+def test_the_shipped_meta_world_baseline_runs_on_meta_world_observations():
+    from policytrim_ros import resources
+    policy = TorchVLAPolicy(resources.resolve('package://policytrim_ros/models/bc-metaworld'))
+    assert policy.metadata.joint_names == ACTION_NAMES and policy.metadata.chunk_size == 16
+    env = MetaWorldEnv('pick-place-v3')
+    try:
+        chunk = policy.predict_action_chunk(env.reset('pick-place-v3', 1000))
+    finally:
+        env.close()
+    assert chunk.shape == (16, 4) and np.isfinite(chunk).all() and np.abs(chunk).max() <= 1.0 + 1e-6
