@@ -125,3 +125,17 @@ def test_shipped_safety_limits_match_the_embedded_arm(name):
     lower, upper = env.model.jnt_range[[env.model.joint(n).id for n in model_joints]].T
     assert safety['position_lower'] == pytest.approx(list(lower))
     assert safety['position_upper'] == pytest.approx(list(upper))
+
+
+@pytest.mark.parametrize('path', sorted((REPO / 'config' / 'training').glob('*.yaml')), ids=lambda p: p.name)
+def test_training_configs_load_into_their_dataclasses(path):
+    from policytrim_ros import resources
+    from policytrim_ros.config import from_dict, load_yaml
+    from policytrim_ros.training.bc import BCConfig
+    from policytrim_ros.training.trainer import PolicyTrimConfig
+    values = load_yaml(path)
+    if path.name.startswith('bc'):
+        from_dict(BCConfig, values)
+    else:
+        config = from_dict(PolicyTrimConfig, values)
+        assert Path(resources.resolve(config.init), 'model.safetensors').is_file()
