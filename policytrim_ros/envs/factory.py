@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 
 from policytrim_ros.config import suggest
 from policytrim_ros.envs.arm import ArmEnv
+from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.envs.config import EnvConfig
+from policytrim_ros.envs.metaworld_config import ACTION_NAMES as METAWORLD_ACTION_NAMES
 from policytrim_ros.envs.metaworld_config import CONTROL_DT as METAWORLD_CONTROL_DT
 from policytrim_ros.envs.metaworld_config import METAWORLD_TASKS, MetaWorldConfig
 from policytrim_ros.envs.registry import TASKS, UnknownTaskError
@@ -53,6 +55,11 @@ def suite_control_dt(suite: str, env_config: EnvConfig | None = None) -> float:
     if suite == 'metaworld':
         return METAWORLD_CONTROL_DT
     return (env_config or EnvConfig()).control_dt
+
+
+def suite_joint_names(suite: str) -> tuple[str, ...]:
+    """The action columns of ``suite``'s env: the arm's joints or Meta-World's ``dx dy dz grip``."""
+    return METAWORLD_ACTION_NAMES if suite == 'metaworld' else JOINT_NAMES
 
 
 def make_env(tasks: Sequence[str], env_config: EnvConfig | None = None,

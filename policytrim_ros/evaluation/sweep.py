@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -73,7 +74,7 @@ class SweepConfig:
         return ExecutionConfig(self.chunk_size, h, self.control_dt, self.max_episode_steps)
 
 
-def sim_configs(params: str | Path, tasks=None) -> tuple[EnvConfig, ExecutionConfig, SafetyConfig]:
+def sim_configs(params: str | Path, tasks: Sequence[str] | None = None) -> tuple[EnvConfig, ExecutionConfig, SafetyConfig]:
     """The embedded arm's env (sim_node), execution and safety (policy_node) from a ROS parameter file.
 
     With Meta-World ``tasks`` the execution runs at Meta-World's control step and the safety

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from policytrim_ros import resources
 from policytrim_ros.config import to_dict
 from policytrim_ros.envs.config import EnvConfig
-from policytrim_ros.envs.factory import suite_control_dt, task_suite
+from policytrim_ros.envs.factory import suite_control_dt, suite_joint_names, task_suite
 from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.execution.config import SafetyConfig
 from policytrim_ros.policy.checkpoint import (load_checkpoint, load_trainer_state, save_checkpoint,
@@ -121,15 +121,6 @@ def stage_horizons(cfg: PolicyTrimConfig, chunk_size: int) -> tuple[int, ...]:
                                chunk_size)
 
 
-def _suite_joint_names(tasks) -> tuple[str, ...]:
-    """The action columns of the env that runs ``tasks``."""
-    if task_suite(tasks) == 'metaworld':
-        from policytrim_ros.envs.metaworld_config import ACTION_NAMES
-        return ACTION_NAMES
-    from policytrim_ros.envs.base import JOINT_NAMES
-    return JOINT_NAMES
-
-
 def _iteration_jobs(cfg: PolicyTrimConfig, iteration: int, horizons: tuple[int, ...]) -> list:
     jobs = []
     for g in range(cfg.groups_per_iteration):
@@ -169,6 +160,9 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
     init = resources.resolve(cfg.init)
     reference = load_checkpoint(init)[0] if cfg.grpo.kl_coef else None   # the frozen KL anchor
     model, model_cfg, _ = load_checkpoint(out / 'last' if resuming else init)
+    if tuple(model_cfg.joint_names) != suite_joint_names(task_suite(cfg.tasks)):
+        raise ValueError(f'{cfg.init} commands {list(model_cfg.joint_names)}, not the joints of the env of tasks '
+                         f'{list(cfg.tasks)}: post-train a checkpoint on tasks of the robot it was trained for')
     if cfg.log_std is not None and not resuming:
         with torch.no_grad():
             model.log_std_param.fill_(cfg.log_std)
@@ -182,9 +176,6 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
         (out / 'config.json').write_text(json.dumps(to_dict(cfg), indent=2))
     horizons = stage_horizons(cfg, model_cfg.chunk_size)
     env = env or EnvConfig()
-    if tuple(model_cfg.joint_names) != _suite_joint_names(cfg.tasks):
-        raise ValueError(f'{cfg.init} commands {list(model_cfg.joint_names)}, not the joints of the env of tasks '
-                         f'{list(cfg.tasks)}: post-train a checkpoint on tasks of the robot it was trained for')
     setup = RolloutSetup(model_cfg, env, safety or SafetyConfig(), cfg.max_episode_steps,
                          suite_control_dt(task_suite(cfg.tasks), env), tuple(cfg.tasks),
                          metaworld or MetaWorldConfig())
