@@ -150,16 +150,30 @@ def _collect_parser(sub) -> None:
     p.add_argument('--out', type=Path, default=Path('runs/demos'), help='output root (default runs/demos)')
     p.add_argument('--params', type=Path, default=None,
                    help="ROS parameter file whose sim_node env (camera, image size, disturbances) the arm's "
-                        'episodes run in (default config/sim.yaml); Meta-World tasks ignore it')
+                        'episodes run in (default config/sim.yaml); Meta-World tasks ignore it. With --takeover '
+                        "also the policy node's execution (H, h) and safety limits the policy drives with")
+    p.add_argument('--takeover', default=None, metavar='CHECKPOINT',
+                   help='takeover demonstrations (HG-DAgger style): this VLA checkpoint drives each episode '
+                        'first, as in evaluation, then the operator takes over; only its part is recorded')
+    p.add_argument('--takeover-steps', type=int, nargs=2, default=(10, 100), metavar=('LO', 'HI'),
+                   help='control steps the policy drives before the takeover, drawn uniformly per seed '
+                        '(default 10 100)')
+    p.add_argument('--takeover-backend', choices=('torch', 'onnx'), default='torch',
+                   help='backend that runs the takeover checkpoint (default torch)')
     p.set_defaults(func=collect)
 
 
 def collect(args) -> int:
-    from policytrim_ros.data.collect import collect_demonstrations
+    from policytrim_ros.data.collect import Takeover, collect_demonstrations
     from policytrim_ros.evaluation.sweep import sim_configs
-    env, _, _ = sim_configs(launcher.params_file(args.params))
+    from policytrim_ros.policy.factory import PolicyConfig
+    env, execution, safety = sim_configs(launcher.params_file(args.params), args.tasks)
+    takeover = None
+    if args.takeover:
+        takeover = Takeover(PolicyConfig(args.takeover_backend, args.takeover), execution, safety,
+                            tuple(args.takeover_steps))
     paths = collect_demonstrations(args.tasks, args.episodes, args.style, args.seed, args.out, workers=args.workers,
-                                   env_config=env)
+                                   env_config=env, takeover=takeover)
     print(f'wrote {len(paths)} bags under {args.out} (summary: {args.out / "index.json"})')
     return 0
 

@@ -89,6 +89,8 @@ class ChunkDataset:
                     episodes.append(item)
                 continue
             path = Path(item)
+            if not path.exists():
+                raise FileNotFoundError(f'no demonstrations at {path}')
             bags = find_bags(path) if path.is_dir() else [path]
             for bag in bags:
                 if styles is None or bag_custom_data(bag).get('style', 'recorded') in styles:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from policytrim_ros import resources
 from policytrim_ros.config import to_dict
 from policytrim_ros.data.dataset import ChunkDataset
 from policytrim_ros.envs.factory import suite_control_dt, task_suite
@@ -39,6 +40,8 @@ class BCConfig:
 
     demos: folder of demonstration bags (``policytrim collect`` output), searched recursively; all
         of one robot (the arm's tasks, or Meta-World's '-v3' tasks: joint names must agree).
+    extra_demos: more folders of bags trained on together with ``demos`` (e.g. takeover
+        demonstrations, ``policytrim collect --takeover``); same robot, same styles filter.
     styles: operator styles of the bags to train on (efficient, teleop; recorded for robot bags).
     model: VLA preset (vla-2m or vla-10m).
     chunk_size: H, actions predicted per call.
@@ -69,6 +72,7 @@ class BCConfig:
     seed: seed of the model init, batch sampling and augmentation.
     init_from: checkpoint to continue training from with a fresh optimizer and schedule (its
         architecture and normalization are kept; the model preset is ignored); '' = random init.
+        ``package://policytrim_ros/models/...`` names a shipped one.
     log_every: steps between scalar rows.
     checkpoint_every: steps between checkpoints (also where an interrupted run resumes).
     eval_every: steps between closed-loop evaluations (a multiple of checkpoint_every; 0 = only at the end).
@@ -81,6 +85,7 @@ class BCConfig:
     """
 
     demos: str = 'runs/demos'
+    extra_demos: tuple[str, ...] = ()
     styles: tuple[str, ...] = ('teleop',)
     model: str = 'vla-2m'
     chunk_size: int = 16
@@ -219,7 +224,7 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    dataset = ChunkDataset(cfg.demos, cfg.chunk_size, styles=cfg.styles)
+    dataset = ChunkDataset([cfg.demos, *cfg.extra_demos], cfg.chunk_size, styles=cfg.styles)
     first = dataset[0]
     joint_names = tuple(dataset.joint_names)
     stats = dataset.statistics(cfg.action_offsets)
@@ -240,7 +245,7 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
         start = _restore(out, optimizer, rng, generator)
     else:
         if cfg.init_from:
-            model, init_cfg, _ = load_checkpoint(cfg.init_from)
+            model, init_cfg, _ = load_checkpoint(resources.resolve(cfg.init_from))
             if (init_cfg.joint_names, init_cfg.chunk_size, init_cfg.image_size) != \
                     (model_cfg.joint_names, model_cfg.chunk_size, model_cfg.image_size):
                 raise ValueError(f'init_from {cfg.init_from} has joints {list(init_cfg.joint_names)}, H '

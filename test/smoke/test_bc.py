@@ -1,14 +1,20 @@
 """Behaviour cloning end to end with a tiny budget: collect -> train-bc -> checkpoint -> policy,
-and a resumed run ends with exactly the weights of an uninterrupted one."""
+a resumed run ends with exactly the weights of an uninterrupted one, and takeover demonstrations
+start where the trained policy handed over."""
+import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from policytrim_ros.data.collect import collect_demonstrations
+from policytrim_ros.data.bag import read_episode_bag
+from policytrim_ros.data.collect import Takeover, collect_demonstrations, collect_episode
 from policytrim_ros.envs.arm import ArmEnv
 from policytrim_ros.envs.base import JOINT_NAMES
+from policytrim_ros.envs.operators import EfficientOperator
+from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
+from policytrim_ros.policy.factory import PolicyConfig
 from policytrim_ros.policy.checkpoint import load_tensors
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
 from policytrim_ros.training.bc import BCConfig, _Batches, chunk_loss, step_weights, train_bc
@@ -107,3 +113,43 @@ def test_task_balanced_batches_draw_every_task_equally_often(balance, short_shar
     batches = _Batches(_TwoTasks(), {'x': np.zeros(3, np.float32)}, balance_tasks=balance)
     windows = batches.sample(np.random.default_rng(0), 4000)['actions'][:, 0, 0]
     assert (windows >= 90).float().mean().item() == pytest.approx(short_share, abs=0.03)
+
+
+def test_takeover_demonstrations_start_where_the_policy_handed_over(demos, tmp_path):
+    checkpoint = train_bc(config(demos, tmp_path / 'run', 2), progress=False)
+    takeover = Takeover(PolicyConfig('torch', str(checkpoint)), ExecutionConfig(), SafetyConfig(), steps=(6, 6))
+    out = tmp_path / 'takeover'
+    paths = collect_demonstrations(['push'], 2, 'efficient', 0, out, workers=1, only_successful=False,
+                                   progress=False, takeover=takeover)
+    assert paths == [out / 'push' / 'efficient-0', out / 'push' / 'efficient-1']
+    env = ArmEnv()
+    episode = collect_episode(env, EfficientOperator(), 'push', 0, takeover=takeover,
+                              policy=takeover.make_policy(env.joint_names))
+    plain = collect_episode(env, EfficientOperator(), 'push', 0)
+    assert episode.times[0] == pytest.approx(6 * ExecutionConfig().control_dt)  # recorded from the takeover on
+    assert plain.times[0] == 0.0
+    assert not np.allclose(episode.joint_positions[0], plain.joint_positions[0], atol=1e-3)  # the policy moved it
+    assert np.array_equal(read_episode_bag(paths[0]).actions, episode.actions)
+    summary = json.loads((out / 'index.json').read_text())['efficient']['tasks']['push']
+    assert summary['mean_policy_steps'] == 6 and summary['policy_successes'] == 0 and summary['episodes'] == 2
+
+
+def test_takeover_steps_are_drawn_per_seed_in_range_and_need_a_learned_policy():
+    takeover = Takeover(PolicyConfig('torch', 'ckpt'), ExecutionConfig(), SafetyConfig(), steps=(10, 100))
+    drawn = [takeover.policy_steps(seed) for seed in range(200)]
+    assert drawn == [takeover.policy_steps(seed) for seed in range(200)]
+    assert min(drawn) >= 10 and max(drawn) <= 100 and len(set(drawn)) > 50
+    with pytest.raises(ValueError, match='learned policy'):
+        Takeover(PolicyConfig('expert'), ExecutionConfig(), SafetyConfig())
+    with pytest.raises(ValueError, match='0 <= lo <= hi'):
+        Takeover(PolicyConfig('torch', 'ckpt'), ExecutionConfig(), SafetyConfig(), steps=(20, 10))
+
+
+def test_extra_demos_are_trained_on_with_the_demos(demos, tmp_path):
+    with pytest.raises(FileNotFoundError, match='missing'):
+        train_bc(replace(config(demos, tmp_path / 'bad', 2), extra_demos=(str(tmp_path / 'missing'),)),
+                 progress=False)
+    extra = tmp_path / 'extra'
+    collect_demonstrations(['push'], 1, 'teleop', 0, extra, workers=1, progress=False)
+    final = train_bc(replace(config(demos, tmp_path / 'run', 2), extra_demos=(str(extra),)), progress=False)
+    assert json.loads((final.parent / 'config.json').read_text())['extra_demos'] == [str(extra)]

@@ -125,3 +125,12 @@ def test_collect_runs_the_env_of_the_params_file(tmp_path):
         '--params', str(tmp_path / 'params.yaml'), '--out', str(tmp_path / 'demos'))
     episode = read_episode_bag(tmp_path / 'demos' / 'reach' / 'efficient-0')
     assert episode.success and episode.images.shape[1:] == (48, 64, 3)
+
+
+def test_collect_takeover_lets_the_shipped_baseline_drive_first(tmp_path):
+    run('collect', '--tasks', 'pick_place', '--episodes', '1', '--style', 'efficient', '--workers', '1',
+        '--takeover', 'package://policytrim_ros/models/bc-teleop', '--takeover-steps', '8', '8',
+        '--out', str(tmp_path / 'demos'))
+    summary = json.loads((tmp_path / 'demos' / 'index.json').read_text())['efficient']['tasks']['pick_place']
+    assert summary['mean_policy_steps'] == 8 and summary['policy_successes'] == 0
+    assert summary['bags'] == ['pick_place/efficient-0']
