@@ -153,7 +153,8 @@ def main(argv=None) -> int:
     meta = {'baseline': args.baseline, 'baseline_sweep_h': args.baseline_h, 'default_h': args.default_h,
             'methods': {n: {'checkpoint': c, 'n_action_steps': h} for n, c, h in map(astuple, args.method)},
             'ablations': {n: {'checkpoint': c, 'n_action_steps': h} for n, c, h in map(astuple, args.ablation)},
-            'ablation_task': args.ablation_task, 'episodes_per_task': args.episodes, 'seed': args.seed,
+            'ablation_task': args.ablation_task if ablations else None,
+            'episodes_per_task': args.episodes, 'seed': args.seed,
             'best_h_tolerance': args.tolerance, 'ros_episodes_per_task': args.ros_episodes, 'params': str(params),
             'machine': f'{platform.machine()}, {platform.processor() or "cpu"}, workers {args.workers}',
             'total_wall_clock_s': round(time.monotonic() - started, 1)}
