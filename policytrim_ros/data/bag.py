@@ -14,8 +14,9 @@ zero. A command starts at its stamp; its point i is the action of the step that 
 ``start + time_from_start[i] - time_from_start[0]`` (so a chunk window of h points expands to h
 steps), and a newer command drops the points of the older one at or after its start (JTC replace
 semantics). Each step then gets the latest image and joint state at or before its start (causal
-alignment, 1 us tolerance for stamp rounding). task, style, seed, success and control_dt also go
-into the bag's ``custom_data`` (metadata.yaml), which ``ros2 bag info`` shows.
+alignment, 1 us tolerance for stamp rounding). The images' frame_id names the camera that took
+them (``Episode.camera``). task, style, seed, success, control_dt and camera also go into the
+bag's ``custom_data`` (metadata.yaml), which ``ros2 bag info`` shows.
 
 The custom EpisodeEvent type is registered from the package's own .msg text (the repo's msg/
 when running from a checkout, else the installed share/policytrim_ros/msg): one source of truth,
@@ -51,7 +52,6 @@ TOPIC_TYPES: dict[str, str] = {
 """Topic -> message type of an episode bag."""
 REQUIRED_TOPICS = (IMAGE_TOPIC, JOINT_STATES_TOPIC, COMMAND_TOPIC)
 """Topics a bag must have to become an Episode; the task comes from an event or custom_data."""
-CAMERA_FRAME = 'scene_camera'  # Image.header.frame_id, as sim_node publishes it
 _ALIGN_TOLERANCE_NS = 1_000    # a message this much after a step start still counts as "at" it
 _START, _SUCCESS, _FAILURE = 0, 1, 2  # EpisodeEvent constants
 _YAML_LOADER = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)  # libyaml: 10x faster on metadata.yaml
@@ -142,7 +142,7 @@ def _episode_messages(e: Episode, store: Typestore):
     call_stops = dict(zip(call_starts.tolist(), np.r_[call_starts[1:], e.steps].tolist()))
     for t, ns in enumerate(times):
         yield IMAGE_TOPIC, ns, types['sensor_msgs/msg/Image'](
-            header=_header(store, ns, CAMERA_FRAME), height=h, width=w, encoding='rgb8', is_bigendian=0,
+            header=_header(store, ns, e.camera), height=h, width=w, encoding='rgb8', is_bigendian=0,
             step=3 * w, data=np.ascontiguousarray(e.images[t]).reshape(-1))
         yield JOINT_STATES_TOPIC, ns, types['sensor_msgs/msg/JointState'](
             header=_header(store, ns), name=names, position=np.asarray(e.joint_positions[t], np.float64),
@@ -180,7 +180,7 @@ def write_episode_bag(episode: Episode, path: str | Path, storage: str = 'mcap')
     e = episode
     for key, value in (('task', e.task), ('style', e.style), ('seed', str(e.seed)),
                        ('success', str(e.success).lower()), ('control_dt', repr(e.control_dt)),
-                       ('steps', str(e.steps))):
+                       ('steps', str(e.steps)), ('camera', e.camera)):
         writer.set_custom_data(key, value)
     with writer:
         connections = {topic: writer.add_connection(topic, msgtype, typestore=store,
@@ -316,7 +316,8 @@ def read_episode_bag(path: str | Path) -> Episode:
     if not keep.any():
         raise BagError(f'{path}: no command falls between the START and the end event')
     steps_ns, actions, calls = steps_ns[keep], actions[keep], calls[keep]
-    images = np.stack([_image(m, path) for m in _latest(messages[IMAGE_TOPIC], steps_ns, IMAGE_TOPIC, path)])
+    image_messages = _latest(messages[IMAGE_TOPIC], steps_ns, IMAGE_TOPIC, path)
+    images = np.stack([_image(m, path) for m in image_messages])
     positions = np.stack([_positions(m, names, path)
                           for m in _latest(messages[JOINT_STATES_TOPIC], steps_ns, JOINT_STATES_TOPIC, path)])
     task = start[1].task if start is not None else custom.get('task', '')
@@ -335,4 +336,5 @@ def read_episode_bag(path: str | Path) -> Episode:
     return Episode(task=task, instruction=instruction, seed=int(custom.get('seed', -1)),
                    style=custom.get('style', 'recorded'), success=bool(success), control_dt=control_dt,
                    joint_names=tuple(names), images=images, joint_positions=positions, actions=actions,
-                   times=(steps_ns - origin) / 1e9, call_index=np.unique(calls, return_inverse=True)[1])
+                   times=(steps_ns - origin) / 1e9, call_index=np.unique(calls, return_inverse=True)[1],
+                   camera=image_messages[0].header.frame_id)

@@ -26,6 +26,7 @@ class Episode:
     times: (T,) float64 seconds since the episode start at which step t began (ns resolution).
     call_index: (T,) int64 inference call (command message) that produced the action of step t:
         arange(T) for operator demonstrations, repeated runs of h for chunked policy rollouts.
+    camera: the camera that took the images (the Image messages' frame_id); '' when unknown.
     """
 
     task: str
@@ -40,6 +41,7 @@ class Episode:
     actions: np.ndarray
     times: np.ndarray
     call_index: np.ndarray
+    camera: str = ''
 
     def __post_init__(self) -> None:
         t = len(self.actions)

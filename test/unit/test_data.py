@@ -37,7 +37,7 @@ def assert_same_episode(a: Episode, b: Episode) -> None:
     for name in ('images', 'joint_positions', 'actions', 'call_index'):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     np.testing.assert_allclose(a.times, b.times, rtol=0, atol=1e-9)
-    for name in ('task', 'instruction', 'seed', 'style', 'success', 'control_dt', 'joint_names'):
+    for name in ('task', 'instruction', 'seed', 'style', 'success', 'control_dt', 'joint_names', 'camera'):
         assert getattr(a, name) == getattr(b, name), name
 
 
@@ -93,7 +93,7 @@ def test_bag_has_the_robot_topics_types_and_metadata(tmp_path, reach_episodes):
     info = yaml.safe_load((path / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
     assert info['storage_identifier'] == 'mcap' and info['version'] == 9
     assert info['custom_data'] == {'task': 'reach', 'style': 'teleop', 'seed': '0', 'success': 'true',
-                                   'control_dt': '0.1', 'steps': str(episode.steps)}
+                                   'control_dt': '0.1', 'steps': str(episode.steps), 'camera': 'scene_camera'}
     store = typestore()
     with Reader(path) as reader:
         assert {c.topic: c.msgtype for c in reader.connections} == TOPIC_TYPES
