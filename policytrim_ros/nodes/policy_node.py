@@ -32,7 +32,7 @@ from policytrim_ros.msg import ChunkStats, EpisodeEvent, EpisodeStats
 from policytrim_ros.nodes import conversions as conv
 from policytrim_ros.nodes.params import declare_config
 from policytrim_ros.nodes.runtime import LATCHED, RELIABLE, run_node
-from policytrim_ros.policy.base import PolicyInputError
+from policytrim_ros.policy.base import PolicyInputError, camera_mismatch
 from policytrim_ros.policy.factory import PolicyConfig, make_policy
 
 
@@ -124,6 +124,7 @@ class PolicyNode(Node):
         self._instruction = ''
         self._ready_after = 0.0                # observations must be stamped at/after this time
         self._episode_count = 0
+        self._cameras_seen: set[str] = set()   # frame_ids of images received (each checked once)
 
         t = cfg.topics
         self.trajectory_pub = self.create_publisher(JointTrajectory, t.trajectory, RELIABLE)
@@ -132,7 +133,7 @@ class PolicyNode(Node):
         store = lambda kind: (lambda msg: self._store(kind, msg))  # noqa: E731
         self.create_subscription(JointState, t.joint_states, store('joints'), qos_profile_sensor_data)
         if meta.image_size is not None:
-            self.create_subscription(Image, t.camera, store('image'), qos_profile_sensor_data)
+            self.create_subscription(Image, t.camera, self._on_image, qos_profile_sensor_data)
         if meta.uses_environment_state:
             self.create_subscription(PoseArray, t.object_poses, store('poses'), qos_profile_sensor_data)
         self.create_subscription(String, t.instruction, self._on_instruction, RELIABLE)
@@ -150,6 +151,15 @@ class PolicyNode(Node):
     def _store(self, kind: str, msg) -> None:
         self._latest[kind] = msg
         self._wake.trigger()
+
+    def _on_image(self, msg: Image) -> None:
+        camera = msg.header.frame_id
+        if camera not in self._cameras_seen:
+            self._cameras_seen.add(camera)
+            warning = camera_mismatch(self.policy.metadata, camera)
+            if warning:
+                self.get_logger().warning(warning)
+        self._store('image', msg)
 
     def _on_instruction(self, msg: String) -> None:
         self._episode_count += 1

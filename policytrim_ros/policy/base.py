@@ -27,6 +27,7 @@ class PolicyMetadata:
     joint_names: (A,) the joints of each chunk column, in order.
     image_size: (height, width) of the RGB image it needs, or None if it uses no image.
     uses_environment_state: needs privileged simulator state (only the scripted expert does).
+    camera: the camera its images must come from (the Image frame_id it was trained on), '' if any.
     """
 
     name: str
@@ -34,10 +35,20 @@ class PolicyMetadata:
     joint_names: tuple[str, ...]
     image_size: tuple[int, int] | None
     uses_environment_state: bool = False
+    camera: str = ''
 
     @property
     def action_dim(self) -> int:
         return len(self.joint_names)
+
+
+def camera_mismatch(metadata: PolicyMetadata, frame_id: str) -> str | None:
+    """Why an image whose header names camera ``frame_id`` is not what the policy was trained on,
+    or None when it is (or when either side does not name its camera)."""
+    if not metadata.camera or not frame_id or frame_id == metadata.camera:
+        return None
+    return (f"images come from camera '{frame_id}' but the {metadata.name} policy was trained on "
+            f"'{metadata.camera}': a learned policy seldom transfers to another view")
 
 
 @runtime_checkable

@@ -16,7 +16,7 @@ from policytrim_ros.policy.vla.instruction import InstructionEncoder, shared_enc
 def vla_metadata(name: str, config: VLAConfig) -> PolicyMetadata:
     """What a VLA backend produces (H x A joint targets) and consumes (an RGB image of the config size)."""
     return PolicyMetadata(name=name, chunk_size=config.chunk_size, joint_names=tuple(config.joint_names),
-                          image_size=config.image_size, uses_environment_state=False)
+                          image_size=config.image_size, uses_environment_state=False, camera=config.camera)
 
 
 def vla_inputs(observation: Observation, config: VLAConfig,

@@ -16,7 +16,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -228,12 +228,14 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
     first = dataset[0]
     joint_names = tuple(dataset.joint_names)
     stats = dataset.statistics(cfg.action_offsets)
+    cameras = {episode.camera for episode in dataset.episodes}
+    camera = cameras.pop() if len(cameras) == 1 else ''   # one named camera, or no contract
     model_cfg = preset(cfg.model, chunk_size=cfg.chunk_size, action_offsets=cfg.action_offsets,
                        state_dim=len(joint_names),
                        action_dim=len(joint_names), joint_names=joint_names,
                        image_height=first['image'].shape[0], image_width=first['image'].shape[1],
                        action_low=tuple(stats['action_min'].tolist()),
-                       action_high=tuple(stats['action_max'].tolist()))
+                       action_high=tuple(stats['action_max'].tolist()), camera=camera)
     encoder = InstructionEncoder()
     batches = _Batches(dataset, {text: encoder.encode(text) for text in dataset.instructions()}, cfg.balance_tasks)
     tasks = sorted({episode.task for episode in dataset.episodes})
@@ -251,6 +253,7 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
                 raise ValueError(f'init_from {cfg.init_from} has joints {list(init_cfg.joint_names)}, H '
                                  f'{init_cfg.chunk_size} and images {init_cfg.image_size}; the demos need '
                                  f'{list(model_cfg.joint_names)}, {model_cfg.chunk_size} and {model_cfg.image_size}')
+            model.config = replace(init_cfg, camera=camera)   # the camera these demos were taken with
         else:
             model = VLAModel(model_cfg)
             model.set_normalization(stats['state_mean'], stats['state_std'], stats['delta_mean'],

@@ -38,6 +38,7 @@ def test_bc_trains_a_checkpoint_the_torch_backend_can_run(demos, tmp_path):
     assert lines[0] == 'step,metric,value,wall_clock_s' and any(',loss,' in line for line in lines)
     policy = TorchVLAPolicy(final)
     assert policy.metadata.joint_names == JOINT_NAMES and policy.metadata.chunk_size == 16
+    assert policy.metadata.camera == 'scene_camera'       # the camera the demonstrations were taken with
     observation = ArmEnv().reset('reach', 1000)
     chunk = policy.predict_action_chunk(observation)
     assert chunk.shape == (16, 7) and np.isfinite(chunk).all()
@@ -52,6 +53,7 @@ def test_bc_continues_from_a_checkpoint_with_init_from(demos, tmp_path):
     before, after = (load_tensors(d / 'model.safetensors') for d in (first, second))
     assert before.keys() == after.keys()                 # the architecture of init_from, not the preset
     assert any(not np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)   # and trained on
+    assert TorchVLAPolicy(second).metadata.camera == 'scene_camera'
 
 
 def test_resumed_bc_run_matches_an_uninterrupted_one(demos, tmp_path):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from policytrim_ros.config import ConfigError
-from policytrim_ros.envs.base import Observation
-from policytrim_ros.policy.base import PolicyInputError
+from policytrim_ros.envs.base import JOINT_NAMES, Observation
+from policytrim_ros.policy.base import PolicyInputError, PolicyMetadata, camera_mismatch
 from policytrim_ros.policy.checkpoint import (CheckpointError, file_sha256, load_checkpoint, load_tensors,
                                               save_checkpoint, save_tensors)
 from policytrim_ros.policy.factory import PolicyConfig, make_policy
@@ -318,3 +318,12 @@ def test_instruction_encoder_gives_cached_unit_vectors():
     assert encoder.encode('pick up the cube') is first
     other = encoder.encode('push the cube to the goal')
     assert float(first @ other) < 0.99
+
+
+def test_camera_mismatch_names_both_cameras_only_when_both_are_known():
+    trained = PolicyMetadata('torch', 16, JOINT_NAMES, (96, 96), camera='scene_camera')
+    assert camera_mismatch(trained, 'scene_camera') is None
+    assert camera_mismatch(trained, '') is None                                  # an unnamed frame: no claim
+    assert camera_mismatch(replace(trained, camera=''), 'wrist_camera') is None  # an older checkpoint
+    message = camera_mismatch(trained, 'wrist_camera')
+    assert "'wrist_camera'" in message and "'scene_camera'" in message

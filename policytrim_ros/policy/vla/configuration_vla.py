@@ -42,6 +42,9 @@ class VLAConfig:
         head overshoots a saturated command (a gripper closed to 0.0 m comes out at -0.01 m),
         and what no demonstration did is no target to send to a robot.
     action_high: (A,) highest target per dimension (raw units), or () for none.
+    camera: the camera the training images came from (their Image frame_id, e.g. 'scene_camera'),
+        or '' when unknown. Not architecture: the input contract, like image size and joint names;
+        policy_node warns when the live images name another camera.
     """
 
     image_height: int = 96
@@ -63,6 +66,7 @@ class VLAConfig:
     joint_names: tuple[str, ...] = JOINT_NAMES
     action_low: tuple[float, ...] = ()
     action_high: tuple[float, ...] = ()
+    camera: str = ''
 
     def __post_init__(self):
         positive = ('image_height', 'image_width', 'vision_keypoints', 'vision_token_pool',
