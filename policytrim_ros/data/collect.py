@@ -37,7 +37,7 @@ from policytrim_ros.envs.operators import Operator, TeleopConfig, make_operator
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.episode import run_episode
 from policytrim_ros.execution.trajectory import window_trajectory
-from policytrim_ros.policy.factory import PolicyConfig
+from policytrim_ros.policy.factory import PolicyConfig, make_policy
 
 if TYPE_CHECKING:
     from policytrim_ros.envs.arm import ArmEnv
@@ -82,7 +82,6 @@ class Takeover:
         return int(rng.integers(self.steps[0], self.steps[1] + 1))
 
     def make_policy(self, joint_names: tuple[str, ...]) -> ChunkPolicy:
-        from policytrim_ros.policy.factory import make_policy
         return make_policy(self.policy, self.execution.chunk_size, self.execution.control_dt, joint_names)
 
 

@@ -97,6 +97,8 @@ class MetaWorldEnv:
 
     def __init__(self, task: str, config: MetaWorldConfig | None = None) -> None:
         self.config = config if config is not None else MetaWorldConfig()
+        # what the renderer is pointed at: our free camera, or a named camera of the scene
+        self._camera = _workspace_camera() if self.config.camera == 'workspace' else self.config.camera
         self.joint_names = ACTION_NAMES
         self._loaded: dict[str, _Loaded] = {}
         first = self._load(task)
@@ -314,8 +316,7 @@ class MetaWorldEnv:
         try:
             if loaded.renderer is None:
                 loaded.renderer = mujoco.Renderer(loaded.env.model, cfg.image_height, cfg.image_width)
-            loaded.renderer.update_scene(loaded.env.data, camera=_workspace_camera() if cfg.camera == 'workspace'
-                                         else cfg.camera)
+            loaded.renderer.update_scene(loaded.env.data, camera=self._camera)
             flags = loaded.renderer.scene.flags
             for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
                          mujoco.mjtRndFlag.mjRND_SKYBOX):
