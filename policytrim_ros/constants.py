@@ -16,6 +16,16 @@ SPEEDUP = 'speedup'
 WALL_CLOCK_S = 'wall_clock_s'
 END_REASON = 'end_reason'
 
+
+def camera_topic(index: int) -> str:
+    """The relative image topic of a robot's camera ``index`` (0-based, in tile order):
+    'camera/image_raw', then 'camera2/image_raw', 'camera3/image_raw', ... The nodes default to
+    these and episode bags use them with a leading '/'; remap to a real robot's topics."""
+    if index < 0:
+        raise ValueError(f'camera index ({index}) must be >= 0')
+    return 'camera/image_raw' if index == 0 else f'camera{index + 1}/image_raw'
+
+
 # Human-readable column headers for tables, keyed by metric name.
 METRIC_LABELS = {
     SUCCESS: 'success',

@@ -4,6 +4,7 @@ A bag holds the topics and types the robot side uses, so bags recorded on a real
 sim_node + policy_node) load through the same reader:
 
     /camera/image_raw                 sensor_msgs/msg/Image (rgb8; bgr8 is read too)
+    /camera2/image_raw, ...           the same, one topic per further camera (constants.camera_topic)
     /joint_states                     sensor_msgs/msg/JointState (observed positions)
     /arm_controller/joint_trajectory  trajectory_msgs/msg/JointTrajectory (the commands)
     /instruction                      std_msgs/msg/String (once, at the start)
@@ -14,9 +15,11 @@ zero. A command starts at its stamp; its point i is the action of the step that 
 ``start + time_from_start[i] - time_from_start[0]`` (so a chunk window of h points expands to h
 steps), and a newer command drops the points of the older one at or after its start (JTC replace
 semantics). Each step then gets the latest image and joint state at or before its start (causal
-alignment, 1 us tolerance for stamp rounding). The images' frame_id names the camera that took
-them (``Episode.camera``). task, style, seed, success, control_dt and camera also go into the
-bag's ``custom_data`` (metadata.yaml), which ``ros2 bag info`` shows.
+alignment, 1 us tolerance for stamp rounding). With several cameras, each step's images are tiled
+left to right in topic order, as the policy sees them (``Observation.image``); each image's
+frame_id names the camera that took it (``Episode.cameras``). task, style, seed, success,
+control_dt and cameras also go into the bag's ``custom_data`` (metadata.yaml), which
+``ros2 bag info`` shows.
 
 The custom EpisodeEvent type is registered from the package's own .msg text (the repo's msg/
 when running from a checkout, else the installed share/policytrim_ros/msg): one source of truth,
@@ -35,9 +38,10 @@ from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from policytrim_ros.constants import camera_topic
 from policytrim_ros.data.episode import Episode
 
-IMAGE_TOPIC = '/camera/image_raw'
+IMAGE_TOPIC = '/' + camera_topic(0)
 JOINT_STATES_TOPIC = '/joint_states'
 COMMAND_TOPIC = '/arm_controller/joint_trajectory'
 INSTRUCTION_TOPIC = '/instruction'
@@ -51,10 +55,16 @@ TOPIC_TYPES: dict[str, str] = {
 }
 """Topic -> message type of an episode bag."""
 REQUIRED_TOPICS = (IMAGE_TOPIC, JOINT_STATES_TOPIC, COMMAND_TOPIC)
-"""Topics a bag must have to become an Episode; the task comes from an event or custom_data."""
+"""Topics a bag must have to become an Episode; the task comes from an event or custom_data.
+Further cameras add ``image_topics(n)[1:]``, of IMAGE_TOPIC's type."""
 _ALIGN_TOLERANCE_NS = 1_000    # a message this much after a step start still counts as "at" it
 _START, _SUCCESS, _FAILURE = 0, 1, 2  # EpisodeEvent constants
 _YAML_LOADER = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)  # libyaml: 10x faster on metadata.yaml
+
+
+def image_topics(cameras: int) -> tuple[str, ...]:
+    """The image topics of a bag with ``cameras`` cameras, in tile order."""
+    return tuple('/' + camera_topic(i) for i in range(cameras))
 
 
 class BagError(ValueError):
@@ -130,7 +140,9 @@ def _episode_messages(e: Episode, store: Typestore):
     names = list(e.joint_names)
     times = [_ns(t) for t in e.times]
     end = times[-1] + _ns(e.control_dt)
-    h, w = e.images.shape[1:3]
+    topics = image_topics(max(1, len(e.cameras)))
+    frame_ids = e.cameras or ('',)
+    h, w = e.images.shape[1], e.images.shape[2] // len(topics)
 
     def event(kind: int, ns: int, step: int):
         return types[TOPIC_TYPES[EVENT_TOPIC]](header=_header(store, ns), event=kind, task=e.task,
@@ -141,9 +153,10 @@ def _episode_messages(e: Episode, store: Typestore):
     call_starts = np.flatnonzero(np.r_[True, np.diff(e.call_index) != 0])
     call_stops = dict(zip(call_starts.tolist(), np.r_[call_starts[1:], e.steps].tolist()))
     for t, ns in enumerate(times):
-        yield IMAGE_TOPIC, ns, types['sensor_msgs/msg/Image'](
-            header=_header(store, ns, e.camera), height=h, width=w, encoding='rgb8', is_bigendian=0,
-            step=3 * w, data=np.ascontiguousarray(e.images[t]).reshape(-1))
+        for i, (topic, frame_id) in enumerate(zip(topics, frame_ids)):
+            yield topic, ns, types['sensor_msgs/msg/Image'](
+                header=_header(store, ns, frame_id), height=h, width=w, encoding='rgb8', is_bigendian=0,
+                step=3 * w, data=np.ascontiguousarray(e.images[t, :, i * w:(i + 1) * w]).reshape(-1))
         yield JOINT_STATES_TOPIC, ns, types['sensor_msgs/msg/JointState'](
             header=_header(store, ns), name=names, position=np.asarray(e.joint_positions[t], np.float64),
             velocity=np.zeros(0), effort=np.zeros(0))
@@ -161,7 +174,7 @@ def _episode_messages(e: Episode, store: Typestore):
 def write_episode_bag(episode: Episode, path: str | Path, storage: str = 'mcap') -> Path:
     """Write ``episode`` as a rosbag2 bag directory at ``path`` (which must not exist); return it.
 
-    One Image and one JointState per step at the step's start; one JointTrajectory per inference
+    One Image per camera and one JointState per step at the step's start; one JointTrajectory per inference
     call (a run of equal ``call_index``), its points at (i+1)*control_dt, stamped with the call's
     first step; /instruction and a START event at t = times[0]; SUCCESS or FAILURE at the end of
     the last step. ``storage``: 'mcap' (zstd-compressed chunks) or 'sqlite3'.
@@ -180,14 +193,15 @@ def write_episode_bag(episode: Episode, path: str | Path, storage: str = 'mcap')
     e = episode
     for key, value in (('task', e.task), ('style', e.style), ('seed', str(e.seed)),
                        ('success', str(e.success).lower()), ('control_dt', repr(e.control_dt)),
-                       ('steps', str(e.steps)), ('camera', e.camera)):
+                       ('steps', str(e.steps)), ('cameras', ','.join(e.cameras))):
         writer.set_custom_data(key, value)
     with writer:
+        types = {**TOPIC_TYPES, **{t: TOPIC_TYPES[IMAGE_TOPIC] for t in image_topics(max(1, len(e.cameras)))}}
         connections = {topic: writer.add_connection(topic, msgtype, typestore=store,
-                                                    offered_qos_profiles=[_TOPIC_QOS[topic]])
-                       for topic, msgtype in TOPIC_TYPES.items()}
+                                                    offered_qos_profiles=[_TOPIC_QOS.get(topic, _SENSOR)])
+                       for topic, msgtype in types.items()}
         for topic, ns, msg in _episode_messages(e, store):
-            writer.write(connections[topic], ns, store.serialize_cdr(msg, TOPIC_TYPES[topic]))
+            writer.write(connections[topic], ns, store.serialize_cdr(msg, types[topic]))
     return path
 
 
@@ -203,8 +217,9 @@ def bag_custom_data(path: str | Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in (info.get('custom_data') or {}).items()}
 
 
-def _read_messages(path: Path) -> dict[str, list[tuple[int, object]]]:
-    """topic -> [(log time ns, deserialized message)] for the episode topics, in log-time order."""
+def _read_messages(path: Path) -> tuple[dict[str, list[tuple[int, object]]], tuple[str, ...]]:
+    """(topic -> [(log time ns, deserialized message)] for the episode topics in log-time order,
+    the image topics): IMAGE_TOPIC and the further cameras' topics present in an unbroken run."""
     store = typestore()
     try:
         with Reader(path) as reader:
@@ -212,19 +227,23 @@ def _read_messages(path: Path) -> dict[str, list[tuple[int, object]]]:
             missing = [t for t in REQUIRED_TOPICS if t not in topics]
             if missing:
                 raise BagError(f'{path} lacks the topics {missing} (it has {sorted(topics)})')
-            wrong = {t: topics[t] for t in TOPIC_TYPES if t in topics and topics[t] != TOPIC_TYPES[t]}
+            cameras = 1
+            while image_topics(cameras + 1)[-1] in topics:
+                cameras += 1
+            expected = {**TOPIC_TYPES, **{t: TOPIC_TYPES[IMAGE_TOPIC] for t in image_topics(cameras)}}
+            wrong = {t: topics[t] for t in expected if t in topics and topics[t] != expected[t]}
             if wrong:
                 raise BagError(f'{path}: topics with unexpected types {wrong}; expected '
-                               f'{ {t: TOPIC_TYPES[t] for t in wrong} }')
-            messages: dict[str, list[tuple[int, object]]] = {t: [] for t in TOPIC_TYPES}
-            wanted = [c for c in reader.connections if c.topic in TOPIC_TYPES]
+                               f'{ {t: expected[t] for t in wrong} }')
+            messages: dict[str, list[tuple[int, object]]] = {t: [] for t in expected}
+            wanted = [c for c in reader.connections if c.topic in expected]
             for connection, log_ns, raw in reader.messages(wanted):
                 messages[connection.topic].append((log_ns, store.deserialize_cdr(raw, connection.msgtype)))
     except BagError:
         raise
     except Exception as err:  # a damaged file fails deep inside rosbags/mcap/zstd in many ways
         raise BagError(f'cannot read the bag {path}: {type(err).__name__}: {err}') from err
-    return messages
+    return messages, image_topics(cameras)
 
 
 def _expand_commands(commands: list[tuple[int, object]], path: Path
@@ -301,7 +320,7 @@ def read_episode_bag(path: str | Path) -> Episode:
     path = Path(path)
     if not path.exists():
         raise BagError(f'no bag at {path}')
-    messages = _read_messages(path)
+    messages, cameras = _read_messages(path)
     custom = bag_custom_data(path) if path.is_dir() else {}
     events = sorted(((_stamp_ns(m, ns), m) for ns, m in messages[EVENT_TOPIC]), key=lambda e: e[0])
     start = next(((ns, m) for ns, m in events if m.event == _START), None)
@@ -316,8 +335,13 @@ def read_episode_bag(path: str | Path) -> Episode:
     if not keep.any():
         raise BagError(f'{path}: no command falls between the START and the end event')
     steps_ns, actions, calls = steps_ns[keep], actions[keep], calls[keep]
-    image_messages = _latest(messages[IMAGE_TOPIC], steps_ns, IMAGE_TOPIC, path)
-    images = np.stack([_image(m, path) for m in image_messages])
+    per_camera = [_latest(messages[t], steps_ns, t, path) for t in cameras]
+    tiles = [[_image(m, path) for m in msgs] for msgs in per_camera]
+    sizes = {(t, tile.shape) for t, msgs in zip(cameras, tiles) for tile in msgs}
+    if len({shape for _, shape in sizes}) > 1:
+        raise BagError(f'{path}: the images differ in size {sorted(sizes)}; tiling the cameras needs one size')
+    images = np.stack([np.concatenate(step, axis=1) if len(step) > 1 else step[0] for step in zip(*tiles)])
+    frame_ids = tuple(msgs[0].header.frame_id for msgs in per_camera)
     positions = np.stack([_positions(m, names, path)
                           for m in _latest(messages[JOINT_STATES_TOPIC], steps_ns, JOINT_STATES_TOPIC, path)])
     task = start[1].task if start is not None else custom.get('task', '')
@@ -337,4 +361,4 @@ def read_episode_bag(path: str | Path) -> Episode:
                    style=custom.get('style', 'recorded'), success=bool(success), control_dt=control_dt,
                    joint_names=tuple(names), images=images, joint_positions=positions, actions=actions,
                    times=(steps_ns - origin) / 1e9, call_index=np.unique(calls, return_inverse=True)[1],
-                   camera=image_messages[0].header.frame_id)
+                   cameras=frame_ids if all(frame_ids) else ())

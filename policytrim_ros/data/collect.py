@@ -130,7 +130,7 @@ def collect_episode(env: ArmEnv | MetaWorldEnv, operator: Operator, task: str, s
                    control_dt=env.control_dt, joint_names=tuple(env.joint_names), images=np.stack(images),
                    joint_positions=np.stack(positions), actions=np.stack(actions),
                    times=np.asarray(times, dtype=np.float64), call_index=np.arange(len(actions)),
-                   camera=env.config.camera)
+                   cameras=env.cameras)
 
 
 def episode_dir(out_dir: str | Path, task: str, style: str, seed: int) -> Path:

@@ -18,7 +18,8 @@ class Episode:
     control_dt: seconds per control step.
     joint_names: (A,) names of the columns of ``joint_positions`` and ``actions`` (Meta-World: its
         action columns dx, dy, dz, grip).
-    images: (T, H, W, 3) uint8 RGB camera image observed at the start of step t.
+    images: (T, H, N * W, 3) uint8 RGB image observed at the start of step t: the N cameras tiled
+        left to right (Observation.image).
     joint_positions: (T, A) float64 observed (noisy) joint positions at the start of step t
         (rad; gripper opening in m; Meta-World: hand xyz in m and gripper opening 0-1).
     actions: (T, A) float64 absolute joint targets commanded for step t (reached at its end;
@@ -26,7 +27,8 @@ class Episode:
     times: (T,) float64 seconds since the episode start at which step t began (ns resolution).
     call_index: (T,) int64 inference call (command message) that produced the action of step t:
         arange(T) for operator demonstrations, repeated runs of h for chunked policy rollouts.
-    camera: the camera that took the images (the Image messages' frame_id); '' when unknown.
+    cameras: the N cameras that took the images, in tile order (their Image messages' frame_id);
+        () when unknown (then N = 1).
     """
 
     task: str
@@ -41,7 +43,7 @@ class Episode:
     actions: np.ndarray
     times: np.ndarray
     call_index: np.ndarray
-    camera: str = ''
+    cameras: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         t = len(self.actions)
@@ -53,6 +55,10 @@ class Episode:
         for name, (array, ndim) in shapes.items():
             if array.ndim != ndim or len(array) != t:
                 raise ValueError(f'{name} has shape {array.shape}; expected {ndim} dims with T = {t} rows')
+        object.__setattr__(self, 'cameras', tuple(self.cameras))
+        if self.images.shape[2] % max(1, len(self.cameras)):
+            raise ValueError(f'images are {self.images.shape[2]} px wide: not {len(self.cameras)} equal tiles, '
+                             f'one per camera {list(self.cameras)}')
         if self.images.shape[3] != 3 or self.images.dtype != np.uint8:
             raise ValueError(f'images must be (T, H, W, 3) uint8, got {self.images.shape} '
                              f'{self.images.dtype}')

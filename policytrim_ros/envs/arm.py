@@ -68,7 +68,8 @@ class _ActiveTrajectory:
 
 
 class ArmEnv:
-    """6-DoF arm + parallel gripper on a table with a cube, a goal marker and a fixed camera.
+    """6-DoF arm + parallel gripper on a table with a cube, a goal marker and cameras (two fixed, one
+    on the hand).
 
     Commands are absolute joint targets for ``joint_names`` (A = 7: six arm joints in rad, then the
     opening of each finger in m), sent as timed trajectories; ``step()`` advances one control
@@ -87,8 +88,9 @@ class ArmEnv:
         self._time_tolerance = 0.5 * self.config.physics_dt
         m = self.model
         cameras = [m.camera(i).name for i in range(m.ncam)]
-        if self.config.camera not in cameras:
-            raise ValueError(f"camera '{self.config.camera}' is not in the scene (cameras: {cameras})")
+        unknown = [c for c in self.config.cameras if c not in cameras]
+        if unknown:
+            raise ValueError(f'cameras {unknown} are not in the scene (it has {cameras})')
         joints = [m.joint(n) for n in ARM_JOINT_NAMES + ('finger_left',)]  # gripper = left finger
         self._qpos_adr = np.array([j.qposadr[0] for j in joints])
         self._dof_adr = np.array([j.dofadr[0] for j in joints])
@@ -287,7 +289,8 @@ class ArmEnv:
         if render:
             image = self._render()
         else:
-            image = np.zeros((self.config.image_height, self.config.image_width, 3), np.uint8)
+            image = np.zeros((self.config.image_height, self.config.image_width * len(self.config.cameras), 3),
+                             np.uint8)
         return Observation(
             image=image,
             joint_positions=self.data.qpos[self._qpos_adr] + noise,
@@ -299,19 +302,22 @@ class ArmEnv:
         )
 
     def _render(self) -> np.ndarray:
-        """(H, W, 3) uint8 RGB from the configured camera, plus the configured pixel noise."""
+        """(H, N * W, 3) uint8 RGB: the N configured cameras tiled left to right, plus pixel noise."""
         try:
             if self._renderer is None:
                 self._renderer = mujoco.Renderer(self.model, self.config.image_height,
                                                  self.config.image_width)
                 # free the GL context before the interpreter tears EGL down (else an error at exit)
                 atexit.register(_close_if_alive, weakref.ref(self))
-            self._renderer.update_scene(self.data, camera=self.config.camera)
-            flags = self._renderer.scene.flags
-            for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
-                         mujoco.mjtRndFlag.mjRND_SKYBOX):
-                flags[flag] = 0  # about 5x faster on a software GL; the scene needs none of them
-            image = self._renderer.render()
+            tiles = []
+            for camera in self.config.cameras:
+                self._renderer.update_scene(self.data, camera=camera)
+                flags = self._renderer.scene.flags
+                for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
+                             mujoco.mjtRndFlag.mjRND_SKYBOX):
+                    flags[flag] = 0  # about 5x faster on a software GL; the scene needs none of them
+                tiles.append(self._renderer.render())
+            image = tiles[0] if len(tiles) == 1 else np.concatenate(tiles, axis=1)
         finally:
             _release_gl_context()
         std = self.config.disturbances.image_noise_std
@@ -319,6 +325,11 @@ class ArmEnv:
             noisy = image + sensor_rng(self._seed, 'image', self.step_count).normal(0.0, std, image.shape)
             image = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
         return image
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        """The cameras tiled left to right in every image, in order."""
+        return self.config.cameras
 
     @property
     def time(self) -> float:

@@ -38,7 +38,8 @@ WORKSPACE_HIGH = np.array([0.55, 0.2])
 class Observation:
     """What the arm reports after a control step.
 
-    image: (H, W, 3) uint8 RGB from the fixed camera (zeros when not rendered).
+    image: (H, N * W, 3) uint8 RGB: the env's N cameras tiled left to right in their configured
+        order (one camera by default; zeros when not rendered).
     joint_positions: (A,) float64 joint readings, with sensor noise (rad; gripper opening in m).
     joint_velocities: (A,) float64 true joint velocities (rad/s; m/s for the gripper).
     environment_state: (10,) float64 privileged true state, see ``ENVIRONMENT_STATE_LAYOUT``;

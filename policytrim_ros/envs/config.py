@@ -1,4 +1,4 @@
-"""Configuration of the embedded MuJoCo arm: timing, camera and disturbances.
+"""Configuration of the embedded MuJoCo arm: timing, cameras and disturbances.
 
 The defaults switch disturbances ON on purpose: an open-loop window of h actions cannot react to a
 kicked cube or to noise, so executing 16 actions blind is less efficient than executing 4.
@@ -91,9 +91,12 @@ class EnvConfig:
 
     control_dt: control period (s): one action of a chunk, one ArmEnv.step().
     physics_dt: MuJoCo timestep (s); control_dt must be a whole multiple of it.
-    image_width: rendered image width (px, at most 640).
-    image_height: rendered image height (px, at most 480).
-    camera: name of the MJCF camera to render.
+    image_width: rendered image width of each camera (px, at most 640).
+    image_height: rendered image height of each camera (px, at most 480).
+    cameras: the MJCF cameras to render, in order: 'scene_camera' (fixed, front-right),
+        'workspace_camera' (fixed, steeper) or 'wrist_camera' (on the hand, looking between the
+        fingers). A policy sees them tiled left to right in one image (Observation.image); the
+        sim_node publishes each on its own topic.
     disturbances: seeded disturbances; DisturbanceConfig.none() gives a noise-free arm.
     """
 
@@ -101,7 +104,7 @@ class EnvConfig:
     physics_dt: float = 0.002
     image_width: int = 96
     image_height: int = 96
-    camera: str = 'scene_camera'
+    cameras: tuple[str, ...] = ('scene_camera',)
     disturbances: DisturbanceConfig = field(default_factory=DisturbanceConfig)
 
     def __post_init__(self) -> None:
@@ -117,6 +120,12 @@ class EnvConfig:
             value = getattr(self, name)
             if not 16 <= value <= limit:
                 raise ValueError(f'{name} ({value}) must be in [16, {limit}] px (the MJCF offscreen buffer)')
+        object.__setattr__(self, 'cameras', tuple(self.cameras))
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f'cameras {list(self.cameras)} must name at least one camera, each once')
+        if self.image_width * len(self.cameras) > 4096:
+            raise ValueError(f'{len(self.cameras)} cameras of {self.image_width} px tile into an image wider '
+                             'than 4096 px')
         if not isinstance(self.disturbances, DisturbanceConfig):
             raise ValueError(f'disturbances ({self.disturbances!r}) must be a DisturbanceConfig')
 

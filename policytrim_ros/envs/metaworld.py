@@ -333,6 +333,11 @@ class MetaWorldEnv:
         return image
 
     @property
+    def cameras(self) -> tuple[str, ...]:
+        """The camera the images come from (one: Meta-World renders a single view)."""
+        return (self.config.camera,)
+
+    @property
     def time(self) -> float:
         """Simulated seconds since reset (``step_count * control_dt``)."""
         return self.step_count * self.control_dt

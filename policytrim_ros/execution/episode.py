@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from policytrim_ros import constants as C
+from policytrim_ros.config import ConfigError
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.executor import ChunkExecutor, ChunkRecord
 from policytrim_ros.execution.metrics import EpisodeMetrics
@@ -30,10 +31,15 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
     Each call executes the chunk's first h actions as one trajectory, stepping the env once per
     action until success (the episode ends at the first successful step) or the step limit. A
     chunk the executor rejects, or an observation the policy cannot use, ends the episode with
-    end_reason 'error' and the arm holding.
+    end_reason 'error' and the arm holding. A policy trained on other cameras than the env's raises
+    ConfigError: that is a setup mistake, not an episode that failed.
     """
+    meta = policy.metadata
+    if meta.cameras and meta.image_size is not None and tuple(env.cameras) != meta.cameras:
+        raise ConfigError(f'the {meta.name} policy was trained on the cameras {list(meta.cameras)} but the env '
+                          f'renders {list(env.cameras)} (env.cameras in the params file)')
     executor = ChunkExecutor(config, env.joint_names, safety)
-    render = policy.metadata.image_size is not None
+    render = meta.image_size is not None
     observation = env.reset(task, seed, render=render)
     policy.reset()
     executor.start(episode_id or f'{task}-{seed}', task, env.instruction, time.perf_counter())

@@ -9,6 +9,7 @@ and never reaches the arm: no command is sent and the arm holds.
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from policytrim_ros import constants as C
 from policytrim_ros.config import ConfigError
+from policytrim_ros.constants import camera_topic
 from policytrim_ros.envs.base import JOINT_NAMES, Observation
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.executor import ChunkExecutor
@@ -40,7 +42,9 @@ from policytrim_ros.policy.factory import PolicyConfig, make_policy
 class PolicyTopicsConfig:
     """Topic names (relative, so a namespace or remap moves them together).
 
-    camera: sensor_msgs/Image (rgb8), sensor-data QoS.
+    cameras: one sensor_msgs/Image (rgb8) topic per camera of the policy, in its tile order,
+        sensor-data QoS; [] = camera/image_raw, camera2/image_raw, ... (or remap those). Unused by
+        a policy without images.
     joint_states: sensor_msgs/JointState, sensor-data QoS.
     instruction: std_msgs/String; each message starts a new episode with that instruction.
     episode_event: policytrim_ros/EpisodeEvent from the environment (START, SUCCESS, FAILURE).
@@ -50,7 +54,7 @@ class PolicyTopicsConfig:
     chunk_stats: policytrim_ros/ChunkStats, one per inference call.
     """
 
-    camera: str = 'camera/image_raw'
+    cameras: tuple[str, ...] = ()
     joint_states: str = 'joint_states'
     instruction: str = 'instruction'
     episode_event: str = 'episode/event'
@@ -124,7 +128,7 @@ class PolicyNode(Node):
         self._instruction = ''
         self._ready_after = 0.0                # observations must be stamped at/after this time
         self._episode_count = 0
-        self._cameras_seen: set[str] = set()   # frame_ids of images received (each checked once)
+        self._cameras_seen: set[tuple[int, str]] = set()   # (camera, frame_id) of images received, checked once
 
         t = cfg.topics
         self.trajectory_pub = self.create_publisher(JointTrajectory, t.trajectory, RELIABLE)
@@ -132,8 +136,15 @@ class PolicyNode(Node):
         self.chunk_pub = self.create_publisher(ChunkStats, t.chunk_stats, RELIABLE)
         store = lambda kind: (lambda msg: self._store(kind, msg))  # noqa: E731
         self.create_subscription(JointState, t.joint_states, store('joints'), qos_profile_sensor_data)
-        if meta.image_size is not None:
-            self.create_subscription(Image, t.camera, self._on_image, qos_profile_sensor_data)
+        image_topics = (t.cameras or tuple(camera_topic(i) for i in range(meta.num_cameras))
+                        if meta.num_cameras else ())   # a policy without images (the expert) ignores them
+        if len(image_topics) != meta.num_cameras:
+            trained = f' {list(meta.cameras)}' if meta.cameras else ''
+            raise ConfigError(f'topics.cameras names {len(image_topics)} topics {list(image_topics)} but the '
+                              f'{meta.name} policy takes {meta.num_cameras} camera image(s){trained}: give one '
+                              'topic per camera, in that order')
+        for index, topic in enumerate(image_topics):
+            self.create_subscription(Image, topic, functools.partial(self._on_image, index), qos_profile_sensor_data)
         if meta.uses_environment_state:
             self.create_subscription(PoseArray, t.object_poses, store('poses'), qos_profile_sensor_data)
         self.create_subscription(String, t.instruction, self._on_instruction, RELIABLE)
@@ -152,14 +163,14 @@ class PolicyNode(Node):
         self._latest[kind] = msg
         self._wake.trigger()
 
-    def _on_image(self, msg: Image) -> None:
-        camera = msg.header.frame_id
-        if camera not in self._cameras_seen:
-            self._cameras_seen.add(camera)
-            warning = camera_mismatch(self.policy.metadata, camera)
+    def _on_image(self, index: int, msg: Image) -> None:
+        seen = (index, msg.header.frame_id)
+        if seen not in self._cameras_seen:
+            self._cameras_seen.add(seen)
+            warning = camera_mismatch(self.policy.metadata, *seen)
             if warning:
                 self.get_logger().warning(warning)
-        self._store('image', msg)
+        self._store(f'image{index}', msg)
 
     def _on_instruction(self, msg: String) -> None:
         self._episode_count += 1
@@ -270,7 +281,8 @@ class PolicyNode(Node):
 
     def _required_messages(self):
         meta = self.policy.metadata
-        kinds = ['joints'] + (['image'] if meta.image_size else []) + (['poses'] if meta.uses_environment_state else [])
+        kinds = (['joints'] + [f'image{i}' for i in range(meta.num_cameras)]
+                 + (['poses'] if meta.uses_environment_state else []))
         msgs = [self._latest.get(k) for k in kinds]
         return [] if any(m is None for m in msgs) else msgs
 
@@ -287,7 +299,9 @@ class PolicyNode(Node):
                 raise conv.ObservationError(f'observation is stale: {age:.3f}s old (limit '
                                             f'{cfg.episode.max_observation_age_s}s)')
             positions, velocities = conv.joint_state_to_arrays(joints, cfg.robot.joint_names)
-            image = (conv.image_to_array(self._latest['image'], meta.image_size) if meta.image_size
+            tiles = [conv.image_to_array(self._latest[f'image{i}'], meta.camera_image_size)
+                     for i in range(meta.num_cameras)]
+            image = (np.concatenate(tiles, axis=1) if len(tiles) > 1 else tiles[0] if tiles
                      else np.zeros((0, 0, 3), np.uint8))
             state = (conv.poses_to_environment_state(self._latest['poses']) if meta.uses_environment_state
                      else np.zeros(0))

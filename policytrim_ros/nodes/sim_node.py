@@ -1,6 +1,6 @@
 """sim_node: the embedded MuJoCo arm behind the interfaces Gazebo + ros2_control would expose.
 
-Publishes ``joint_states``, an rgb8 camera image (sensor-data QoS), the privileged object poses
+Publishes ``joint_states``, an rgb8 image per camera (sensor-data QoS), the privileged object poses
 (for the scripted expert), ``/clock`` and EpisodeEvents (START on reset, SUCCESS when the task's
 check first passes); follows ``<controller>/joint_trajectory`` with joint_trajectory_controller
 semantics (joint names must match, time_from_start strictly increasing, stamp 0 = start now, a new
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -22,7 +23,8 @@ from sensor_msgs.msg import Image, JointState
 from geometry_msgs.msg import PoseArray
 from trajectory_msgs.msg import JointTrajectory
 
-from policytrim_ros.config import suggest
+from policytrim_ros.config import ConfigError, suggest
+from policytrim_ros.constants import camera_topic
 from policytrim_ros.envs.arm import ArmEnv
 from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.envs.registry import task_names
@@ -41,7 +43,8 @@ class SimTopicsConfig:
     """Topic and service names (relative).
 
     joint_states: sensor_msgs/JointState published every control step.
-    camera: sensor_msgs/Image rgb8 published every control step.
+    cameras: one sensor_msgs/Image rgb8 topic per camera of env.cameras, in order, published every
+        control step (frame_id = the camera's name); [] = camera/image_raw, camera2/image_raw, ...
     object_poses: geometry_msgs/PoseArray [cube, goal] (privileged; for the scripted expert).
     trajectory: trajectory_msgs/JointTrajectory command input (JTC topic).
     episode_event: policytrim_ros/EpisodeEvent output (START, SUCCESS).
@@ -49,7 +52,7 @@ class SimTopicsConfig:
     """
 
     joint_states: str = 'joint_states'
-    camera: str = 'camera/image_raw'
+    cameras: tuple[str, ...] = ()
     object_poses: str = 'sim/object_poses'
     trajectory: str = 'arm_controller/joint_trajectory'
     episode_event: str = 'episode/event'
@@ -103,6 +106,12 @@ class SimNode(Node):
         if cfg.sim.initial_task not in task_names():
             raise ValueError(f"sim.initial_task '{cfg.sim.initial_task}' is not one of {task_names()}"
                              f'{suggest(cfg.sim.initial_task, task_names())}')
+        cameras = cfg.env.cameras
+        image_topics = cfg.topics.cameras or tuple(camera_topic(i) for i in range(len(cameras)))
+        if len(image_topics) != len(cameras):
+            raise ConfigError(f'topics.cameras names {len(image_topics)} topics {list(image_topics)} for the '
+                              f'{len(cameras)} cameras of env.cameras {list(cameras)}: give one per camera '
+                              '(or none for camera/image_raw, camera2/image_raw, ...)')
         self.env = ArmEnv(cfg.env)
         self.rejected_trajectories = 0
         self._clock_offset = 0.0       # simulated time at the current episode's reset
@@ -112,7 +121,7 @@ class SimNode(Node):
 
         t = cfg.topics
         self.joint_pub = self.create_publisher(JointState, t.joint_states, qos_profile_sensor_data)
-        self.image_pub = self.create_publisher(Image, t.camera, qos_profile_sensor_data)
+        self.image_pubs = [self.create_publisher(Image, topic, qos_profile_sensor_data) for topic in image_topics]
         self.poses_pub = self.create_publisher(PoseArray, t.object_poses, qos_profile_sensor_data)
         self.event_pub = self.create_publisher(EpisodeEvent, t.episode_event, LATCHED)
         self.clock_pub = self.create_publisher(Clock, '/clock', RELIABLE) if cfg.sim.publish_clock else None
@@ -168,7 +177,7 @@ class SimNode(Node):
             self._publish_event(EpisodeEvent.SUCCESS)
 
     def _republish(self) -> None:
-        for pub, msg in zip((self.joint_pub, self.image_pub, self.poses_pub), self._last_obs_msgs):
+        for pub, msg in zip((self.joint_pub, *self.image_pubs, self.poses_pub), self._last_obs_msgs):
             pub.publish(msg)
 
     # -- helpers -------------------------------------------------------------------
@@ -188,7 +197,8 @@ class SimNode(Node):
             self.clock_pub.publish(Clock(clock=stamp))
         self._last_obs_msgs = (
             conv.arrays_to_joint_state(self.env.joint_names, obs.joint_positions, obs.joint_velocities, stamp),
-            conv.array_to_image(obs.image, stamp, self.config.env.camera),
+            *(conv.array_to_image(tile, stamp, camera) for tile, camera in
+              zip(np.split(obs.image, len(self.image_pubs), axis=1), self.env.cameras)),
             conv.environment_state_to_poses(obs.environment_state, stamp, 'world'),
         )
         self._republish()

@@ -25,9 +25,11 @@ class PolicyMetadata:
     name: backend name (``expert``, ``torch``, ``onnx``).
     chunk_size: H, rows of every chunk.
     joint_names: (A,) the joints of each chunk column, in order.
-    image_size: (height, width) of the RGB image it needs, or None if it uses no image.
+    image_size: (height, width) of the RGB image it needs (its cameras tiled left to right), or None
+        if it uses no image.
     uses_environment_state: needs privileged simulator state (only the scripted expert does).
-    camera: the camera its images must come from (the Image frame_id it was trained on), '' if any.
+    cameras: the cameras its images must come from, in tile order (the Image frame_ids it was
+        trained on); () for one camera of any name.
     """
 
     name: str
@@ -35,20 +37,33 @@ class PolicyMetadata:
     joint_names: tuple[str, ...]
     image_size: tuple[int, int] | None
     uses_environment_state: bool = False
-    camera: str = ''
+    cameras: tuple[str, ...] = ()
 
     @property
     def action_dim(self) -> int:
         return len(self.joint_names)
 
+    @property
+    def num_cameras(self) -> int:
+        """Images per observation (0 without an image): tiles of ``image_size``, one per camera."""
+        return 0 if self.image_size is None else max(1, len(self.cameras))
 
-def camera_mismatch(metadata: PolicyMetadata, frame_id: str) -> str | None:
-    """Why an image whose header names camera ``frame_id`` is not what the policy was trained on,
-    or None when it is (or when either side does not name its camera)."""
-    if not metadata.camera or not frame_id or frame_id == metadata.camera:
+    @property
+    def camera_image_size(self) -> tuple[int, int] | None:
+        """(height, width) of each camera's image, or None if it uses no image."""
+        if self.image_size is None:
+            return None
+        return self.image_size[0], self.image_size[1] // self.num_cameras
+
+
+def camera_mismatch(metadata: PolicyMetadata, index: int, frame_id: str) -> str | None:
+    """Why an image of camera ``index`` whose header names ``frame_id`` is not what the policy was
+    trained on, or None when it is (or when either side does not name its camera)."""
+    expected = metadata.cameras[index] if index < len(metadata.cameras) else ''
+    if not expected or not frame_id or frame_id == expected:
         return None
-    return (f"images come from camera '{frame_id}' but the {metadata.name} policy was trained on "
-            f"'{metadata.camera}': a learned policy seldom transfers to another view")
+    return (f"images of camera {index + 1} come from '{frame_id}' but the {metadata.name} policy was trained "
+            f"on '{expected}' there: a learned policy seldom transfers to another view")
 
 
 @runtime_checkable

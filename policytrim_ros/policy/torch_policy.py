@@ -14,9 +14,10 @@ from policytrim_ros.policy.vla.instruction import InstructionEncoder, shared_enc
 
 
 def vla_metadata(name: str, config: VLAConfig) -> PolicyMetadata:
-    """What a VLA backend produces (H x A joint targets) and consumes (an RGB image of the config size)."""
+    """What a VLA backend produces (H x A joint targets) and consumes (an RGB image of the config size,
+    its cameras tiled left to right)."""
     return PolicyMetadata(name=name, chunk_size=config.chunk_size, joint_names=tuple(config.joint_names),
-                          image_size=config.image_size, uses_environment_state=False, camera=config.camera)
+                          image_size=config.image_size, uses_environment_state=False, cameras=config.cameras)
 
 
 def vla_inputs(observation: Observation, config: VLAConfig,
@@ -29,8 +30,11 @@ def vla_inputs(observation: Observation, config: VLAConfig,
     image = np.asarray(observation.image)
     expected = (config.image_height, config.image_width, 3)
     if image.shape != expected or image.dtype != np.uint8:
-        raise PolicyInputError(f'image is {image.shape} {image.dtype}; this policy needs {expected} uint8 RGB '
-                               f'(set the camera resolution to {config.image_width}x{config.image_height})')
+        n = max(1, len(config.cameras))
+        tiles = f' ({n} cameras {list(config.cameras)} of {config.image_width // n}x{config.image_height}, tiled)'
+        raise PolicyInputError(f'image is {image.shape} {image.dtype}; this policy needs {expected} uint8 RGB'
+                               + (tiles if n > 1 else f' (set the camera resolution to '
+                                  f'{config.image_width}x{config.image_height})'))
     state = np.asarray(observation.joint_positions, dtype=np.float32)
     if state.shape != (config.state_dim,):
         raise PolicyInputError(f'joint_positions has shape {state.shape}; this policy needs ({config.state_dim},) '

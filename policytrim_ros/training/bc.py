@@ -228,14 +228,16 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
     first = dataset[0]
     joint_names = tuple(dataset.joint_names)
     stats = dataset.statistics(cfg.action_offsets)
-    cameras = {episode.camera for episode in dataset.episodes}
-    camera = cameras.pop() if len(cameras) == 1 else ''   # one named camera, or no contract
+    camera_sets = {episode.cameras for episode in dataset.episodes}
+    if len({max(1, len(c)) for c in camera_sets}) > 1:
+        raise ValueError(f'the demos mix camera setups {sorted(camera_sets)}; train on one setup')
+    cameras = camera_sets.pop() if len(camera_sets) == 1 else ()   # the named cameras, or no contract
     model_cfg = preset(cfg.model, chunk_size=cfg.chunk_size, action_offsets=cfg.action_offsets,
                        state_dim=len(joint_names),
                        action_dim=len(joint_names), joint_names=joint_names,
                        image_height=first['image'].shape[0], image_width=first['image'].shape[1],
                        action_low=tuple(stats['action_min'].tolist()),
-                       action_high=tuple(stats['action_max'].tolist()), camera=camera)
+                       action_high=tuple(stats['action_max'].tolist()), cameras=cameras)
     encoder = InstructionEncoder()
     batches = _Batches(dataset, {text: encoder.encode(text) for text in dataset.instructions()}, cfg.balance_tasks)
     tasks = sorted({episode.task for episode in dataset.episodes})
@@ -253,7 +255,7 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
                 raise ValueError(f'init_from {cfg.init_from} has joints {list(init_cfg.joint_names)}, H '
                                  f'{init_cfg.chunk_size} and images {init_cfg.image_size}; the demos need '
                                  f'{list(model_cfg.joint_names)}, {model_cfg.chunk_size} and {model_cfg.image_size}')
-            model.config = replace(init_cfg, camera=camera)   # the camera these demos were taken with
+            model.config = replace(init_cfg, cameras=cameras)   # the cameras these demos were taken with
         else:
             model = VLAModel(model_cfg)
             model.set_normalization(stats['state_mean'], stats['state_std'], stats['delta_mean'],

@@ -1,12 +1,15 @@
 """sim_node as a real process: JTC semantics on its trajectory topic, reset service, episode events."""
+import subprocess
+
 import numpy as np
 import pytest
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.execution.trajectory import window_trajectory
+from policytrim_ros import launcher
 from policytrim_ros.launcher import NodeSpec
 from policytrim_ros.msg import EpisodeEvent
 from policytrim_ros.nodes.conversions import to_seconds, trajectory_to_msg
@@ -61,3 +64,27 @@ def test_sim_node_rejects_malformed_trajectories_and_holds(sim):
     sim['command'].publish(good)              # a valid window runs for exactly 3 steps
     wait_for(lambda: latest_stamp(sim['joints']) >= t0 + 0.3 - 1e-6, what='3 steps')
     assert latest_stamp(sim['joints']) == pytest.approx(t0 + 0.3)
+
+
+def test_sim_node_publishes_one_image_topic_per_camera(harness, launch):
+    launch([NodeSpec('sim_node', overrides={'sim.idle_publish_rate_hz': 20.0, 'env.image_width': 32,
+                                            'env.image_height': 24,
+                                            'env.cameras': ['scene_camera', 'wrist_camera']})])
+    scene = harness.record(Image, 'camera/image_raw', qos_profile_sensor_data)
+    wrist = harness.record(Image, 'camera2/image_raw', qos_profile_sensor_data)
+    wait_for(lambda: scene and wrist, what='both camera topics')
+    assert (scene[-1].header.frame_id, scene[-1].width, scene[-1].height) == ('scene_camera', 32, 24)
+    assert (wrist[-1].header.frame_id, wrist[-1].width, wrist[-1].height) == ('wrist_camera', 32, 24)
+
+
+@pytest.mark.parametrize('node, overrides, message', [
+    ('sim_node', {'env.cameras': ['scene_camera', 'wrist_camera'], 'topics.cameras': ['camera/image_raw']},
+     "topics.cameras names 1 topics ['camera/image_raw'] for the 2 cameras of env.cameras"),
+    ('policy_node', {'policy.backend': 'torch', 'policy.checkpoint': 'package://policytrim_ros/models/bc-teleop',
+                     'topics.cameras': ['camera/image_raw', 'camera2/image_raw']},
+     'topics.cameras names 2 topics'),
+], ids=['sim_node', 'policy_node'])
+def test_nodes_refuse_a_topic_per_camera_mismatch(node, overrides, message):
+    done = subprocess.run(NodeSpec(node, overrides=overrides).command(), env=launcher.ros_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]

@@ -10,10 +10,14 @@ import torch
 
 from policytrim_ros.data.bag import read_episode_bag
 from policytrim_ros.data.collect import Takeover, collect_demonstrations, collect_episode
+from policytrim_ros.config import ConfigError
 from policytrim_ros.envs.arm import ArmEnv
+from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.envs.operators import EfficientOperator
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
+from policytrim_ros.execution.episode import run_episode
+from policytrim_ros.policy.base import PolicyInputError
 from policytrim_ros.policy.factory import PolicyConfig
 from policytrim_ros.policy.checkpoint import load_tensors
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
@@ -38,12 +42,29 @@ def test_bc_trains_a_checkpoint_the_torch_backend_can_run(demos, tmp_path):
     assert lines[0] == 'step,metric,value,wall_clock_s' and any(',loss,' in line for line in lines)
     policy = TorchVLAPolicy(final)
     assert policy.metadata.joint_names == JOINT_NAMES and policy.metadata.chunk_size == 16
-    assert policy.metadata.camera == 'scene_camera'       # the camera the demonstrations were taken with
+    assert policy.metadata.cameras == ('scene_camera',)   # the camera the demonstrations were taken with
     observation = ArmEnv().reset('reach', 1000)
     chunk = policy.predict_action_chunk(observation)
     assert chunk.shape == (16, 7) and np.isfinite(chunk).all()
     with pytest.raises(FileExistsError, match='resume'):
         train_bc(config(demos, tmp_path / 'run', 2), progress=False)
+
+
+def test_bc_on_two_camera_demos_trains_a_policy_of_tiled_images(tmp_path):
+    two = EnvConfig(cameras=('scene_camera', 'wrist_camera'), image_width=48, image_height=48)
+    collect_demonstrations(['reach'], 1, 'teleop', 0, tmp_path / 'demos', workers=1, progress=False,
+                           env_config=two)
+    policy = TorchVLAPolicy(train_bc(config(tmp_path / 'demos', tmp_path / 'run', 1), progress=False))
+    assert policy.metadata.cameras == ('scene_camera', 'wrist_camera')
+    assert (policy.metadata.image_size, policy.metadata.camera_image_size) == ((48, 96), (48, 48))
+    env = ArmEnv(two)
+    assert policy.predict_action_chunk(env.reset('reach', 1000)).shape == (16, 7)
+    scene_only = ArmEnv(replace(two, cameras=('scene_camera',)))
+    with pytest.raises(PolicyInputError, match=r"2 cameras \['scene_camera', 'wrist_camera'\] of 48x48, tiled"):
+        policy.predict_action_chunk(scene_only.reset('reach', 1000))
+    with pytest.raises(ConfigError, match=r"trained on the cameras \['scene_camera', 'wrist_camera'\] but the env "
+                                          r"renders \['scene_camera'\]"):
+        run_episode(scene_only, policy, ExecutionConfig(), 'reach', 1000)
 
 
 def test_bc_continues_from_a_checkpoint_with_init_from(demos, tmp_path):
@@ -53,7 +74,7 @@ def test_bc_continues_from_a_checkpoint_with_init_from(demos, tmp_path):
     before, after = (load_tensors(d / 'model.safetensors') for d in (first, second))
     assert before.keys() == after.keys()                 # the architecture of init_from, not the preset
     assert any(not np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)   # and trained on
-    assert TorchVLAPolicy(second).metadata.camera == 'scene_camera'
+    assert TorchVLAPolicy(second).metadata.cameras == ('scene_camera',)
 
 
 def test_resumed_bc_run_matches_an_uninterrupted_one(demos, tmp_path):

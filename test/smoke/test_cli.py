@@ -43,6 +43,37 @@ def test_eval_core_and_ros_paths_agree_on_the_same_seeds(tmp_path, policy):
     assert '| reach' in (tmp_path / 'core' / 'sweep.md').read_text()
 
 
+def test_a_two_camera_policy_runs_the_same_through_ros_as_in_the_core_loop(tmp_path):
+    """collect -> train-bc -> eval with the scene and wrist cameras: sim_node publishes one topic per
+    camera, policy_node subscribes to both and tiles them as the core loop does."""
+    import yaml
+
+    params = yaml.safe_load(launcher.params_file(None).read_text())
+    params['sim_node']['ros__parameters']['env'].update(cameras=['scene_camera', 'wrist_camera'],
+                                                         image_width=48, image_height=48)
+    policy_node = params['policy_node']['ros__parameters']
+    policy_node['execution']['max_episode_steps'] = 12
+    # a 2-step policy jerks: let its chunks through (clipped onto the joint ranges) so episodes run
+    policy_node['safety'].update(max_velocity=[100.0] * 7, position_margin=[10.0] * 7)
+    (tmp_path / 'params.yaml').write_text(yaml.safe_dump(params))
+    run('collect', '--tasks', 'reach', '--episodes', '1', '--workers', '1', '--params', str(tmp_path / 'params.yaml'),
+        '--out', str(tmp_path / 'demos'))
+    run('train-bc', '--set', f'demos={tmp_path / "demos"}', f'out_dir={tmp_path / "bc"}', 'steps=2', 'batch_size=4',
+        'warmup_steps=1', 'eval_every=0', 'eval_episodes=0', 'checkpoint_every=2')
+    config = json.loads((tmp_path / 'bc' / 'last' / 'config.json').read_text())['config']
+    assert config['cameras'] == ['scene_camera', 'wrist_camera'] and config['image_width'] == 96
+    common = ['--backend', 'torch', '--checkpoint', str(tmp_path / 'bc' / 'last'), '--tasks', 'reach', 'push',
+              '--episodes', '1', '--n-action-steps', '4', '--params', str(tmp_path / 'params.yaml')]
+    run('eval', *common, '--workers', '1', '--out', str(tmp_path / 'core'))
+    run('eval', *common, '--ros', '--out', str(tmp_path / 'ros'))
+    keys = ('task', 'success_rate', 'steps', 'inference_calls')
+    rows = {p: [{k: r[k] for k in keys} for r in json.loads((tmp_path / p / 'sweep.json').read_text())['rows']]
+            for p in ('core', 'ros')}
+    assert rows['core'] == rows['ros']
+    episodes = [json.loads(line) for line in (tmp_path / 'ros' / 'h4' / 'episodes.jsonl').read_text().splitlines()]
+    assert [(e['end_reason'], e['steps'], e['inference_calls']) for e in episodes] == [('max_steps', 12, 3)] * 2
+
+
 def test_cli_reports_bad_arguments_clearly(tmp_path):
     result = subprocess.run(CLI + ['eval', '--n-action-steps', '4', '32', '--out', str(tmp_path)],
                             capture_output=True, text=True, env=launcher.ros_env())
@@ -119,12 +150,14 @@ def test_collect_runs_the_env_of_the_params_file(tmp_path):
 
     from policytrim_ros.data.bag import read_episode_bag
     params = yaml.safe_load(launcher.params_file(None).read_text())
-    params['sim_node']['ros__parameters']['env'].update(camera='workspace_camera', image_width=64, image_height=48)
+    params['sim_node']['ros__parameters']['env'].update(cameras=['workspace_camera', 'wrist_camera'],
+                                                         image_width=64, image_height=48)
     (tmp_path / 'params.yaml').write_text(yaml.safe_dump(params))
     run('collect', '--tasks', 'reach', '--episodes', '1', '--style', 'efficient', '--workers', '1',
         '--params', str(tmp_path / 'params.yaml'), '--out', str(tmp_path / 'demos'))
     episode = read_episode_bag(tmp_path / 'demos' / 'reach' / 'efficient-0')
-    assert episode.success and episode.images.shape[1:] == (48, 64, 3)
+    assert episode.success and episode.images.shape[1:] == (48, 128, 3)
+    assert episode.cameras == ('workspace_camera', 'wrist_camera')
 
 
 def test_collect_takeover_lets_the_shipped_baseline_drive_first(tmp_path):

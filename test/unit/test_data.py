@@ -13,7 +13,7 @@ from policytrim_ros.data import BagError, Episode, read_episode_bag, typestore, 
 from policytrim_ros.data.bag import COMMAND_TOPIC, IMAGE_TOPIC, JOINT_STATES_TOPIC, TOPIC_TYPES
 from policytrim_ros.data.collect import collect_demonstrations, collect_episode
 from policytrim_ros.data.dataset import ChunkDataset
-from policytrim_ros.envs import JOINT_NAMES, ArmEnv
+from policytrim_ros.envs import JOINT_NAMES, ArmEnv, DisturbanceConfig, EnvConfig
 from policytrim_ros.envs.operators import OPERATOR_STYLES, TeleopConfig, make_operator
 
 SEEDS = (0, 1, 2, 3)
@@ -37,7 +37,7 @@ def assert_same_episode(a: Episode, b: Episode) -> None:
     for name in ('images', 'joint_positions', 'actions', 'call_index'):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     np.testing.assert_allclose(a.times, b.times, rtol=0, atol=1e-9)
-    for name in ('task', 'instruction', 'seed', 'style', 'success', 'control_dt', 'joint_names', 'camera'):
+    for name in ('task', 'instruction', 'seed', 'style', 'success', 'control_dt', 'joint_names', 'cameras'):
         assert getattr(a, name) == getattr(b, name), name
 
 
@@ -87,13 +87,46 @@ def test_bag_round_trip_reproduces_the_episode(tmp_path, reach_episodes):
         assert_same_episode(read_episode_bag(path), episode)
 
 
+def test_two_camera_episode_bags_one_image_topic_per_camera_and_reads_back_tiled(tmp_path):
+    clean = DisturbanceConfig(image_noise_std=0.0)   # pixel noise is drawn over the whole tiled image
+    env = ArmEnv(EnvConfig(cameras=('scene_camera', 'wrist_camera'), image_width=48, image_height=40,
+                           disturbances=clean))
+    try:
+        episode = collect_episode(env, make_operator('efficient'), 'reach', 0, max_steps=5)
+        scene_only = ArmEnv(EnvConfig(image_width=48, image_height=40, disturbances=clean))
+        scene = scene_only.reset('reach', 0)
+        scene_only.close()
+    finally:
+        env.close()
+    assert episode.images.shape[1:] == (40, 96, 3) and episode.cameras == ('scene_camera', 'wrist_camera')
+    np.testing.assert_array_equal(episode.images[0, :, :48], scene.image)   # the scene camera's tile first
+    assert not np.array_equal(episode.images[0, :, 48:], scene.image)       # then the wrist camera's
+    path = write_episode_bag(episode, tmp_path / 'bag')
+    store = typestore()
+    with Reader(path) as reader:
+        topics = {c.topic: c.msgtype for c in reader.connections}
+        frames = {c.topic: store.deserialize_cdr(raw, c.msgtype) for c, _, raw in reader.messages()
+                  if c.topic.endswith('image_raw')}
+    assert topics == {**TOPIC_TYPES, '/camera2/image_raw': 'sensor_msgs/msg/Image'}
+    assert {t: (m.header.frame_id, m.width) for t, m in frames.items()} == {
+        IMAGE_TOPIC: ('scene_camera', 48), '/camera2/image_raw': ('wrist_camera', 48)}
+    assert_same_episode(read_episode_bag(path), episode)
+
+
+def test_env_rejects_unknown_or_repeated_cameras():
+    with pytest.raises(ValueError, match="cameras \\['elbow_camera'\\] are not in the scene"):
+        ArmEnv(EnvConfig(cameras=('scene_camera', 'elbow_camera')))
+    with pytest.raises(ValueError, match='each once'):
+        EnvConfig(cameras=('scene_camera', 'scene_camera'))
+
+
 def test_bag_has_the_robot_topics_types_and_metadata(tmp_path, reach_episodes):
     episode = reach_episodes['teleop'][0]
     path = write_episode_bag(episode, tmp_path / 'bag')
     info = yaml.safe_load((path / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
     assert info['storage_identifier'] == 'mcap' and info['version'] == 9
     assert info['custom_data'] == {'task': 'reach', 'style': 'teleop', 'seed': '0', 'success': 'true',
-                                   'control_dt': '0.1', 'steps': str(episode.steps), 'camera': 'scene_camera'}
+                                   'control_dt': '0.1', 'steps': str(episode.steps), 'cameras': 'scene_camera'}
     store = typestore()
     with Reader(path) as reader:
         assert {c.topic: c.msgtype for c in reader.connections} == TOPIC_TYPES

@@ -321,9 +321,20 @@ def test_instruction_encoder_gives_cached_unit_vectors():
 
 
 def test_camera_mismatch_names_both_cameras_only_when_both_are_known():
-    trained = PolicyMetadata('torch', 16, JOINT_NAMES, (96, 96), camera='scene_camera')
-    assert camera_mismatch(trained, 'scene_camera') is None
-    assert camera_mismatch(trained, '') is None                                  # an unnamed frame: no claim
-    assert camera_mismatch(replace(trained, camera=''), 'wrist_camera') is None  # an older checkpoint
-    message = camera_mismatch(trained, 'wrist_camera')
-    assert "'wrist_camera'" in message and "'scene_camera'" in message
+    trained = PolicyMetadata('torch', 16, JOINT_NAMES, (96, 192), cameras=('scene_camera', 'wrist_camera'))
+    assert (trained.num_cameras, trained.camera_image_size) == (2, (96, 96))
+    assert camera_mismatch(trained, 0, 'scene_camera') is None
+    assert camera_mismatch(trained, 1, 'wrist_camera') is None
+    assert camera_mismatch(trained, 0, '') is None                                    # an unnamed frame: no claim
+    unnamed = replace(trained, image_size=(96, 96), cameras=())                       # an older checkpoint
+    assert camera_mismatch(unnamed, 0, 'wrist_camera') is None and unnamed.num_cameras == 1
+    message = camera_mismatch(trained, 0, 'wrist_camera')
+    assert "camera 1 come from 'wrist_camera'" in message and "'scene_camera'" in message
+    assert PolicyMetadata('expert', 16, JOINT_NAMES, None).num_cameras == 0
+
+
+def test_vla_config_checks_its_cameras_tile_the_image():
+    with pytest.raises(ValueError, match='split into 3 equal tiles'):
+        VLAConfig(image_width=128, cameras=('a', 'b', 'c'))
+    with pytest.raises(ValueError, match='each once'):
+        VLAConfig(image_width=192, cameras=('a', 'a'))

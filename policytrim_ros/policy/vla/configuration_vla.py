@@ -15,7 +15,8 @@ class VLAConfig:
     state -> token, H learned action queries.
 
     image_height: rows of the RGB input image (pixels); a multiple of 8.
-    image_width: columns of the RGB input image (pixels); a multiple of 8.
+    image_width: columns of the RGB input image (pixels); a multiple of 8. With several cameras the
+        input is their images tiled left to right, each image_width / N wide.
     vision_channels: output channels of the three stride-2 stages of the convolutional vision
         encoder (trained from scratch); the feature map is (image_height / 8, image_width / 8).
     vision_keypoints: K spatial-softmax keypoints read off that feature map; their (x, y)
@@ -42,9 +43,10 @@ class VLAConfig:
         head overshoots a saturated command (a gripper closed to 0.0 m comes out at -0.01 m),
         and what no demonstration did is no target to send to a robot.
     action_high: (A,) highest target per dimension (raw units), or () for none.
-    camera: the camera the training images came from (their Image frame_id, e.g. 'scene_camera'),
-        or '' when unknown. Not architecture: the input contract, like image size and joint names;
-        policy_node warns when the live images name another camera.
+    cameras: the cameras the training images came from, in tile order (their Image frame_ids, e.g.
+        ['scene_camera', 'wrist_camera']), or () for one unnamed camera. Not architecture: the input
+        contract, like image size and joint names; policy_node subscribes to one image topic per
+        camera and warns when the live images name other cameras.
     """
 
     image_height: int = 96
@@ -66,7 +68,7 @@ class VLAConfig:
     joint_names: tuple[str, ...] = JOINT_NAMES
     action_low: tuple[float, ...] = ()
     action_high: tuple[float, ...] = ()
-    camera: str = ''
+    cameras: tuple[str, ...] = ()
 
     def __post_init__(self):
         positive = ('image_height', 'image_width', 'vision_keypoints', 'vision_token_pool',
@@ -86,6 +88,12 @@ class VLAConfig:
             if side % 8 or (side // 8) % self.vision_token_pool:
                 raise ValueError(f'{name} ({side}) must be a multiple of 8 * vision_token_pool '
                                  f'({8 * self.vision_token_pool}): the encoder downsamples by 8, then pools')
+        object.__setattr__(self, 'cameras', tuple(self.cameras))
+        if len(set(self.cameras)) != len(self.cameras) or not all(self.cameras):
+            raise ValueError(f'cameras {list(self.cameras)} must be non-empty names, each once')
+        if self.cameras and self.image_width % len(self.cameras):
+            raise ValueError(f'image_width ({self.image_width}) must split into {len(self.cameras)} equal tiles, '
+                             f'one per camera {list(self.cameras)}')
         if self.hidden_size % self.num_heads:
             raise ValueError(f'hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})')
         if self.action_offsets and self.state_dim != self.action_dim:
