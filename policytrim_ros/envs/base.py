@@ -58,6 +58,23 @@ class Observation:
     step: int
 
 
+def camera_tiles(available: tuple[str, ...], wanted: tuple[str, ...]) -> tuple[int, ...]:
+    """Indices of the ``wanted`` cameras among the ``available`` ones (the tiles of an image).
+
+    Raises ValueError naming the cameras that are missing.
+    """
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise ValueError(f'cameras {missing} are not among the rendered cameras {list(available)}')
+    return tuple(available.index(c) for c in wanted)
+
+
+def select_tiles(image: np.ndarray, count: int, tiles: tuple[int, ...]) -> np.ndarray:
+    """The ``tiles`` (indices) of an (H, count * W, 3) tiled image, tiled again in that order."""
+    parts = np.split(image, count, axis=1)
+    return parts[tiles[0]] if len(tiles) == 1 else np.concatenate([parts[i] for i in tiles], axis=1)
+
+
 class Task(abc.ABC):
     """One tabletop task: where things start and what counts as success.
 

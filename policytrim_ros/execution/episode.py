@@ -8,10 +8,12 @@ trajectories and count the same steps and inference calls.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from policytrim_ros import constants as C
 from policytrim_ros.config import ConfigError
+from policytrim_ros.envs.base import Observation, camera_tiles, select_tiles
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.executor import ChunkExecutor, ChunkRecord
 from policytrim_ros.execution.metrics import EpisodeMetrics
@@ -31,15 +33,28 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
     Each call executes the chunk's first h actions as one trajectory, stepping the env once per
     action until success (the episode ends at the first successful step) or the step limit. A
     chunk the executor rejects, or an observation the policy cannot use, ends the episode with
-    end_reason 'error' and the arm holding. A policy trained on other cameras than the env's raises
-    ConfigError: that is a setup mistake, not an episode that failed.
+    end_reason 'error' and the arm holding. The policy sees the env's cameras it was trained on, in
+    its order (an env may render more); one the env does not render raises ConfigError: that is a
+    setup mistake, not an episode that failed.
     """
     meta = policy.metadata
-    if meta.cameras and meta.image_size is not None and tuple(env.cameras) != meta.cameras:
-        raise ConfigError(f'the {meta.name} policy was trained on the cameras {list(meta.cameras)} but the env '
-                          f'renders {list(env.cameras)} (env.cameras in the params file)')
-    executor = ChunkExecutor(config, env.joint_names, safety)
     render = meta.image_size is not None
+    cameras = tuple(env.cameras)
+    tiles = tuple(range(len(cameras)))
+    if render and meta.cameras:
+        try:
+            tiles = camera_tiles(cameras, meta.cameras)
+        except ValueError as err:
+            raise ConfigError(f'the {meta.name} policy was trained on the cameras {list(meta.cameras)}: {err} '
+                              '(env.cameras in the params file)') from None
+
+    def seen(obs: Observation) -> Observation:
+        """What the policy sees: its cameras' tiles of the observation's image."""
+        if tiles == tuple(range(len(cameras))):
+            return obs
+        return replace(obs, image=select_tiles(obs.image, len(cameras), tiles))
+
+    executor = ChunkExecutor(config, env.joint_names, safety)
     observation = env.reset(task, seed, render=render)
     policy.reset()
     executor.start(episode_id or f'{task}-{seed}', task, env.instruction, time.perf_counter())
@@ -47,7 +62,7 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
     while True:
         started = time.perf_counter()
         try:
-            chunk = policy.predict_action_chunk(observation)
+            chunk = policy.predict_action_chunk(seen(observation))
             traj, record = executor.dispatch(chunk, env.time, observation.joint_positions,
                                              time.perf_counter() - started)
         except (PolicyInputError, UnsafeChunkError):

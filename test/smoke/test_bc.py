@@ -12,7 +12,7 @@ from policytrim_ros.data.bag import read_episode_bag
 from policytrim_ros.data.collect import Takeover, collect_demonstrations, collect_episode
 from policytrim_ros.config import ConfigError
 from policytrim_ros.envs.arm import ArmEnv
-from policytrim_ros.envs.config import EnvConfig
+from policytrim_ros.envs.config import DisturbanceConfig, EnvConfig
 from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.envs.operators import EfficientOperator
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
@@ -62,9 +62,21 @@ def test_bc_on_two_camera_demos_trains_a_policy_of_tiled_images(tmp_path):
     scene_only = ArmEnv(replace(two, cameras=('scene_camera',)))
     with pytest.raises(PolicyInputError, match=r"2 cameras \['scene_camera', 'wrist_camera'\] of 48x48, tiled"):
         policy.predict_action_chunk(scene_only.reset('reach', 1000))
-    with pytest.raises(ConfigError, match=r"trained on the cameras \['scene_camera', 'wrist_camera'\] but the env "
-                                          r"renders \['scene_camera'\]"):
+    with pytest.raises(ConfigError, match=r"trained on the cameras \['scene_camera', 'wrist_camera'\]: cameras "
+                                          r"\['wrist_camera'\] are not among the rendered cameras \['scene_camera'\]"):
         run_episode(scene_only, policy, ExecutionConfig(), 'reach', 1000)
+    # an env with more cameras, in another order: the policy sees its own, in its order (pixel noise
+    # is drawn over all rendered cameras, so compare without it)
+    clean = DisturbanceConfig(image_noise_std=0.0)
+    env = ArmEnv(replace(two, disturbances=clean))
+    three = ArmEnv(replace(two, cameras=('wrist_camera', 'workspace_camera', 'scene_camera'), disturbances=clean))
+    seen = []
+    predict = policy.predict_action_chunk
+    policy.predict_action_chunk = lambda observation: seen.append(observation.image) or predict(observation)
+    short = ExecutionConfig(max_episode_steps=4)
+    assert run_episode(three, policy, short, 'reach', 1000)[0].inference_calls == 1
+    assert run_episode(env, policy, short, 'reach', 1000)[0].inference_calls == 1
+    np.testing.assert_array_equal(seen[0], seen[1])
 
 
 def test_bc_continues_from_a_checkpoint_with_init_from(demos, tmp_path):
