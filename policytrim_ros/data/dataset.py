@@ -6,12 +6,14 @@ Every step t of every episode starts one window. All arrays live in memory (a 96
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from policytrim_ros.data.bag import bag_custom_data, read_episode_bag
 from policytrim_ros.data.episode import Episode
+from policytrim_ros.envs.base import camera_tiles, select_tiles
 
 _MIN_STD = 1e-6  # floor of the statistics' std, so normalizing a constant dimension stays finite
 
@@ -42,6 +44,8 @@ class ChunkDataset:
     image_size: (height, width) to resize images to, or None to keep the recorded size (all
         episodes must then share one size).
     styles: keep only bags whose custom_data style is one of these (None keeps all).
+    cameras: train on these of the episodes' cameras, tiled in this order (None keeps the images
+        as recorded); every episode must name them (``Episode.cameras``).
     only_successful: drop episodes that did not succeed.
 
     Item i is a dict: image (h, w, 3) uint8 at step t; state (A,) float32 observed joint positions
@@ -51,7 +55,7 @@ class ChunkDataset:
 
     def __init__(self, source: str | Path | Sequence[str | Path | Episode], chunk_size: int,
                  image_size: tuple[int, int] | None = None, styles: Sequence[str] | None = None,
-                 only_successful: bool = True) -> None:
+                 only_successful: bool = True, cameras: Sequence[str] | None = None) -> None:
         if chunk_size < 1:
             raise ValueError(f'chunk_size ({chunk_size}) must be >= 1')
         if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
@@ -67,6 +71,8 @@ class ChunkDataset:
             raise ValueError(f'episodes have different joint names {sorted(names)}: a dataset holds the '
                              'episodes of one robot (the embedded arm or Meta-World)')
         self.joint_names: tuple[str, ...] = names.pop()
+        if cameras:
+            episodes = [self._select_cameras(e, tuple(cameras)) for e in episodes]
         images = [e.images if image_size is None or e.images.shape[1:3] == tuple(image_size)
                   else _resize(e.images, tuple(image_size)) for e in episodes]
         sizes = {i.shape[1:3] for i in images}
@@ -96,6 +102,16 @@ class ChunkDataset:
                 if styles is None or bag_custom_data(bag).get('style', 'recorded') in styles:
                     episodes.append(read_episode_bag(bag))
         return episodes
+
+    @staticmethod
+    def _select_cameras(episode: Episode, cameras: tuple[str, ...]) -> Episode:
+        if episode.cameras == cameras:
+            return episode
+        try:
+            tiles = camera_tiles(episode.cameras, cameras)
+        except ValueError as err:
+            raise ValueError(f'episode {episode.episode_id}: {err}') from None
+        return replace(episode, images=select_tiles(episode.images, len(episode.cameras), tiles), cameras=cameras)
 
     def __len__(self) -> int:
         return len(self._actions)

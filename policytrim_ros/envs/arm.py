@@ -302,7 +302,9 @@ class ArmEnv:
         )
 
     def _render(self) -> np.ndarray:
-        """(H, N * W, 3) uint8 RGB: the N configured cameras tiled left to right, plus pixel noise."""
+        """(H, N * W, 3) uint8 RGB: the N configured cameras tiled left to right, each with its own
+        pixel noise (camera i's from sensor stream i, so the first camera's image is the same however
+        many others are rendered)."""
         try:
             if self._renderer is None:
                 self._renderer = mujoco.Renderer(self.model, self.config.image_height,
@@ -317,14 +319,14 @@ class ArmEnv:
                              mujoco.mjtRndFlag.mjRND_SKYBOX):
                     flags[flag] = 0  # about 5x faster on a software GL; the scene needs none of them
                 tiles.append(self._renderer.render())
-            image = tiles[0] if len(tiles) == 1 else np.concatenate(tiles, axis=1)
         finally:
             _release_gl_context()
         std = self.config.disturbances.image_noise_std
         if std > 0.0:
-            noisy = image + sensor_rng(self._seed, 'image', self.step_count).normal(0.0, std, image.shape)
-            image = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
-        return image
+            for i, tile in enumerate(tiles):
+                noisy = tile + sensor_rng(self._seed, 'image', self.step_count, i).normal(0.0, std, tile.shape)
+                tiles[i] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+        return tiles[0] if len(tiles) == 1 else np.concatenate(tiles, axis=1)
 
     @property
     def cameras(self) -> tuple[str, ...]:

@@ -70,9 +70,10 @@ def camera_tiles(available: tuple[str, ...], wanted: tuple[str, ...]) -> tuple[i
 
 
 def select_tiles(image: np.ndarray, count: int, tiles: tuple[int, ...]) -> np.ndarray:
-    """The ``tiles`` (indices) of an (H, count * W, 3) tiled image, tiled again in that order."""
-    parts = np.split(image, count, axis=1)
-    return parts[tiles[0]] if len(tiles) == 1 else np.concatenate([parts[i] for i in tiles], axis=1)
+    """The ``tiles`` (indices) of an (..., H, count * W, 3) tiled image (or stack of them), tiled
+    again in that order."""
+    parts = np.split(image, count, axis=-2)
+    return parts[tiles[0]] if len(tiles) == 1 else np.concatenate([parts[i] for i in tiles], axis=-2)
 
 
 class Task(abc.ABC):

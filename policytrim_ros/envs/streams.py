@@ -19,7 +19,8 @@ def episode_rngs(seed: int) -> dict[str, np.random.Generator]:
     return {name: np.random.default_rng(s) for name, s in zip(EPISODE_STREAMS, streams)}
 
 
-def sensor_rng(seed: int, stream: str, step: int) -> np.random.Generator:
-    """The generator of sensor ``stream`` (one of SENSOR_STREAMS) at control ``step`` of the episode."""
-    key = (len(EPISODE_STREAMS) + SENSOR_STREAMS.index(stream), step)
+def sensor_rng(seed: int, stream: str, step: int, sensor: int = 0) -> np.random.Generator:
+    """The generator of sensor ``stream`` (one of SENSOR_STREAMS) at control ``step`` of the episode;
+    ``sensor`` tells several sensors of one stream apart (camera i of an env renders with i)."""
+    key = (len(EPISODE_STREAMS) + SENSOR_STREAMS.index(stream), step) + ((sensor,) if sensor else ())
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))

@@ -43,6 +43,8 @@ class BCConfig:
     extra_demos: more folders of bags trained on together with ``demos`` (e.g. takeover
         demonstrations, ``policytrim collect --takeover``); same robot, same styles filter.
     styles: operator styles of the bags to train on (efficient, teleop; recorded for robot bags).
+    cameras: the demos' cameras the policy sees, tiled in this order (e.g. [scene_camera,
+        wrist_camera]); [] = every camera the demos recorded, in their order.
     model: VLA preset (vla-2m or vla-10m).
     chunk_size: H, actions predicted per call.
     action_offsets: predict targets as offsets from the state (True: joint position targets, the
@@ -87,6 +89,7 @@ class BCConfig:
     demos: str = 'runs/demos'
     extra_demos: tuple[str, ...] = ()
     styles: tuple[str, ...] = ('teleop',)
+    cameras: tuple[str, ...] = ()
     model: str = 'vla-2m'
     chunk_size: int = 16
     action_offsets: bool = True
@@ -202,7 +205,10 @@ def _restore(out: Path, optimizer, rng, generator) -> int:
 
 
 def _evaluate(checkpoint: Path, cfg: BCConfig, tasks: list[str]) -> dict[str, float]:
-    """Success rate per task of the checkpoint at h = eval_n_action_steps, in the tasks' default env."""
+    """Success rate per task of the checkpoint at h = eval_n_action_steps, in the tasks' default env
+    (the embedded arm rendering the checkpoint's cameras)."""
+    from policytrim_ros.envs.config import EnvConfig
+    from policytrim_ros.envs.registry import task_names
     from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep
     from policytrim_ros.execution.metrics import summarize_by_task
     from policytrim_ros.policy.factory import PolicyConfig
@@ -211,6 +217,8 @@ def _evaluate(checkpoint: Path, cfg: BCConfig, tasks: list[str]) -> dict[str, fl
                         n_action_steps=(cfg.eval_n_action_steps,), chunk_size=model_cfg['chunk_size'],
                         episodes=cfg.eval_episodes, seed=cfg.eval_seed,
                         control_dt=suite_control_dt(task_suite(tasks)), workers=2)
+    if model_cfg.get('cameras') and set(tasks) <= set(task_names()):
+        sweep = replace(sweep, env=EnvConfig(cameras=tuple(model_cfg['cameras'])))
     summary = summarize_by_task(run_sweep(sweep, progress=False)[cfg.eval_n_action_steps])
     return {f'eval/{task}/success_rate': s['success_rate'] for task, s in summary.items()}
 
@@ -224,7 +232,8 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    dataset = ChunkDataset([cfg.demos, *cfg.extra_demos], cfg.chunk_size, styles=cfg.styles)
+    dataset = ChunkDataset([cfg.demos, *cfg.extra_demos], cfg.chunk_size, styles=cfg.styles,
+                           cameras=cfg.cameras or None)
     first = dataset[0]
     joint_names = tuple(dataset.joint_names)
     stats = dataset.statistics(cfg.action_offsets)

@@ -13,7 +13,7 @@ from policytrim_ros.data import BagError, Episode, read_episode_bag, typestore, 
 from policytrim_ros.data.bag import COMMAND_TOPIC, IMAGE_TOPIC, JOINT_STATES_TOPIC, TOPIC_TYPES
 from policytrim_ros.data.collect import collect_demonstrations, collect_episode
 from policytrim_ros.data.dataset import ChunkDataset
-from policytrim_ros.envs import JOINT_NAMES, ArmEnv, DisturbanceConfig, EnvConfig
+from policytrim_ros.envs import JOINT_NAMES, ArmEnv, EnvConfig
 from policytrim_ros.envs.operators import OPERATOR_STYLES, TeleopConfig, make_operator
 
 SEEDS = (0, 1, 2, 3)
@@ -88,18 +88,17 @@ def test_bag_round_trip_reproduces_the_episode(tmp_path, reach_episodes):
 
 
 def test_two_camera_episode_bags_one_image_topic_per_camera_and_reads_back_tiled(tmp_path):
-    clean = DisturbanceConfig(image_noise_std=0.0)   # pixel noise is drawn over the whole tiled image
-    env = ArmEnv(EnvConfig(cameras=('scene_camera', 'wrist_camera'), image_width=48, image_height=40,
-                           disturbances=clean))
+    env = ArmEnv(EnvConfig(cameras=('scene_camera', 'wrist_camera'), image_width=48, image_height=40))
     try:
         episode = collect_episode(env, make_operator('efficient'), 'reach', 0, max_steps=5)
-        scene_only = ArmEnv(EnvConfig(image_width=48, image_height=40, disturbances=clean))
+        scene_only = ArmEnv(EnvConfig(image_width=48, image_height=40))
         scene = scene_only.reset('reach', 0)
         scene_only.close()
     finally:
         env.close()
     assert episode.images.shape[1:] == (40, 96, 3) and episode.cameras == ('scene_camera', 'wrist_camera')
-    np.testing.assert_array_equal(episode.images[0, :, :48], scene.image)   # the scene camera's tile first
+    np.testing.assert_array_equal(episode.images[0, :, :48], scene.image)   # the scene camera's tile first,
+                                                                              # pixel noise and all
     assert not np.array_equal(episode.images[0, :, 48:], scene.image)       # then the wrist camera's
     path = write_episode_bag(episode, tmp_path / 'bag')
     store = typestore()

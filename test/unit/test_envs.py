@@ -235,3 +235,14 @@ def test_expert_rejects_malformed_observations(expert):
         expert.chunk('reach', np.full(7, np.nan), np.zeros(10), 16, 0.1)
     with pytest.raises(ValueError, match=r'must be \(7,\)'):
         expert.chunk('reach', np.zeros(6), np.zeros(10), 16, 0.1)
+
+
+def test_a_policy_takes_its_cameras_tiles_in_its_order():
+    from policytrim_ros.envs.base import camera_tiles, select_tiles
+    image = np.concatenate([np.full((2, 3, 3), k, np.uint8) for k in range(3)], axis=1)   # tiles 0, 1, 2
+    tiles = camera_tiles(('wrist', 'workspace', 'scene'), ('scene', 'wrist'))
+    assert tiles == (2, 0)
+    assert select_tiles(image, 3, tiles)[0, :, 0].tolist() == [2, 2, 2, 0, 0, 0]
+    assert select_tiles(image, 3, (1,)).shape == (2, 3, 3)
+    with pytest.raises(ValueError, match=r"cameras \['elbow'\] are not among the rendered cameras"):
+        camera_tiles(('scene',), ('scene', 'elbow'))
