@@ -34,13 +34,14 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
     action until success (the episode ends at the first successful step) or the step limit. A
     chunk the executor rejects, or an observation the policy cannot use, ends the episode with
     end_reason 'error' and the arm holding. The policy sees the env's cameras it was trained on, in
-    its order (an env may render more); one the env does not render raises ConfigError: that is a
-    setup mistake, not an episode that failed.
+    its order (an env may render more; a policy that does not name its cameras sees the first ones,
+    as policy_node's default topics give it); one the env does not render raises ConfigError: that
+    is a setup mistake, not an episode that failed.
     """
     meta = policy.metadata
     render = meta.image_size is not None
     cameras = tuple(env.cameras)
-    tiles = tuple(range(len(cameras)))
+    tiles = tuple(range(min(meta.num_cameras, len(cameras)) if render and not meta.cameras else len(cameras)))
     if render and meta.cameras:
         try:
             tiles = camera_tiles(cameras, meta.cameras)

@@ -246,3 +246,29 @@ def test_a_policy_takes_its_cameras_tiles_in_its_order():
     assert select_tiles(image, 3, (1,)).shape == (2, 3, 3)
     with pytest.raises(ValueError, match=r"cameras \['elbow'\] are not among the rendered cameras"):
         camera_tiles(('scene',), ('scene', 'elbow'))
+
+
+def test_an_unnamed_single_camera_policy_sees_the_first_camera_of_a_multi_camera_env():
+    from policytrim_ros.execution.config import ExecutionConfig
+    from policytrim_ros.execution.episode import run_episode
+    from policytrim_ros.policy.base import PolicyMetadata
+
+    class Recorder:
+        metadata = PolicyMetadata('recorder', 4, JOINT_NAMES, (32, 32))   # no camera names: an older checkpoint
+        images = []
+
+        def reset(self):
+            pass
+
+        def predict_action_chunk(self, observation):
+            self.images.append(observation.image)
+            return np.repeat(observation.joint_positions[None], 4, axis=0)
+
+    config = ExecutionConfig(chunk_size=4, n_action_steps=4, max_episode_steps=4)
+    for cameras in (('scene_camera',), ('scene_camera', 'wrist_camera')):
+        env = ArmEnv(EnvConfig(cameras=cameras, image_width=32, image_height=32))
+        assert run_episode(env, Recorder(), config, 'reach', 3)[0].inference_calls == 1
+        env.close()
+    first, second = Recorder.images
+    assert first.shape == (32, 32, 3)
+    np.testing.assert_array_equal(first, second)
