@@ -156,7 +156,8 @@ class PolicyNode(Node):
         self._warm_up()
         self.get_logger().info(
             f'{meta.name} policy: H={cfg.execution.chunk_size} h={cfg.execution.n_action_steps} '
-            f'dt={cfg.execution.control_dt}s -> {t.trajectory}')
+            f'dt={cfg.execution.control_dt}s -> {t.trajectory}'
+            + (f'; images from {list(image_topics)}' if image_topics else ''))
 
     # -- callbacks -----------------------------------------------------------------------------
     def _store(self, kind: str, msg) -> None:
