@@ -78,13 +78,28 @@ class ChunkDataset:
         sizes = {i.shape[1:3] for i in images}
         if len(sizes) != 1:
             raise ValueError(f'episodes have different image sizes {sorted(sizes)}; pass image_size')
+        self._images = self._pack(episodes, images)                                # (N, h, w, 3)
         self.episodes: list[Episode] = episodes
-        self._images = np.concatenate(images)                                      # (N, h, w, 3)
         self._states = np.concatenate([e.joint_positions for e in episodes]).astype(np.float32)  # (N, A)
         self._actions = np.concatenate([e.actions for e in episodes]).astype(np.float32)         # (N, A)
         lengths = np.array([e.steps for e in episodes])
         self._episode_of = np.repeat(np.arange(len(episodes)), lengths)           # (N,)
         self._episode_end = np.cumsum(lengths)                                     # (E,) exclusive ends
+
+    @staticmethod
+    def _pack(episodes: list[Episode], images: list[np.ndarray]) -> np.ndarray:
+        """All ``images`` in one (N, h, w, 3) array; each of ``episodes`` is replaced, in place, by
+        one whose images are a view of its rows. Each episode's own array is released as soon as
+        it is copied, so the images are held once (plus one episode), not twice."""
+        out = np.empty((sum(len(i) for i in images), *images[0].shape[1:]), dtype=images[0].dtype)
+        start = 0
+        for k, episode in enumerate(episodes):
+            part, images[k] = images[k], None
+            out[start:start + len(part)] = part
+            episodes[k] = replace(episode, images=out[start:start + len(part)])
+            start += len(part)
+            del part, episode
+        return out
 
     @staticmethod
     def _load(items: list[str | Path | Episode], styles: Sequence[str] | None) -> list[Episode]:
