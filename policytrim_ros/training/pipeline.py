@@ -10,7 +10,8 @@ Layout of ``out_dir``:
 The selection evaluates the baseline (``init``) at its own h and the Stage 1 policy at every h of
 Gamma, deterministically (chunk means), on the same ``cfg.selection.episodes`` initial states per task.
 Stage 2 runs at the largest h whose success rate (pooled over the tasks) is within
-``selection.tolerance`` of the baseline's, with S_base = alpha * the Stage 1 policy's mean
+``selection.tolerance`` of the baseline's (and, with ``selection.task_tolerance``, each task's
+within that of the baseline's on the task), with S_base = alpha * the Stage 1 policy's mean
 successful steps at that h, one budget per task (our tasks differ 3-4x in length, so one pooled
 budget would leave the long tasks without any step-saving signal). The selection seeds are their
 own range, disjoint from demonstrations (0-999), evaluation (1000 on) and RL rollouts (100000 on),
@@ -68,8 +69,11 @@ def select_stage2(cfg: PolicyTrimConfig, stage1: str, selection: SelectionConfig
     baseline = _sweep(cfg, cfg.init, (cfg.base_n_action_steps,), selection, env, safety, metaworld, progress)
     candidates = _sweep(cfg, stage1, horizons, selection, env, safety, metaworld, progress)
     baseline_sr = summarize(baseline[cfg.base_n_action_steps])[C.SUCCESS_RATE]
+    baseline_by_task = summarize_by_task(baseline[cfg.base_n_action_steps])
     by_h = {h: summarize_by_task(episodes) for h, episodes in candidates.items()}
-    h = stage2_horizon({h: s['all'][C.SUCCESS_RATE] for h, s in by_h.items()}, baseline_sr, selection.tolerance)
+    h = stage2_horizon({h: s['all'][C.SUCCESS_RATE] for h, s in by_h.items()}, baseline_sr, selection.tolerance,
+                       {h: {t: s[t][C.SUCCESS_RATE] for t in cfg.tasks} for h, s in by_h.items()},
+                       {t: baseline_by_task[t][C.SUCCESS_RATE] for t in cfg.tasks}, selection.task_tolerance)
     budgets = {}
     for task in cfg.tasks:
         steps = [e.steps for e in candidates[h] if e.task == task and e.success]
@@ -82,11 +86,12 @@ def select_stage2(cfg: PolicyTrimConfig, stage1: str, selection: SelectionConfig
         return {k: s[k] for k in (C.SUCCESS_RATE, C.STEPS, C.INFERENCE_CALLS)}
     return {'n_action_steps': h, 'step_budget': budgets,
             'baseline': {'checkpoint': cfg.init, 'n_action_steps': cfg.base_n_action_steps,
-                         'by_task': {t: row(s) for t, s in summarize_by_task(baseline[cfg.base_n_action_steps]).items()}},
+                         'by_task': {t: row(s) for t, s in baseline_by_task.items()}},
             'stage1': {'checkpoint': stage1,
                        'by_h': {str(k): {t: row(s) for t, s in v.items()} for k, v in by_h.items()}},
             'selection': {'episodes': selection.episodes, 'seed': selection.seed,
-                          'tolerance': selection.tolerance, 'alpha': selection.alpha}}
+                          'tolerance': selection.tolerance, 'task_tolerance': selection.task_tolerance,
+                          'alpha': selection.alpha}}
 
 
 def run_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety: SafetyConfig | None = None,

@@ -59,15 +59,27 @@ def group_jobs(task: str, seed: int, horizons: Sequence[int], group_size: int, n
 
 
 def stage2_horizon(success_rate_by_h: Mapping[int, float], baseline_success_rate: float,
-                   tolerance: float = 0.02) -> int:
+                   tolerance: float = 0.02, task_success_rates_by_h: Mapping[int, Mapping[str, float]] | None = None,
+                   baseline_task_success_rates: Mapping[str, float] | None = None,
+                   task_tolerance: float | None = None) -> int:
     """The largest h whose SR is at least ``baseline_success_rate - tolerance``.
 
-    success_rate_by_h: the between-stage sweep, {h: SR}. ValueError when no h qualifies.
+    success_rate_by_h: the between-stage sweep, {h: pooled SR}. With ``task_tolerance``, an h also
+    needs every task's SR (``task_success_rates_by_h[h][task]``) to be at least the baseline's on
+    that task (``baseline_task_success_rates``) minus ``task_tolerance``: the pooled rule alone
+    lets one task lose what the others gain. ValueError when no h qualifies.
     """
     qualified = [h for h, sr in success_rate_by_h.items() if sr >= baseline_success_rate - tolerance - 1e-12]
+    if task_tolerance is not None:
+        if task_success_rates_by_h is None or baseline_task_success_rates is None:
+            raise ValueError('task_tolerance needs the per-task success rates of the sweep and the baseline')
+        qualified = [h for h in qualified
+                     if all(task_success_rates_by_h[h][task] >= base - task_tolerance - 1e-12
+                            for task, base in baseline_task_success_rates.items())]
     if not qualified:
+        guard = '' if task_tolerance is None else f' (and every task within {task_tolerance} of its own)'
         raise ValueError(f'no h of the sweep {dict(success_rate_by_h)} keeps SR within {tolerance} of the '
-                         f'baseline {baseline_success_rate}')
+                         f'baseline {baseline_success_rate}{guard}')
     return max(qualified)
 
 
@@ -91,12 +103,17 @@ class SelectionConfig:
 
     episodes: episodes per task and h (the baseline at its h, the Stage 1 policy at each h of Gamma).
     tolerance: largest drop of the pooled success rate below the baseline's that still qualifies an h.
+    task_tolerance: if set, also the largest drop of any one task's success rate below the
+        baseline's on that task (None: the pooled rule only, as the paper). Per-task rates over
+        ``episodes`` are noisy (+-7 points at 50 episodes and SR 0.7), so set it wider than
+        ``tolerance`` and raise ``episodes``.
     alpha: S_base = alpha * mean successful steps at the chosen h (paper 1.3).
     seed: first initial-state seed of each task.
     """
 
     episodes: int = 50
     tolerance: float = 0.02
+    task_tolerance: float | None = None
     alpha: float = 1.3
     seed: int = SELECTION_SEED
 
@@ -105,5 +122,7 @@ class SelectionConfig:
             raise ValueError(f'selection.episodes ({self.episodes}) must be >= 1')
         if not 0.0 <= self.tolerance < 1.0:
             raise ValueError(f'selection.tolerance ({self.tolerance}) must be in [0, 1)')
+        if self.task_tolerance is not None and not 0.0 <= self.task_tolerance < 1.0:
+            raise ValueError(f'selection.task_tolerance ({self.task_tolerance}) must be in [0, 1) or null')
         if not self.alpha > 0:
             raise ValueError(f'selection.alpha ({self.alpha}) must be > 0')

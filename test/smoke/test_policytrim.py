@@ -74,11 +74,12 @@ def test_stage_all_selects_h_and_per_task_budgets_then_runs_stage2_and_resumes_w
     from policytrim_ros.training.pipeline import run_policytrim
     from policytrim_ros.training.stages import SelectionConfig
     config = replace(TINY, max_episode_steps=40,
-                     selection=SelectionConfig(episodes=2, tolerance=0.99), out_dir=str(tmp_path / 'all'))
+                     selection=SelectionConfig(episodes=2, tolerance=0.99, task_tolerance=0.99), out_dir=str(tmp_path / 'all'))
     final = run_policytrim(config, progress=False)
     plan = json.loads((tmp_path / 'all' / 'selection.json').read_text())
     assert final == tmp_path / 'all' / 'stage2' / 'last'
     assert plan['n_action_steps'] == 16                  # tolerance 0.99 admits every h of Gamma: the largest wins
+    assert plan['selection']['task_tolerance'] == 0.99
     assert set(plan['stage1']['by_h']) == {'4', '10', '16'} and plan['baseline']['n_action_steps'] == 4
     reach_steps = plan['stage1']['by_h']['16']['reach']['steps']
     assert plan['step_budget']['reach'] == pytest.approx(1.3 * reach_steps, abs=0.01)
