@@ -18,7 +18,9 @@ MAX_FILE_BYTES = 5 * 1024 * 1024
 
 
 def test_the_shipped_models_are_there():
-    assert {'bc-teleop', 'bc-wrist', 'policytrim', 'bc-metaworld', 'policytrim-metaworld'} <= {p.name for p in MODELS}
+    shipped = {'bc-teleop', 'bc-wrist', 'bc-wrist-more', 'bc-wrist-more-ft', 'policytrim', 'bc-metaworld',
+               'policytrim-metaworld'}
+    assert shipped <= {p.name for p in MODELS}
 
 
 @pytest.mark.parametrize('model', MODELS, ids=lambda p: p.name)
