@@ -65,7 +65,9 @@ def _eval_parser(sub) -> None:
     p = sub.add_parser('eval', help='forced-horizon sweep: N episodes per task for each executed length h',
                        description='Runs N episodes of each task for every h (paired seeds), reports SR, steps '
                                    'S, h, H, h/H, inference calls, Spd against --reference and wall-clock, and '
-                                   'writes sweep.json, sweep.md and sweep.png under --out. Tasks are the '
+                                   'writes sweep.json, sweep.md and sweep.png under --out, plus h<h>/episodes.jsonl '
+                                   "(without --ros each line has the episode's end_state, and sweep.md counts "
+                                   'the failed episodes by failure mode). Tasks are the '
                                    "embedded arm's (reach push pick_place) or Meta-World's (reach-v3 push-v3 "
                                    'pick-place-v3; without --ros only, in the default MetaWorldConfig env at its '
                                    '0.0125 s step, with no joint-limit safety checks: Meta-World clips its '
@@ -92,8 +94,8 @@ def _eval_parser(sub) -> None:
 
 def evaluate(args) -> int:
     from policytrim_ros.envs.factory import task_suite
-    from policytrim_ros.evaluation.report import sweep_rows, write_report
-    from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep, sim_configs
+    from policytrim_ros.evaluation.report import failure_rows, sweep_rows, write_episodes, write_report
+    from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep_end_states, sim_configs
     from policytrim_ros.policy.factory import PolicyConfig
 
     suite = task_suite(args.tasks)
@@ -111,6 +113,7 @@ def evaluate(args) -> int:
         raise ValueError(f'--reference {args.reference} must be one of --n-action-steps {list(args.n_action_steps)}')
     out = args.out or Path('runs') / time.strftime('eval-%Y%m%d-%H%M%S')
     started = time.monotonic()
+    failures = None
     if args.ros:
         env = launcher.ros_env(launcher.random_domain_id())
         results = {}
@@ -121,13 +124,16 @@ def evaluate(args) -> int:
                 'execution.chunk_size': args.chunk_size, 'execution.n_action_steps': h},
                 args.tasks, args.episodes, args.seed, out / f'h{h}', env)
     else:
-        results = run_sweep(config)
+        detailed = run_sweep_end_states(config)
+        write_episodes(detailed, out)
+        failures = failure_rows(detailed)
+        results = {h: [m for m, _ in episodes] for h, episodes in detailed.items()}
     rows = sweep_rows(results, args.reference)
     title = f'{args.backend} {args.checkpoint}'.strip() + f' ({"ROS nodes" if args.ros else "core loop"})'
     paths = write_report(rows, out, title, {
         'backend': args.backend, 'checkpoint': args.checkpoint, 'path': 'ros' if args.ros else 'core',
         'episodes_per_task': args.episodes, 'seed': args.seed, 'reference_n_action_steps': args.reference,
-        'params': str(params), 'total_wall_clock_s': round(time.monotonic() - started, 1)})
+        'params': str(params), 'total_wall_clock_s': round(time.monotonic() - started, 1)}, failures)
     print(paths['markdown'].read_text())
     print(f'wrote {paths["json"]}, {paths["markdown"]} and {paths["plot"]}')
     return 0

@@ -119,6 +119,10 @@ class ArmEnv:
         self._nominal_inertia = m.body_inertia[self._cube_body].copy()
         self._renderer: mujoco.Renderer | None = None
         self.task: Task | None = None
+        self.cube_was_grasped = False
+        """Whether both fingers have touched the cube at some step of this episode."""
+        self.cube_max_lift = 0.0
+        """The highest the cube's bottom has been above the table in this episode (m)."""
         self.instruction = ''
         self.step_count = 0
         self._seed = 0
@@ -154,6 +158,8 @@ class ArmEnv:
         self.data.time = 0.0
         self.step_count = 0
         mujoco.mj_forward(self.model, self.data)
+        self.cube_was_grasped = self.cube_grasped
+        self.cube_max_lift = self.cube_lift
         return self.observe(render=render)
 
     def _randomize_physics(self, rng: np.random.Generator) -> None:
@@ -252,7 +258,17 @@ class ArmEnv:
             mujoco.mj_step(self.model, self.data)
         mujoco.mj_forward(self.model, self.data)  # kinematics and contacts of the final state
         self.step_count += 1
+        self.cube_was_grasped = self.cube_was_grasped or self.cube_grasped
+        self.cube_max_lift = max(self.cube_max_lift, self.cube_lift)
         return self.task.is_success(self)
+
+    def end_state(self) -> dict[str, float | bool | str]:
+        """The task's ``end_state`` measures, plus its ``failure_mode`` when it is not solved."""
+        self._require_reset('end_state')
+        state = self.task.end_state(self)
+        if not self.task.is_success(self):
+            state['failure_mode'] = self.task.failure_mode(state)
+        return state
 
     def _require_reset(self, method: str) -> None:
         if self.task is None:
@@ -365,6 +381,11 @@ class ArmEnv:
         touching = set(contact.geom2[contact.geom1 == self._cube_geom])
         touching.update(contact.geom1[contact.geom2 == self._cube_geom])
         return all(g in touching for g in self._finger_geoms)
+
+    @property
+    def cube_lift(self) -> float:
+        """Height of the cube's centre above where it rests on the table (m)."""
+        return float(self.cube_position[2]) - self.cube_half_size
 
     @property
     def cube_resting(self) -> bool:

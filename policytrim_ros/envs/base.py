@@ -101,6 +101,17 @@ class Task(abc.ABC):
     def is_success(self, env: ArmEnv) -> bool:
         """Whether the task is solved in the current simulator state."""
 
+    def end_state(self, env: ArmEnv) -> dict[str, float | bool]:
+        """Measures of the current state that say how far from solved it is (m, rounded to 1 mm).
+
+        Evaluation records them when an episode ends; ``failure_mode`` names a failed end from them.
+        """
+        return {'goal_distance': round_m(np.linalg.norm(env.cube_position[:2] - env.goal_position[:2]))}
+
+    def failure_mode(self, state: dict[str, float | bool]) -> str:
+        """A short name for how an episode that ended in ``state`` (``end_state``) failed."""
+        return 'off_target'
+
     def place_cube_randomly(self, env: ArmEnv, rng: np.random.Generator) -> np.ndarray:
         """Put the cube at its nominal spot plus the configured xy noise, yaw uniform in +-45 deg.
 
@@ -110,6 +121,11 @@ class Task(abc.ABC):
         xy = np.asarray(self.cube_nominal_xy) + rng.uniform(-half_width, half_width, size=2)
         env.place_cube(xy, yaw=rng.uniform(-np.pi / 4, np.pi / 4))
         return xy
+
+
+def round_m(metres: float) -> float:
+    """A length in m rounded to 1 mm (end-state logs)."""
+    return round(float(metres), 3)
 
 
 def sample_goal_xy(rng: np.random.Generator, cube_xy: np.ndarray, min_distance: float,

@@ -150,6 +150,7 @@ class MetaWorldEnv:
         data['rand_vec'] = self._shift_spot(loaded, data['rand_vec'], self._rng['layout'])
         loaded.env.set_task(metaworld.Task(env_name=task, data=pickle.dumps(data)))
         self._obs, _ = loaded.env.reset()
+        self._info: dict = {}
         if self.config.camera == 'workspace':
             self._upside_down = False
         else:
@@ -260,8 +261,21 @@ class MetaWorldEnv:
         self._maybe_kick_object(loaded)
         command = np.r_[np.clip(action[:3] + self._noise, -1.0, 1.0), self._grip]
         self._obs, _, _, _, info = loaded.env.step(command)
+        self._info = info
         self.step_count += 1
         return bool(info['success'])
+
+    def end_state(self) -> dict[str, float | bool | str]:
+        """Meta-World's own measures after the last step (``obj_to_target`` in m, ``near_object``,
+        ``grasp_success``), plus ``failure_mode`` when it is not solved: its tasks name no modes,
+        so it says only whether the object was in the gripper at the end."""
+        if not self._info:
+            return {}
+        state = {'obj_to_target': round(float(self._info['obj_to_target']), 3),
+                 'near_object': bool(self._info['near_object']), 'grasp_success': bool(self._info['grasp_success'])}
+        if not self._info['success']:
+            state['failure_mode'] = 'off_target_grasped' if state['grasp_success'] else 'off_target'
+        return state
 
     def _maybe_kick_object(self, loaded: _Loaded) -> None:
         """With the configured probability, kick the object if it rests on the table, fingers away.

@@ -2,6 +2,8 @@
 written as JSON, a markdown table and a PNG plot (SR, steps and inference calls vs h)."""
 from __future__ import annotations
 
+import json
+from collections import Counter
 from pathlib import Path
 
 from policytrim_ros import constants as C
@@ -26,15 +28,46 @@ def sweep_rows(results: dict[int, list[M.EpisodeMetrics]], reference_h: int) -> 
     return rows
 
 
-def write_report(rows: list[dict], out_dir: str | Path, title: str, meta: dict) -> dict[str, Path]:
-    """Write sweep.json, sweep.md and sweep.png into ``out_dir``; return their paths."""
+def failure_rows(results: dict[int, list[tuple[M.EpisodeMetrics, dict]]]) -> list[dict]:
+    """Rows (task-major, then h) counting the failed episodes by their end state's failure_mode."""
+    rows = []
+    tasks = list(dict.fromkeys(m.task for episodes in results.values() for m, _ in episodes))
+    for task in tasks:
+        for h in sorted(results):
+            failed = [state for m, state in results[h] if m.task == task and not m.success]
+            modes = Counter(state.get('failure_mode', 'unknown') for state in failed)
+            rows.append({'task': task, C.N_ACTION_STEPS: h, 'failed': len(failed),
+                         'failure_modes': dict(sorted(modes.items(), key=lambda kv: (-kv[1], kv[0])))})
+    return rows
+
+
+def write_episodes(results: dict[int, list[tuple[M.EpisodeMetrics, dict]]], out_dir: str | Path) -> None:
+    """One ``h<h>/episodes.jsonl`` per h: each episode's metrics plus its ``end_state``."""
+    for h, episodes in results.items():
+        path = Path(out_dir) / f'h{h}' / 'episodes.jsonl'
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(''.join(json.dumps({**m.to_dict(), 'end_state': state}) + '\n' for m, state in episodes))
+
+
+def write_report(rows: list[dict], out_dir: str | Path, title: str, meta: dict,
+                 failures: list[dict] | None = None) -> dict[str, Path]:
+    """Write sweep.json, sweep.md and sweep.png into ``out_dir``; return their paths.
+
+    ``failures`` (``failure_rows``) adds a table of how the failed episodes ended.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {'json': out / 'sweep.json', 'markdown': out / 'sweep.md', 'plot': out / 'sweep.png'}
-    M.write_json(paths['json'], {'title': title, **meta, 'rows': rows})
+    M.write_json(paths['json'], {'title': title, **meta, 'rows': rows, **({'failures': failures} if failures else {})})
     lines = [f'# {title}', '']
     lines += [f'- {k}: {v}' for k, v in meta.items()]
     lines += ['', M.format_table(rows, ROW_COLUMNS), '']
+    if failures:
+        shown = [{**r, 'failure_modes': ', '.join(f'{k} {n}' for k, n in r['failure_modes'].items()) or '-'}
+                 for r in failures]
+        lines += ['How the failed episodes ended (`end_state` in h<h>/episodes.jsonl):', '',
+                  M.format_table(shown, ['task', C.N_ACTION_STEPS, 'failed', 'failure_modes'],
+                                 labels={'failure_modes': 'failure modes'}), '']
     paths['markdown'].write_text('\n'.join(lines))
     plot_sweep(rows, paths['plot'], title)
     return paths

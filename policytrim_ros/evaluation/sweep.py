@@ -104,20 +104,21 @@ def _init_worker(config: SweepConfig) -> None:
                    policy=make_policy(config.policy, config.chunk_size, config.control_dt, env.joint_names))
 
 
-def _run(job: tuple[int, str, int]) -> EpisodeMetrics:
+def _run(job: tuple[int, str, int]) -> tuple[EpisodeMetrics, dict]:
     from policytrim_ros.execution.episode import run_episode
     h, task, k = job
     cfg: SweepConfig = _worker['config']
     metrics, _ = run_episode(_worker['env'], _worker['policy'], cfg.execution(h), task, cfg.seed + k,
                              episode_id=f'{task}-{k:03d}', safety=cfg.safety)
-    return metrics
+    return metrics, _worker['env'].end_state()
 
 
-def run_sweep(config: SweepConfig, progress: bool = True) -> dict[int, list[EpisodeMetrics]]:
-    """{h: episodes in (task, k) order} for every h of the sweep."""
+def run_sweep_end_states(config: SweepConfig, progress: bool = True
+                         ) -> dict[int, list[tuple[EpisodeMetrics, dict]]]:
+    """{h: (episode, its env's ``end_state()``) in (task, k) order} for every h of the sweep."""
     jobs = [(h, task, k) for h in config.n_action_steps for task in config.tasks for k in range(config.episodes)]
     workers = config.workers or os.cpu_count() or 1
-    results: dict[tuple, EpisodeMetrics] = {}
+    results: dict[tuple, tuple[EpisodeMetrics, dict]] = {}
     bar = tqdm(total=len(jobs), desc='episodes', unit='ep', disable=not progress)
     if workers == 1:
         _init_worker(config)
@@ -126,9 +127,15 @@ def run_sweep(config: SweepConfig, progress: bool = True) -> dict[int, list[Epis
             bar.update()
     else:
         with mp.get_context('spawn').Pool(workers, _init_worker, (config,)) as pool:
-            for job, metrics in zip(jobs, pool.imap(_run, jobs, chunksize=4)):
-                results[job] = metrics
+            for job, result in zip(jobs, pool.imap(_run, jobs, chunksize=4)):
+                results[job] = result
                 bar.update()
     bar.close()
     return {h: [results[(h, t, k)] for t in config.tasks for k in range(config.episodes)]
             for h in config.n_action_steps}
+
+
+def run_sweep(config: SweepConfig, progress: bool = True) -> dict[int, list[EpisodeMetrics]]:
+    """{h: episodes in (task, k) order} for every h of the sweep."""
+    return {h: [metrics for metrics, _ in episodes]
+            for h, episodes in run_sweep_end_states(config, progress).items()}

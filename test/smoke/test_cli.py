@@ -41,6 +41,10 @@ def test_eval_core_and_ros_paths_agree_on_the_same_seeds(tmp_path, policy):
     assert rows['core'] == rows['ros']
     assert (tmp_path / 'core' / 'sweep.png').stat().st_size > 0
     assert '| reach' in (tmp_path / 'core' / 'sweep.md').read_text()
+    core_log = (tmp_path / 'core' / 'h16' / 'episodes.jsonl').read_text()
+    core_episodes = [json.loads(line) for line in core_log.splitlines()]
+    assert [e['task'] for e in core_episodes] == policy[policy.index('--tasks') + 1:]
+    assert all('goal_distance' in e['end_state'] for e in core_episodes)
 
 
 def test_a_two_camera_policy_runs_the_same_through_ros_as_in_the_core_loop(tmp_path):

@@ -15,7 +15,7 @@ from policytrim_ros.data.collect import collect_demonstrations
 from policytrim_ros.data.dataset import ChunkDataset
 from policytrim_ros.envs.metaworld import MetaWorldEnv
 from policytrim_ros.envs.metaworld_config import ACTION_NAMES, CONTROL_DT, METAWORLD_TASKS
-from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep
+from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep_end_states
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
 from policytrim_ros.training.bc import BCConfig, train_bc
 from policytrim_ros.training.grpo import GRPOConfig
@@ -56,8 +56,9 @@ def test_collected_bags_read_back_with_meta_world_joints(demos):
 
 def test_sweep_runs_the_meta_world_expert_backend():
     config = SweepConfig(tasks=('reach-v3',), n_action_steps=(16,), episodes=1, control_dt=CONTROL_DT, workers=1)
-    [metrics] = run_sweep(config, progress=False)[16]
+    [(metrics, end_state)] = run_sweep_end_states(config, progress=False)[16]
     assert metrics.success and metrics.task == 'reach-v3' and 1 <= metrics.inference_calls < metrics.steps
+    assert end_state['obj_to_target'] <= 0.05 and 'failure_mode' not in end_state
 
 
 def test_bc_trains_and_evaluates_on_meta_world_demos_then_eval_runs_the_checkpoint(demos, tmp_path):

@@ -272,3 +272,50 @@ def test_an_unnamed_single_camera_policy_sees_the_first_camera_of_a_multi_camera
     first, second = Recorder.images
     assert first.shape == (32, 32, 3)
     np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize('task', ALL_TASKS)
+def test_end_state_at_reset_names_how_an_unsolved_episode_failed(env, task):
+    env.reset(task, 5, render=False)
+    state = env.end_state()
+    assert state['goal_distance'] > 0.05   # every task starts away from its goal
+    assert state['failure_mode'] == {'reach': 'missed_target', 'push': 'cube_untouched',
+                                     'pick_place': 'never_grasped'}[task]
+    assert env.cube_max_lift < 0.005 and not env.cube_was_grasped
+
+
+def test_expert_pick_place_records_grasp_and_lift_and_a_solved_end_has_no_failure_mode(env, expert):
+    solved, _ = run_expert(env, expert, 'pick_place', 1, 4)
+    assert solved
+    state = env.end_state()
+    assert 'failure_mode' not in state and state['goal_distance'] < make_task('pick_place').success_radius
+    assert state['cube_was_grasped'] and state['cube_max_lift'] > 0.02 and not state['cube_grasped']
+
+
+@pytest.mark.parametrize('state, mode', [
+    ({'goal_distance': 0.01, 'cube_grasped': True}, 'holding_on_target'),
+    ({'goal_distance': 0.20, 'cube_grasped': True}, 'holding_off_target'),
+    ({'goal_distance': 0.20, 'cube_grasped': False, 'cube_was_grasped': False, 'cube_max_lift': 0.0}, 'never_grasped'),
+    ({'goal_distance': 0.20, 'cube_grasped': False, 'cube_was_grasped': True, 'cube_max_lift': 0.005}, 'not_lifted'),
+    ({'goal_distance': 0.20, 'cube_grasped': False, 'cube_was_grasped': True, 'cube_max_lift': 0.08}, 'dropped'),
+    ({'goal_distance': 0.01, 'cube_grasped': False, 'cube_was_grasped': True, 'cube_max_lift': 0.08},
+     'on_target_not_resting'),
+])
+def test_pick_place_failure_modes(state, mode):
+    assert make_task('pick_place').failure_mode(state) == mode
+
+
+@pytest.mark.parametrize('state, mode', [({'goal_distance': 0.15, 'cube_moved': 0.0}, 'cube_untouched'),
+                                         ({'goal_distance': 0.08, 'cube_moved': 0.06}, 'off_target'),
+                                         ({'goal_distance': 0.02, 'cube_moved': 0.12}, 'on_target_moving')])
+def test_push_failure_modes(state, mode):
+    assert make_task('push').failure_mode(state) == mode
+
+
+def test_end_state_before_reset_is_an_error():
+    fresh = ArmEnv()
+    try:
+        with pytest.raises(RuntimeError, match='reset'):
+            fresh.end_state()
+    finally:
+        fresh.close()

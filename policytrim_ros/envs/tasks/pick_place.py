@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from policytrim_ros.envs.base import Task, sample_goal_xy
+from policytrim_ros.envs.base import Task, round_m, sample_goal_xy
 
 if TYPE_CHECKING:
     from policytrim_ros.envs.arm import ArmEnv
@@ -36,3 +36,25 @@ class PickPlaceTask(Task):
     def is_success(self, env: ArmEnv) -> bool:
         distance = np.linalg.norm(env.cube_position[:2] - env.goal_position[:2])
         return bool(distance < self.success_radius and env.cube_resting and not env.cube_grasped)
+
+    lifted_height = 0.02
+    """A cube that has been this high above the table (m) counts as lifted."""
+
+    def end_state(self, env: ArmEnv) -> dict[str, float | bool]:
+        return {**super().end_state(env), 'cube_lift': round_m(env.cube_lift),
+                'cube_max_lift': round_m(env.cube_max_lift), 'cube_grasped': env.cube_grasped,
+                'cube_was_grasped': env.cube_was_grasped}
+
+    def failure_mode(self, state: dict[str, float | bool]) -> str:
+        """holding_on_target / holding_off_target (still gripped at the end); never_grasped (the
+        fingers never closed on it); not_lifted (gripped, never lifted ``lifted_height``); dropped
+        (lifted, let go away from the target); on_target_not_resting (let go over the target, not
+        yet still on the table)."""
+        on_target = state['goal_distance'] < self.success_radius
+        if state['cube_grasped']:
+            return 'holding_on_target' if on_target else 'holding_off_target'
+        if not state['cube_was_grasped']:
+            return 'never_grasped'
+        if state['cube_max_lift'] < self.lifted_height:
+            return 'not_lifted'
+        return 'on_target_not_resting' if on_target else 'dropped'

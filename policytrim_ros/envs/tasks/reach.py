@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from policytrim_ros.envs.base import WORKSPACE_HIGH, WORKSPACE_LOW, Task
+from policytrim_ros.envs.base import WORKSPACE_HIGH, WORKSPACE_LOW, Task, round_m
 
 if TYPE_CHECKING:
     from policytrim_ros.envs.arm import ArmEnv
@@ -34,3 +34,9 @@ class ReachTask(Task):
 
     def is_success(self, env: ArmEnv) -> bool:
         return bool(np.linalg.norm(env.ee_position - env.goal_position) < self.success_radius)
+
+    def end_state(self, env: ArmEnv) -> dict[str, float | bool]:
+        return {'goal_distance': round_m(np.linalg.norm(env.ee_position - env.goal_position))}
+
+    def failure_mode(self, state: dict[str, float | bool]) -> str:
+        return 'missed_target'
