@@ -7,8 +7,8 @@ The baseline is swept over ``--baseline-h`` (its best fixed h comes from that sw
 ``--ablation-task`` only. Every policy sees the same initial states (seeds ``--seed`` on), with
 chunk means (no sampling). Writes efficiency.json, efficiency.md and efficiency.png into --out.
 
-    python bench/efficiency.py --method policytrim=models/policytrim@16 --episodes 100 \\
-        --ros-episodes 10 --out bench/results/efficiency
+    python bench/efficiency.py --method policytrim=models/policytrim-wrist@16 --episodes 100 \\
+        --ros-episodes 10 --out bench/results/efficiency-wrist
     python bench/efficiency.py --tasks reach-v3 push-v3 pick-place-v3 --baseline CHECKPOINT \
         --method policytrim=CHECKPOINT --ablation-task push-v3 --out bench/results/efficiency-metaworld
 """
@@ -28,7 +28,7 @@ from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep, sim_configs
 from policytrim_ros.execution.metrics import format_table, summarize_by_task, write_json
 from policytrim_ros.policy.factory import PolicyConfig
 
-BASELINE = 'package://policytrim_ros/models/bc-teleop'
+BASELINE = 'package://policytrim_ros/models/bc-wrist-more-ft'
 
 
 def policy_spec(text: str) -> E.PolicySpec:

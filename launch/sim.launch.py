@@ -2,7 +2,7 @@
 
     ros2 launch policytrim_ros sim.launch.py
     ros2 launch policytrim_ros sim.launch.py run_episodes:=true n_action_steps:=16
-    ros2 launch policytrim_ros sim.launch.py checkpoint:=package://policytrim_ros/models/policytrim n_action_steps:=16
+    ros2 launch policytrim_ros sim.launch.py checkpoint:=package://policytrim_ros/models/policytrim-wrist n_action_steps:=16
 """
 import os
 
@@ -23,7 +23,7 @@ def generate_launch_description():
                               description='ROS parameter file for all nodes'),
         DeclareLaunchArgument('n_action_steps', default_value='4',
                               description='h: actions executed per inference call'),
-        DeclareLaunchArgument('checkpoint', default_value='package://policytrim_ros/models/bc-teleop',
+        DeclareLaunchArgument('checkpoint', default_value='package://policytrim_ros/models/bc-wrist-more-ft',
                               description='policy checkpoint (directory or package:// URI), torch backend'),
         DeclareLaunchArgument('run_episodes', default_value='false',
                               description='also start episode_runner to evaluate the configured tasks'),

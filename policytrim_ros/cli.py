@@ -47,7 +47,7 @@ def _demo_parser(sub) -> None:
                         'torch with the shipped BC baseline in config/sim.yaml)')
     p.add_argument('--checkpoint', default=None,
                    help='checkpoint of a learned backend (default: the parameter file\'s, '
-                        'package://policytrim_ros/models/bc-teleop)')
+                        'package://policytrim_ros/models/bc-wrist-more-ft)')
     p.add_argument('--compare', nargs='*', default=None, metavar='NAME=CHECKPOINT[@h]',
                    help='learned policies (torch) run after the h values and shown side by side; h defaults to a '
                         "PolicyTrim checkpoint's own (default: the shipped PolicyTrim model, unless --backend or "
@@ -57,7 +57,7 @@ def _demo_parser(sub) -> None:
     p.set_defaults(func=demo)
 
 
-SHIPPED_POLICYTRIM = 'policytrim=package://policytrim_ros/models/policytrim'
+SHIPPED_POLICYTRIM = 'policytrim=package://policytrim_ros/models/policytrim-wrist'
 """The demo's default comparison: the shipped PolicyTrim model at the h it was trained for."""
 
 

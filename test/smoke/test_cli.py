@@ -20,11 +20,11 @@ def run(*args):
 def test_demo_prints_the_runs_side_by_side_and_writes_logs(tmp_path):
     out = run('demo', '--tasks', 'reach', '--episodes', '1', '--compare',
               'again=package://policytrim_ros/models/bc-teleop@8', '--out', str(tmp_path))
-    assert 'side by side (Spd = inference calls of bc-teleop at h = 4' in out
+    assert 'side by side (Spd = inference calls of bc-wrist-more-ft at h = 4' in out
     summary = json.loads((tmp_path / 'summary.json').read_text())
-    assert [(r['policy'], r['n_action_steps']) for r in summary['runs']] == [('bc-teleop', 4), ('bc-teleop', 16),
-                                                                           ('again', 8)]
-    assert (tmp_path / 'bc-teleop-h4' / 'episodes.jsonl').read_text().count('\n') == 1
+    assert [(r['policy'], r['n_action_steps']) for r in summary['runs']] == [
+        ('bc-wrist-more-ft', 4), ('bc-wrist-more-ft', 16), ('again', 8)]
+    assert (tmp_path / 'bc-wrist-more-ft-h4' / 'episodes.jsonl').read_text().count('\n') == 1
     assert (tmp_path / 'again-h8' / 'episodes.jsonl').read_text().count('\n') == 1
 
 
@@ -140,11 +140,13 @@ def test_demo_runs_the_shipped_policytrim_model_at_its_trained_h_next_to_the_bas
     from policytrim_ros.cli import _demo_runs
     from policytrim_ros.evaluation.efficiency import trained_n_action_steps
     args = argparse.Namespace(backend=None, checkpoint=None, n_action_steps=None, chunk_size=16, compare=None)
-    shown = {'backend': 'torch', 'checkpoint': 'package://policytrim_ros/models/bc-teleop'}
+    shown = {'backend': 'torch', 'checkpoint': 'package://policytrim_ros/models/bc-wrist-more-ft'}
     runs = _demo_runs(args, shown)
-    trained = trained_n_action_steps('package://policytrim_ros/models/policytrim')
-    assert [(label, h) for label, _, h in runs] == [('bc-teleop', 4), ('bc-teleop', 16), ('policytrim', trained)]
-    assert runs[2][1] == {'policy.backend': 'torch', 'policy.checkpoint': 'package://policytrim_ros/models/policytrim'}
+    trained = trained_n_action_steps('package://policytrim_ros/models/policytrim-wrist')
+    assert [(label, h) for label, _, h in runs] == [('bc-wrist-more-ft', 4), ('bc-wrist-more-ft', 16),
+                                                    ('policytrim', trained)]
+    assert runs[2][1] == {'policy.backend': 'torch',
+                          'policy.checkpoint': 'package://policytrim_ros/models/policytrim-wrist'}
     expert = argparse.Namespace(**{**vars(args), 'backend': 'expert'})
     assert [label for label, _, _ in _demo_runs(expert, {'backend': 'expert'})] == ['expert', 'expert']
 
