@@ -109,6 +109,7 @@ class MetaWorldEnv:
         self._seed = 0
         self._rng: dict[str, np.random.Generator] = {}
         self._obs = np.zeros(MW_OBS_DIM)
+        self._info: dict = {}
         self._noise = np.zeros(3)
         self._grip = -1.0  # Meta-World resets with the gripper driven open
         self._active: tuple[np.ndarray, int] | None = None  # (actions (N, 4), start step)
@@ -150,7 +151,7 @@ class MetaWorldEnv:
         data['rand_vec'] = self._shift_spot(loaded, data['rand_vec'], self._rng['layout'])
         loaded.env.set_task(metaworld.Task(env_name=task, data=pickle.dumps(data)))
         self._obs, _ = loaded.env.reset()
-        self._info: dict = {}
+        self._info = {}
         if self.config.camera == 'workspace':
             self._upside_down = False
         else:

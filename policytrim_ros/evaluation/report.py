@@ -2,7 +2,6 @@
 written as JSON, a markdown table and a PNG plot (SR, steps and inference calls vs h)."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -44,9 +43,10 @@ def failure_rows(results: dict[int, list[tuple[M.EpisodeMetrics, dict]]]) -> lis
 def write_episodes(results: dict[int, list[tuple[M.EpisodeMetrics, dict]]], out_dir: str | Path) -> None:
     """One ``h<h>/episodes.jsonl`` per h: each episode's metrics plus its ``end_state``."""
     for h, episodes in results.items():
-        path = Path(out_dir) / f'h{h}' / 'episodes.jsonl'
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(''.join(json.dumps({**m.to_dict(), 'end_state': state}) + '\n' for m, state in episodes))
+        log = M.JsonlLog(Path(out_dir) / f'h{h}' / 'episodes.jsonl')
+        log.path.unlink(missing_ok=True)
+        for metrics, state in episodes:
+            log.append(metrics, end_state=state)
 
 
 def write_report(rows: list[dict], out_dir: str | Path, title: str, meta: dict,

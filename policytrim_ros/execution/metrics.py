@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from policytrim_ros import constants as C
@@ -129,12 +129,15 @@ class JsonlLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def append(self, episode: EpisodeMetrics) -> None:
+    def append(self, episode: EpisodeMetrics, **extra) -> None:
+        """Append ``episode``'s fields plus ``extra`` ones (e.g. ``end_state``) as one line."""
         with self.path.open('a') as f:
-            f.write(json.dumps(episode.to_dict()) + '\n')
+            f.write(json.dumps({**episode.to_dict(), **extra}) + '\n')
 
 
 def read_jsonl(path: str | Path) -> list[EpisodeMetrics]:
-    """Episodes from a JSONL log written by JsonlLog."""
+    """Episodes from a JSONL log written by JsonlLog (fields other than EpisodeMetrics' are skipped)."""
+    names = {f.name for f in fields(EpisodeMetrics)}
     lines = Path(path).read_text().splitlines()
-    return [EpisodeMetrics(**json.loads(line)) for line in lines if line.strip()]
+    return [EpisodeMetrics(**{k: v for k, v in json.loads(line).items() if k in names})
+            for line in lines if line.strip()]

@@ -41,3 +41,11 @@ def test_report_and_episode_logs_carry_the_end_states(tmp_path):
         ('push-001', 'off_target'), ('pick_place-000', 'never_grasped')]
     assert '| pick_place | 4  | 3      | holding_on_target 2, never_grasped 1 |' in paths['markdown'].read_text()
     assert json.loads(paths['json'].read_text())['failures'][0]['failure_modes'] == {'off_target': 1}
+
+
+def test_episode_logs_with_end_states_read_back_as_episodes(tmp_path):
+    from policytrim_ros.execution.metrics import read_jsonl
+    write_episodes(RESULTS, tmp_path)
+    assert read_jsonl(tmp_path / 'h4' / 'episodes.jsonl') == [m for m, _ in RESULTS[4]]
+    write_episodes(RESULTS, tmp_path)   # a rerun into the same folder replaces the log
+    assert len(read_jsonl(tmp_path / 'h4' / 'episodes.jsonl')) == len(RESULTS[4])

@@ -27,6 +27,8 @@ class PickPlaceTask(Task):
     """Distance from the cube to the target at reset (m)."""
     success_radius = 0.04
     """Largest cube-to-target xy distance that counts as placed (m)."""
+    lifted_height = 0.02
+    """A cube that has been this high above the table (m) counts as lifted."""
 
     def initialize(self, env: ArmEnv, rng: np.random.Generator) -> None:
         cube_xy = self.place_cube_randomly(env, rng)
@@ -36,9 +38,6 @@ class PickPlaceTask(Task):
     def is_success(self, env: ArmEnv) -> bool:
         distance = np.linalg.norm(env.cube_position[:2] - env.goal_position[:2])
         return bool(distance < self.success_radius and env.cube_resting and not env.cube_grasped)
-
-    lifted_height = 0.02
-    """A cube that has been this high above the table (m) counts as lifted."""
 
     def end_state(self, env: ArmEnv) -> dict[str, float | bool]:
         return {**super().end_state(env), 'cube_lift': round_m(env.cube_lift),
