@@ -74,6 +74,8 @@ class BCConfig:
     seed: seed of the model init, batch sampling and augmentation.
     init_from: checkpoint to continue training from with a fresh optimizer and schedule (its
         architecture and normalization are kept; the model preset is ignored); '' = random init.
+        A chunk_size above its H extends it (``VLAModel.extended``: each new step's query starts as a
+        copy of step H's), so a longer chunk learns from a trained model, not from scratch.
         ``package://policytrim_ros/models/...`` names a shipped one.
     log_every: steps between scalar rows.
     checkpoint_every: steps between checkpoints (also where an interrupted run resumes).
@@ -259,12 +261,15 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
     else:
         if cfg.init_from:
             model, init_cfg, _ = load_checkpoint(resources.resolve(cfg.init_from))
-            if (init_cfg.joint_names, init_cfg.chunk_size, init_cfg.image_size) != \
-                    (model_cfg.joint_names, model_cfg.chunk_size, model_cfg.image_size):
+            if (init_cfg.joint_names, init_cfg.image_size) != (model_cfg.joint_names, model_cfg.image_size) \
+                    or init_cfg.chunk_size > model_cfg.chunk_size:
                 raise ValueError(f'init_from {cfg.init_from} has joints {list(init_cfg.joint_names)}, H '
                                  f'{init_cfg.chunk_size} and images {init_cfg.image_size}; the demos need '
-                                 f'{list(model_cfg.joint_names)}, {model_cfg.chunk_size} and {model_cfg.image_size}')
-            model.config = replace(init_cfg, cameras=cameras)   # the cameras these demos were taken with
+                                 f'{list(model_cfg.joint_names)}, H <= {model_cfg.chunk_size} and '
+                                 f'{model_cfg.image_size}')
+            if init_cfg.chunk_size < model_cfg.chunk_size:   # a longer chunk: new steps start as step H, held
+                model = model.extended(model_cfg.chunk_size, generator=torch.Generator().manual_seed(cfg.seed))
+            model.config = replace(model.config, cameras=cameras)   # the cameras these demos were taken with
         else:
             model = VLAModel(model_cfg)
             model.set_normalization(stats['state_mean'], stats['state_std'], stats['delta_mean'],

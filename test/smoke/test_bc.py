@@ -93,6 +93,19 @@ def test_bc_continues_from_a_checkpoint_with_init_from(demos, tmp_path):
     assert TorchVLAPolicy(second).metadata.cameras == ('scene_camera',)
 
 
+def test_init_from_a_shorter_chunk_extends_it(demos, tmp_path):
+    first = train_bc(replace(config(demos, tmp_path / 'first', 2), chunk_size=8), progress=False)
+    longer = train_bc(replace(config(demos, tmp_path / 'longer', 2), init_from=str(first), chunk_size=12),
+                      progress=False)
+    policy = TorchVLAPolicy(longer)
+    assert policy.metadata.chunk_size == 12 and policy.metadata.cameras == ('scene_camera',)
+    assert policy.predict_action_chunk(ArmEnv().reset('reach', 1000)).shape == (12, 7)
+    assert load_tensors(longer / 'model.safetensors')['action_queries'].shape[0] == 12
+    with pytest.raises(ValueError, match='H <= 4'):
+        train_bc(replace(config(demos, tmp_path / 'shorter', 2), init_from=str(first), chunk_size=4),
+                 progress=False)
+
+
 def test_resumed_bc_run_matches_an_uninterrupted_one(demos, tmp_path):
     train_bc(config(demos, tmp_path / 'full', 4), progress=False)
     train_bc(config(demos, tmp_path / 'split', 2), progress=False)       # "crashes" after step 2

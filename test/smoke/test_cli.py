@@ -106,10 +106,14 @@ def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path):
     import sys
     from pathlib import Path
 
-    from policytrim_ros import launcher
+    from policytrim_ros import launcher, resources
+    from policytrim_ros.policy.checkpoint import load_checkpoint, save_checkpoint
     repo = Path(__file__).resolve().parents[2]
+    model, _, _ = load_checkpoint(resources.resolve('package://policytrim_ros/models/bc-teleop'))
+    longer = model.extended(24)     # a method of another H than the baseline's 16
+    save_checkpoint(tmp_path / 'h24', longer, longer.config, {})
     command = [sys.executable, str(repo / 'bench' / 'efficiency.py'), '--tasks', 'reach', '--episodes', '2',
-               '--baseline-h', '4', '16', '--method', 'long=package://policytrim_ros/models/bc-teleop@16',
+               '--baseline-h', '4', '16', '--method', f'long={tmp_path / "h24"}@24',
                '--ablation', 'again=package://policytrim_ros/models/bc-teleop@8', '--ablation-task', 'reach',
                '--ros-episodes', '0', '--workers', '1', '--out', str(tmp_path)]
     done = subprocess.run(command, env=launcher.ros_env(), capture_output=True, text=True, timeout=600)
@@ -118,7 +122,7 @@ def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path):
     policies = {(r['task'], r['policy']) for r in report['rows']}
     assert {('reach', 'baseline (default h)'), ('reach', 'baseline (best h)'), ('reach', 'long'), ('all', 'long')} <= policies
     long_row = next(r for r in report['rows'] if r['policy'] == 'long' and r['task'] == 'reach')
-    assert long_row['n_action_steps'] == 16 and long_row['episodes'] == 2
+    assert (long_row['n_action_steps'], long_row['chunk_size'], long_row['episodes']) == (24, 24, 2)
     assert [r['policy'] for r in report['ablation_rows']][-1] == 'again'
     assert (tmp_path / 'efficiency.png').stat().st_size > 0 and 'Spd (a) vs default h' in (tmp_path / 'efficiency.md').read_text()
     bad = subprocess.run(command[:6] + ['--method', 'nope'], env=launcher.ros_env(), capture_output=True, text=True)

@@ -138,6 +138,27 @@ def test_without_action_offsets_the_head_predicts_the_action_itself():
     assert VLAConfig(state_dim=4, action_offsets=False).state_dim == 4
 
 
+def test_extended_model_keeps_every_trained_weight_and_starts_new_steps_at_step_h():
+    model = tiny_model()
+    longer = model.extended(7, generator=torch.Generator().manual_seed(0)).eval()
+    assert longer.config == replace(TINY, chunk_size=7) and model.config.chunk_size == 4
+    before, after = model.state_dict(), longer.state_dict()
+    for key in before:
+        if key != 'action_queries':
+            assert torch.equal(before[key], after[key]), key
+    queries = longer.action_queries.detach()
+    assert torch.equal(queries[:4], model.action_queries.detach())
+    noise = (queries[4:] - queries[3]).abs().max()
+    assert 0 < noise < 0.5 * queries[:4].std()       # near step H's query, not identical
+    with torch.no_grad():
+        chunk = longer(*inputs())
+    assert chunk.shape == (2, 7, 3)
+    # the new steps predict nearly what step H does (the extra tokens shift attention a little)
+    assert (chunk[:, 4:] - chunk[:, 3:4]).abs().max() < 0.1 * (chunk[:, 3] - chunk[:, 0]).abs().max() + 1e-2
+    with pytest.raises(ValueError, match=r"chunk_size \(3\) must be >= the model's H \(4\)"):
+        model.extended(3)
+
+
 def test_set_normalization_rejects_a_zero_std():
     with pytest.raises(ValueError, match=r'delta_std\[1\] \(0\) must be finite and > 0 \(dimension b\)'):
         VLAModel(TINY).set_normalization(NORMALIZATION[0], NORMALIZATION[1], NORMALIZATION[2], [0.2, 0.0, 0.1])

@@ -19,6 +19,7 @@ per action dimension in normalized delta space; ``log_prob`` is the density of t
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -126,6 +127,26 @@ class VLAModel(nn.Module):
                 raise ValueError(f'{name}[{i}] ({float(value[i]):.6g}) must be {rule} '
                                  f'(dimension {self.config.joint_names[i]})')
             buffer.copy_(value)
+
+    def extended(self, chunk_size: int, generator: torch.Generator | None = None) -> 'VLAModel':
+        """A copy predicting ``chunk_size`` >= H steps: the trained queries kept, each new step's
+        query a copy of the last trained one plus noise of 0.1 x the queries' std (so the new steps start out
+        predicting what step H predicts, held, and can diverge once trained); every other weight and
+        the normalization copied. The new steps need training (BC on chunks of the new length)
+        before their actions mean anything beyond "hold step H's target".
+        """
+        old = self.config.chunk_size
+        if chunk_size < old:
+            raise ValueError(f'chunk_size ({chunk_size}) must be >= the model\'s H ({old})')
+        model = VLAModel(replace(self.config, chunk_size=chunk_size))
+        state = {k: v for k, v in self.state_dict().items() if k != 'action_queries'}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert missing == ['action_queries'] and not unexpected, (missing, unexpected)
+        with torch.no_grad():
+            queries = self.action_queries.detach()
+            noise = torch.randn(chunk_size - old, queries.shape[1], generator=generator) * 0.1 * queries.std()
+            model.action_queries.copy_(torch.cat([queries, queries[-1:] + noise]))
+        return model
 
     def num_parameters(self) -> int:
         """Trainable parameter count."""
