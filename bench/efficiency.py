@@ -21,13 +21,12 @@ from dataclasses import astuple
 from pathlib import Path
 
 from policytrim_ros import constants as C
-from policytrim_ros import launcher, resources
+from policytrim_ros import launcher
 from policytrim_ros.envs.factory import task_suite
 from policytrim_ros.evaluation import efficiency as E
 from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep, sim_configs
 from policytrim_ros.execution.metrics import format_table, summarize_by_task, write_json
-from policytrim_ros.policy.checkpoint import read_checkpoint_config
-from policytrim_ros.policy.factory import PolicyConfig
+from policytrim_ros.policy.factory import PolicyConfig, checkpoint_chunk_size
 
 BASELINE = 'package://policytrim_ros/models/bc-wrist-more-ft'
 
@@ -78,15 +77,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def chunk_size(checkpoint: str) -> int:
-    """H of a checkpoint: policies of different H compare (the params file's chunk_size is one H)."""
-    return read_checkpoint_config(resources.resolve(checkpoint))[0].chunk_size
-
-
 def core_sweep(args, checkpoint: str, horizons: list[int], tasks: list[str], episodes: int, params: Path) -> dict:
     env, execution, safety = sim_configs(params, tasks)
     config = SweepConfig(policy=PolicyConfig(backend='torch', checkpoint=checkpoint), tasks=tuple(tasks),
-                         n_action_steps=tuple(horizons), chunk_size=chunk_size(checkpoint), episodes=episodes,
+                         n_action_steps=tuple(horizons), chunk_size=checkpoint_chunk_size(checkpoint), episodes=episodes,
                          seed=args.seed, control_dt=execution.control_dt,
                          max_episode_steps=execution.max_episode_steps, workers=args.workers, env=env, safety=safety)
     return run_sweep(config)
@@ -96,7 +90,7 @@ def ros_wall_clock(args, params: Path, checkpoint: str, h: int, tasks: list[str]
     """{task: mean wall-clock s per episode, 'all': ...} through sim_node + policy_node."""
     from policytrim_ros.evaluation.ros import run_ros_episodes
     episodes = run_ros_episodes(params, {'policy.backend': 'torch', 'policy.checkpoint': checkpoint,
-                                         'execution.chunk_size': chunk_size(checkpoint),
+                                         'execution.chunk_size': checkpoint_chunk_size(checkpoint),
                                          'execution.n_action_steps': h}, tasks, args.ros_episodes, args.seed,
                                 out, launcher.ros_env(launcher.random_domain_id()))
     return {task: s[C.WALL_CLOCK_S] for task, s in summarize_by_task(episodes).items()}

@@ -37,7 +37,9 @@ def _demo_parser(sub) -> None:
     p.add_argument('--episodes', type=int, default=10, help='episodes per task and h (default 10)')
     p.add_argument('--seed', type=int, default=1000,
                    help='seed of the first episode of each task (evaluation seeds start at 1000)')
-    p.add_argument('--chunk-size', type=int, default=16, help='H, actions predicted per call (default 16)')
+    p.add_argument('--chunk-size', type=int, default=None,
+                   help="H, actions predicted per call (default: the checkpoint's own, else the parameter "
+                        "file's execution.chunk_size); each --compare policy runs at its own")
     p.add_argument('--n-action-steps', type=int, nargs='+', default=None,
                    help='executed lengths h to compare; the first is the baseline (default: H/4 and H)')
     p.add_argument('--params', type=Path, default=None,
@@ -79,7 +81,9 @@ def _eval_parser(sub) -> None:
                         '(reach-v3 push-v3 pick-place-v3)')
     p.add_argument('--n-action-steps', type=int, nargs='+', default=[1, 2, 4, 8, 16], help='h values')
     p.add_argument('--reference', type=int, default=4, help='h whose inference calls define Spd = 1')
-    p.add_argument('--chunk-size', type=int, default=16, help='H of the policy (default 16)')
+    p.add_argument('--chunk-size', type=int, default=None,
+                   help="H of the policy (default: the checkpoint's own, else the parameter file's "
+                        'execution.chunk_size)')
     p.add_argument('--episodes', type=int, default=50, help='episodes per task and h (default 50)')
     p.add_argument('--seed', type=int, default=1000, help='seed of episode 0 of each task (default 1000)')
     p.add_argument('--workers', type=int, default=0, help='worker processes without ROS (0 = one per core)')
@@ -96,7 +100,7 @@ def evaluate(args) -> int:
     from policytrim_ros.envs.factory import task_suite
     from policytrim_ros.evaluation.report import failure_rows, sweep_rows, write_episodes, write_report
     from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep_end_states, sim_configs
-    from policytrim_ros.policy.factory import PolicyConfig
+    from policytrim_ros.policy.factory import PolicyConfig, run_chunk_size
 
     suite = task_suite(args.tasks)
     if suite == 'metaworld' and args.ros:
@@ -105,6 +109,7 @@ def evaluate(args) -> int:
     params = launcher.params_file(args.params)
     env, execution, safety = sim_configs(params, args.tasks)
     policy = PolicyConfig(backend=args.backend, checkpoint=args.checkpoint)
+    args.chunk_size = args.chunk_size or run_chunk_size(policy, execution.chunk_size)
     config = SweepConfig(
         policy=policy, tasks=tuple(args.tasks), n_action_steps=tuple(args.n_action_steps),
         chunk_size=args.chunk_size, episodes=args.episodes, seed=args.seed, control_dt=execution.control_dt,
@@ -298,41 +303,49 @@ def _explicit_policy(args) -> dict:
     return {k: v for k, v in (('backend', args.backend), ('checkpoint', args.checkpoint)) if v}
 
 
-def _demo_runs(args, shown: dict) -> list[tuple[str, dict, int]]:
-    """(label, policy_node parameter overrides, h) of each demo run, in order."""
+def _demo_runs(args, shown: dict, chunk_size: int) -> list[tuple[str, dict, int, int]]:
+    """(label, policy_node parameter overrides, h, H) of each demo run, in order: the parameter
+    file's (or command line's) policy at H = ``chunk_size``, then each --compare policy at its own H."""
     from policytrim_ros.evaluation.efficiency import parse_policy_spec
+    from policytrim_ros.policy.factory import checkpoint_chunk_size
     label = Path(str(shown.get('checkpoint', ''))).name or shown.get('backend', 'expert')
     policy = {f'policy.{k}': v for k, v in _explicit_policy(args).items()}
-    h_values = args.n_action_steps or [max(1, args.chunk_size // 4), args.chunk_size]
-    runs = [(label, policy, h) for h in h_values]
+    h_values = args.n_action_steps or [max(1, chunk_size // 4), chunk_size]
+    runs = [(label, policy, h, chunk_size) for h in h_values]
     specs = args.compare
     if specs is None:
         specs = [] if (args.backend or args.checkpoint) else [SHIPPED_POLICYTRIM]
     for spec in map(parse_policy_spec, specs):
-        runs.append((spec.name, {'policy.backend': 'torch', 'policy.checkpoint': spec.checkpoint}, spec.n_action_steps))
+        runs.append((spec.name, {'policy.backend': 'torch', 'policy.checkpoint': spec.checkpoint}, spec.n_action_steps,
+                     checkpoint_chunk_size(spec.checkpoint)))
     return runs
 
 
 def demo(args) -> int:
-    for h in args.n_action_steps or []:
-        if not 1 <= h <= args.chunk_size:
-            print(f'error: --n-action-steps {h} must be in [1, chunk size {args.chunk_size}]', file=sys.stderr)
-            return 2
+    from policytrim_ros.execution.config import ExecutionConfig
+    from policytrim_ros.policy.factory import PolicyConfig, run_chunk_size
     out = args.out or Path('runs') / time.strftime('demo-%Y%m%d-%H%M%S')
+    params = launcher.params_file(args.params)
+    node_params = ros_parameters(load_yaml(params), 'policy_node')
+    shown = {**node_params.get('policy', {}), **_explicit_policy(args)}
+    chunk_size = args.chunk_size or run_chunk_size(
+        PolicyConfig(shown.get('backend', 'expert'), str(shown.get('checkpoint', ''))),
+        node_params.get('execution', {}).get('chunk_size', ExecutionConfig.chunk_size))
+    for h in args.n_action_steps or []:
+        if not 1 <= h <= chunk_size:
+            print(f'error: --n-action-steps {h} must be in [1, chunk size {chunk_size}]', file=sys.stderr)
+            return 2
     env = launcher.ros_env(launcher.random_domain_id())
     started = time.monotonic()
-    params = launcher.params_file(args.params)
-    shown = {**ros_parameters(load_yaml(params), 'policy_node').get('policy', {}), **_explicit_policy(args)}
     runs = []
-    for label, policy, h in _demo_runs(args, shown):
+    for label, policy, h, H in _demo_runs(args, shown, chunk_size):
         run_dir = out / f'{label}-h{h}'
         checkpoint = policy.get('policy.checkpoint', shown.get('checkpoint', ''))
-        print(f'\n=== {label} ({checkpoint or shown.get("backend", "expert")}), h = {h} of H = {args.chunk_size}: '
+        print(f'\n=== {label} ({checkpoint or shown.get("backend", "expert")}), h = {h} of H = {H}: '
               f'{len(args.tasks)} tasks x {args.episodes} episodes (node logs: {run_dir / "logs"}) ===', flush=True)
-        episodes = run_ros_episodes(params, {**policy, 'execution.chunk_size': args.chunk_size,
-                                             'execution.n_action_steps': h}, args.tasks, args.episodes,
-                                    args.seed, run_dir, env, args.episode_timeout)
-        runs.append({'policy': label, 'checkpoint': checkpoint, C.N_ACTION_STEPS: h, C.CHUNK_SIZE: args.chunk_size,
+        episodes = run_ros_episodes(params, {**policy, 'execution.chunk_size': H, 'execution.n_action_steps': h},
+                                    args.tasks, args.episodes, args.seed, run_dir, env, args.episode_timeout)
+        runs.append({'policy': label, 'checkpoint': checkpoint, C.N_ACTION_STEPS: h, C.CHUNK_SIZE: H,
                      'summary': M.summarize_by_task(episodes)})
     rows = []
     base = runs[0]['summary']

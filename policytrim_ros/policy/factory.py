@@ -44,6 +44,18 @@ class PolicyConfig:
             raise ValueError(f'policy.num_threads ({self.num_threads}) must be >= 0 (0 = library default)')
 
 
+def checkpoint_chunk_size(checkpoint: str) -> int:
+    """H of a learned checkpoint (a directory or ``package://`` URI), from its config.json alone."""
+    from policytrim_ros.policy.checkpoint import read_checkpoint_config
+    return read_checkpoint_config(resources.resolve(checkpoint))[0].chunk_size
+
+
+def run_chunk_size(config: PolicyConfig, default: int) -> int:
+    """H a run of ``config`` must use: a torch/onnx checkpoint's own, else ``default`` (the params
+    file's execution.chunk_size, which the expert and replay backends follow)."""
+    return checkpoint_chunk_size(config.checkpoint) if config.backend in ('torch', 'onnx') else default
+
+
 def make_policy(config: PolicyConfig, chunk_size: int, control_dt: float,
                 joint_names: tuple[str, ...]) -> ChunkPolicy:
     """The backend named in ``config``, emitting chunks of ``chunk_size`` steps of ``control_dt`` s.

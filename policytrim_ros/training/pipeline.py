@@ -27,19 +27,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from policytrim_ros import constants as C
-from policytrim_ros import resources
 from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.envs.factory import suite_control_dt, task_suite
 from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.execution.config import SafetyConfig
 from policytrim_ros.execution.metrics import summarize, summarize_by_task, write_json
-from policytrim_ros.policy.checkpoint import read_checkpoint_config
+from policytrim_ros.policy.factory import checkpoint_chunk_size
 from policytrim_ros.training.stages import SelectionConfig, stage2_horizon, step_budget
 from policytrim_ros.training.trainer import PolicyTrimConfig, stage_horizons, train_policytrim
-
-
-def _chunk_size(checkpoint: str) -> int:
-    return read_checkpoint_config(resources.resolve(checkpoint))[0].chunk_size
 
 
 def _sweep(cfg: PolicyTrimConfig, checkpoint: str, horizons: tuple[int, ...], selection: SelectionConfig,
@@ -47,7 +42,7 @@ def _sweep(cfg: PolicyTrimConfig, checkpoint: str, horizons: tuple[int, ...], se
     from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep
     from policytrim_ros.policy.factory import PolicyConfig
     sweep = SweepConfig(policy=PolicyConfig(backend='torch', checkpoint=checkpoint), tasks=cfg.tasks,
-                        n_action_steps=horizons, chunk_size=_chunk_size(checkpoint),
+                        n_action_steps=horizons, chunk_size=checkpoint_chunk_size(checkpoint),
                         episodes=selection.episodes, seed=selection.seed,
                         control_dt=suite_control_dt(task_suite(cfg.tasks), env),
                         max_episode_steps=cfg.max_episode_steps, workers=max(cfg.workers, 1), env=env,
@@ -63,7 +58,7 @@ def select_stage2(cfg: PolicyTrimConfig, stage1: str, selection: SelectionConfig
     it was derived from. ValueError when no h keeps the success rate, or a task has no success at
     the chosen h.
     """
-    chunk_size = _chunk_size(stage1)
+    chunk_size = checkpoint_chunk_size(stage1)
     horizons = stage_horizons(replace(cfg, stage=1), chunk_size)
     metaworld = metaworld or MetaWorldConfig()
     baseline = _sweep(cfg, cfg.init, (cfg.base_n_action_steps,), selection, env, safety, metaworld, progress)

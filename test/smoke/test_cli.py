@@ -19,11 +19,11 @@ def run(*args):
 
 def test_demo_prints_the_runs_side_by_side_and_writes_logs(tmp_path):
     out = run('demo', '--tasks', 'reach', '--episodes', '1', '--compare',
-              'again=package://policytrim_ros/models/bc-teleop@8', '--out', str(tmp_path))
+              'again=package://policytrim_ros/models/bc-wrist-h32@8', '--out', str(tmp_path))
     assert 'side by side (Spd = inference calls of bc-wrist-more-ft at h = 4' in out
     summary = json.loads((tmp_path / 'summary.json').read_text())
-    assert [(r['policy'], r['n_action_steps']) for r in summary['runs']] == [
-        ('bc-wrist-more-ft', 4), ('bc-wrist-more-ft', 16), ('again', 8)]
+    assert [(r['policy'], r['n_action_steps'], r['chunk_size']) for r in summary['runs']] == [
+        ('bc-wrist-more-ft', 4, 16), ('bc-wrist-more-ft', 16, 16), ('again', 8, 32)]   # each at its own H
     assert (tmp_path / 'bc-wrist-more-ft-h4' / 'episodes.jsonl').read_text().count('\n') == 1
     assert (tmp_path / 'again-h8' / 'episodes.jsonl').read_text().count('\n') == 1
 
@@ -82,6 +82,14 @@ def test_cli_reports_bad_arguments_clearly(tmp_path):
     result = subprocess.run(CLI + ['eval', '--n-action-steps', '4', '32', '--out', str(tmp_path)],
                             capture_output=True, text=True, env=launcher.ros_env())
     assert result.returncode == 1 and 'n_action_steps (32) must be in [1, chunk_size (16)]' in result.stderr
+
+
+def test_eval_runs_a_learned_checkpoint_at_its_own_chunk_size(tmp_path):
+    run('eval', '--backend', 'torch', '--checkpoint', 'package://policytrim_ros/models/bc-wrist-h32', '--tasks',
+        'reach', '--episodes', '1', '--n-action-steps', '32', '--reference', '32', '--workers', '1',
+        '--out', str(tmp_path))
+    row = json.loads((tmp_path / 'sweep.json').read_text())['rows'][0]
+    assert (row['n_action_steps'], row['chunk_size']) == (32, 32)
 
 
 def test_ros2_run_wrapper_runs_multi_process_commands(tmp_path):
@@ -143,16 +151,19 @@ def test_demo_runs_the_shipped_policytrim_model_at_its_trained_h_next_to_the_bas
 
     from policytrim_ros.cli import _demo_runs
     from policytrim_ros.evaluation.efficiency import trained_n_action_steps
-    args = argparse.Namespace(backend=None, checkpoint=None, n_action_steps=None, chunk_size=16, compare=None)
+    args = argparse.Namespace(backend=None, checkpoint=None, n_action_steps=None, chunk_size=None, compare=None)
     shown = {'backend': 'torch', 'checkpoint': 'package://policytrim_ros/models/bc-wrist-more-ft'}
-    runs = _demo_runs(args, shown)
+    runs = _demo_runs(args, shown, 16)
     trained = trained_n_action_steps('package://policytrim_ros/models/policytrim-wrist')
-    assert [(label, h) for label, _, h in runs] == [('bc-wrist-more-ft', 4), ('bc-wrist-more-ft', 16),
-                                                    ('policytrim', trained)]
+    assert [(label, h, H) for label, _, h, H in runs] == [('bc-wrist-more-ft', 4, 16), ('bc-wrist-more-ft', 16, 16),
+                                                          ('policytrim', trained, 16)]
     assert runs[2][1] == {'policy.backend': 'torch',
                           'policy.checkpoint': 'package://policytrim_ros/models/policytrim-wrist'}
     expert = argparse.Namespace(**{**vars(args), 'backend': 'expert'})
-    assert [label for label, _, _ in _demo_runs(expert, {'backend': 'expert'})] == ['expert', 'expert']
+    assert [label for label, *_ in _demo_runs(expert, {'backend': 'expert'}, 16)] == ['expert', 'expert']
+    # a --compare policy runs at its own H, whatever the first policy's
+    other = argparse.Namespace(**{**vars(args), 'compare': ['long=package://policytrim_ros/models/bc-wrist-h32@32']})
+    assert [(h, H) for _, _, h, H in _demo_runs(other, shown, 16)] == [(4, 16), (16, 16), (32, 32)]
 
 
 def test_collect_runs_the_env_of_the_params_file(tmp_path):
