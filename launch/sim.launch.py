@@ -3,6 +3,7 @@
     ros2 launch policytrim_ros sim.launch.py
     ros2 launch policytrim_ros sim.launch.py run_episodes:=true n_action_steps:=16
     ros2 launch policytrim_ros sim.launch.py checkpoint:=package://policytrim_ros/models/policytrim-wrist n_action_steps:=16
+    ros2 launch policytrim_ros sim.launch.py checkpoint:=package://policytrim_ros/models/bc-wrist-h32 chunk_size:=32 n_action_steps:=32
 """
 import os
 
@@ -23,6 +24,8 @@ def generate_launch_description():
                               description='ROS parameter file for all nodes'),
         DeclareLaunchArgument('n_action_steps', default_value='4',
                               description='h: actions executed per inference call'),
+        DeclareLaunchArgument('chunk_size', default_value='16',
+                              description="H: actions predicted per call, the checkpoint's own"),
         DeclareLaunchArgument('checkpoint', default_value='package://policytrim_ros/models/bc-wrist-more-ft',
                               description='policy checkpoint (directory or package:// URI), torch backend'),
         DeclareLaunchArgument('run_episodes', default_value='false',
@@ -32,6 +35,7 @@ def generate_launch_description():
         Node(package='policytrim_ros', executable='policy_node', name='policy_node', output='screen',
              parameters=[params_file, {'execution.n_action_steps': ParameterValue(
                  LaunchConfiguration('n_action_steps'), value_type=int),
+                 'execution.chunk_size': ParameterValue(LaunchConfiguration('chunk_size'), value_type=int),
                  'policy.checkpoint': LaunchConfiguration('checkpoint')}]),
         Node(package='policytrim_ros', executable='episode_runner', name='episode_runner', output='screen',
              parameters=[params_file], condition=IfCondition(LaunchConfiguration('run_episodes'))),
