@@ -80,8 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def core_sweep(args, checkpoint: str, horizons: list[int], tasks: list[str], episodes: int, params: Path) -> dict:
     env, execution, safety = sim_configs(params, tasks)
     config = SweepConfig(policy=PolicyConfig(backend='torch', checkpoint=checkpoint), tasks=tuple(tasks),
-                         n_action_steps=tuple(horizons), chunk_size=checkpoint_chunk_size(checkpoint), episodes=episodes,
-                         seed=args.seed, control_dt=execution.control_dt,
+                         n_action_steps=tuple(horizons), chunk_size=checkpoint_chunk_size(checkpoint),
+                         episodes=episodes, seed=args.seed, control_dt=execution.control_dt,
                          max_episode_steps=execution.max_episode_steps, workers=args.workers, env=env, safety=safety)
     return run_sweep(config)
 

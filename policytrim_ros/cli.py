@@ -322,15 +322,13 @@ def _demo_runs(args, shown: dict, chunk_size: int) -> list[tuple[str, dict, int,
 
 
 def demo(args) -> int:
-    from policytrim_ros.execution.config import ExecutionConfig
+    from policytrim_ros.evaluation.sweep import sim_configs
     from policytrim_ros.policy.factory import PolicyConfig, run_chunk_size
     out = args.out or Path('runs') / time.strftime('demo-%Y%m%d-%H%M%S')
     params = launcher.params_file(args.params)
-    node_params = ros_parameters(load_yaml(params), 'policy_node')
-    shown = {**node_params.get('policy', {}), **_explicit_policy(args)}
-    chunk_size = args.chunk_size or run_chunk_size(
-        PolicyConfig(shown.get('backend', 'expert'), str(shown.get('checkpoint', ''))),
-        node_params.get('execution', {}).get('chunk_size', ExecutionConfig.chunk_size))
+    shown = {**ros_parameters(load_yaml(params), 'policy_node').get('policy', {}), **_explicit_policy(args)}
+    first = PolicyConfig(shown.get('backend', 'expert'), str(shown.get('checkpoint', '')))
+    chunk_size = args.chunk_size or run_chunk_size(first, sim_configs(params)[1].chunk_size)
     for h in args.n_action_steps or []:
         if not 1 <= h <= chunk_size:
             print(f'error: --n-action-steps {h} must be in [1, chunk size {chunk_size}]', file=sys.stderr)
