@@ -34,7 +34,7 @@ def _field_types(cls) -> dict[str, Any]:
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Coerce a YAML/ROS value into the annotated field type (tuples, nested dataclasses)."""
+    """Coerce a YAML/ROS value into the annotated field type (tuples, mappings, nested dataclasses)."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -48,6 +48,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         item = args[0] if args else Any
         return tuple(_convert(v, item, key) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f'{key} must be a mapping, got {value!r}')
+        key_type, value_type = typing.get_args(tp) or (Any, Any)
+        return {_convert(k, key_type, key): _convert(v, value_type, f'{key}.{k}') for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool) and not isinstance(value, tp):

@@ -10,7 +10,7 @@ import torch
 
 from policytrim_ros.data.bag import read_episode_bag
 from policytrim_ros.data.collect import Takeover, collect_demonstrations, collect_episode
-from policytrim_ros.config import ConfigError
+from policytrim_ros.config import ConfigError, from_dict
 from policytrim_ros.envs.arm import ArmEnv
 from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.envs.base import JOINT_NAMES
@@ -160,11 +160,23 @@ class _TwoTasks:
                 'actions': np.full((4, 2), float(i)), 'action_mask': np.ones(4, bool)}
 
 
-@pytest.mark.parametrize('balance, short_share', [(True, 0.5), (False, 0.1)])
-def test_task_balanced_batches_draw_every_task_equally_often(balance, short_share):
-    batches = _Batches(_TwoTasks(), {'x': np.zeros(3, np.float32)}, balance_tasks=balance)
+@pytest.mark.parametrize('balance, weights, short_share', [(True, None, 0.5), (False, None, 0.1),
+                                                           (True, {'short': 3.0}, 0.75),
+                                                           (True, {'long': 0.25}, 0.8)])
+def test_task_balanced_batches_draw_tasks_in_proportion_to_their_weights(balance, weights, short_share):
+    batches = _Batches(_TwoTasks(), {'x': np.zeros(3, np.float32)}, balance_tasks=balance, task_weights=weights)
     windows = batches.sample(np.random.default_rng(0), 4000)['actions'][:, 0, 0]
     assert (windows >= 90).float().mean().item() == pytest.approx(short_share, abs=0.03)
+
+
+def test_task_weights_are_checked_against_the_demos_and_the_config():
+    with pytest.raises(ValueError, match=r"\['shrot'\], which the demos do not hold; their tasks: \['long', 'short'\]"):
+        _Batches(_TwoTasks(), {'x': np.zeros(3, np.float32)}, balance_tasks=True, task_weights={'shrot': 2.0})
+    with pytest.raises(ConfigError, match='finite numbers > 0'):
+        from_dict(BCConfig, {'task_weights': {'push': 0}})
+    with pytest.raises(ConfigError, match='set balance_tasks: true'):
+        from_dict(BCConfig, {'task_weights': {'push': 2}, 'balance_tasks': False})
+    assert from_dict(BCConfig, {'task_weights': {'push': 2}}).task_weights == {'push': 2.0}
 
 
 def test_takeover_demonstrations_start_where_the_policy_handed_over(demos, tmp_path):
