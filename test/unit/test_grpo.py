@@ -109,3 +109,29 @@ def test_an_all_fail_group_leaves_the_model_alone():
     stats = grpo_update(model, torch.optim.SGD(model.parameters(), lr=1.0), [(rollouts, rewards)])
     assert stats['groups_kept'] == 0.0 and stats['windows'] == 0.0 and stats['pg_loss'] == 0.0
     assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
+
+
+
+def test_mean_log_ratio_bounds_long_and_short_windows_alike():
+    # both windows moved by 0.01 nats per executed action dimension: 4 x 7 and 32 x 7 dimensions
+    dims = torch.tensor([28.0, 224.0])
+    old = torch.tensor([-50.0, -400.0])
+    new = old + 0.01 * dims
+    summed = ppo_clip_loss(new, old, torch.tensor([1.0, 1.0]))
+    meaned = ppo_clip_loss(new, old, torch.tensor([1.0, 1.0]), dims=dims)
+    assert summed.clip_fraction.item() == pytest.approx(1.0)     # ratios e^0.28 and e^2.24
+    assert meaned.clip_fraction.item() == 0.0                     # e^0.01 each
+    assert meaned.pg_loss.item() == pytest.approx(-math.exp(0.01))
+    assert meaned.approx_kl.item() == pytest.approx(math.exp(0.01) - 1.0 - 0.01, rel=1e-2)
+
+
+def test_a_mean_log_ratio_grpo_step_makes_the_better_trajectory_more_likely():
+    from policytrim_ros.training.grpo import GRPOConfig, grpo_update
+    model, rollouts, rewards = _group()
+    before = _objective(model, rollouts, rewards)
+    stats = grpo_update(model, torch.optim.SGD(model.parameters(), lr=1e-2), [(rollouts, rewards)],
+                        GRPOConfig(minibatch_size=64, log_ratio='mean'))
+    assert stats['windows'] == 4.0 and stats['clip_fraction'] == 0.0
+    assert _objective(model, rollouts, rewards) > before
+    with pytest.raises(ValueError, match="'sum' or 'mean'"):
+        GRPOConfig(log_ratio='max')
