@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from policytrim_ros import constants as C
@@ -177,12 +178,13 @@ def _collect_parser(sub) -> None:
 def collect(args) -> int:
     from policytrim_ros.data.collect import Takeover, collect_demonstrations
     from policytrim_ros.evaluation.sweep import sim_configs
-    from policytrim_ros.policy.factory import PolicyConfig
+    from policytrim_ros.policy.factory import PolicyConfig, run_chunk_size
     env, execution, safety = sim_configs(launcher.params_file(args.params), args.tasks)
     takeover = None
     if args.takeover:
-        takeover = Takeover(PolicyConfig(args.takeover_backend, args.takeover), execution, safety,
-                            tuple(args.takeover_steps))
+        policy = PolicyConfig(args.takeover_backend, args.takeover)
+        execution = replace(execution, chunk_size=run_chunk_size(policy, execution.chunk_size))   # the checkpoint's H
+        takeover = Takeover(policy, execution, safety, tuple(args.takeover_steps))
     paths = collect_demonstrations(args.tasks, args.episodes, args.style, args.seed, args.out, workers=args.workers,
                                    env_config=env, takeover=takeover)
     print(f'wrote {len(paths)} bags under {args.out} (summary: {args.out / "index.json"})')

@@ -37,7 +37,7 @@ from policytrim_ros.envs.operators import Operator, TeleopConfig, make_operator
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.episode import run_episode
 from policytrim_ros.execution.trajectory import window_trajectory
-from policytrim_ros.policy.factory import PolicyConfig, make_policy
+from policytrim_ros.policy.factory import PolicyConfig, checkpoint_chunk_size, make_policy
 
 if TYPE_CHECKING:
     from policytrim_ros.envs.arm import ArmEnv
@@ -75,6 +75,11 @@ class Takeover:
         if not (int(lo) == lo and int(hi) == hi and 0 <= lo <= hi):
             raise ValueError(f'takeover steps ({self.steps}) must be whole control steps with 0 <= lo <= hi')
         object.__setattr__(self, 'steps', (int(lo), int(hi)))
+        # checked here, in the parent: a worker whose initializer fails is respawned by the pool forever
+        horizon = checkpoint_chunk_size(self.policy.checkpoint)
+        if horizon != self.execution.chunk_size:
+            raise ValueError(f'the takeover checkpoint {self.policy.checkpoint} predicts H = {horizon} steps; '
+                             f'execution.chunk_size is {self.execution.chunk_size}')
 
     def policy_steps(self, seed: int) -> int:
         """Control steps the policy drives in the episode of ``seed`` (reproducible per seed)."""

@@ -181,9 +181,10 @@ def test_collect_runs_the_env_of_the_params_file(tmp_path):
     assert episode.cameras == ('workspace_camera', 'wrist_camera')
 
 
-def test_collect_takeover_lets_the_shipped_baseline_drive_first(tmp_path):
+def test_collect_takeover_lets_a_shipped_baseline_drive_first_at_its_own_chunk_size(tmp_path):
+    # bc-wrist-h32 predicts H = 32 steps, the params file's execution.chunk_size is 16
     run('collect', '--tasks', 'pick_place', '--episodes', '1', '--style', 'efficient', '--workers', '1',
-        '--takeover', 'package://policytrim_ros/models/bc-teleop', '--takeover-steps', '8', '8',
+        '--takeover', 'package://policytrim_ros/models/bc-wrist-h32', '--takeover-steps', '8', '8',
         '--out', str(tmp_path / 'demos'))
     summary = json.loads((tmp_path / 'demos' / 'index.json').read_text())['efficient']['tasks']['pick_place']
     assert summary['mean_policy_steps'] == 8 and summary['policy_successes'] == 0
