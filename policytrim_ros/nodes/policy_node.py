@@ -37,6 +37,11 @@ from policytrim_ros.nodes.runtime import LATCHED, RELIABLE, run_node
 from policytrim_ros.policy.base import PolicyInputError, camera_mismatch
 from policytrim_ros.policy.factory import PolicyConfig, make_policy
 
+VERDICT_WAIT_S = 0.25
+"""Wall seconds an episode whose last window has run waits for a SUCCESS/FAILURE event before it
+ends with end_reason max_steps (sim_node publishes the verdict on a step with that step's
+observation; across two topics either can arrive first)."""
+
 
 @dataclass(frozen=True)
 class PolicyTopicsConfig:
@@ -129,6 +134,7 @@ class PolicyNode(Node):
         self._ready_after = 0.0                # observations must be stamped at/after this time
         self._episode_count = 0
         self._cameras_seen: set[tuple[int, str]] = set()   # (camera, frame_id) of images received, checked once
+        self._out_of_steps_at: float | None = None   # wall time the last window completed (monotonic)
 
         t = cfg.topics
         self.trajectory_pub = self.create_publisher(JointTrajectory, t.trajectory, RELIABLE)
@@ -202,6 +208,12 @@ class PolicyNode(Node):
                     return
                 ex.complete_window()
             if ex.out_of_steps:
+                # the simulator's verdict on the last step can arrive just after that step's
+                # observation: wait for it briefly before calling the episode out of steps
+                if self._out_of_steps_at is None:
+                    self._out_of_steps_at = time.monotonic()
+                if time.monotonic() - self._out_of_steps_at < VERDICT_WAIT_S:
+                    return
                 self._finish(False, C.END_MAX_STEPS)
                 return
             observation = self._observation()
@@ -259,6 +271,7 @@ class PolicyNode(Node):
 
     def _finish(self, success: bool, end_reason: str) -> None:
         """End the running episode (lock held): hold the arm, publish and log its stats."""
+        self._out_of_steps_at = None
         metrics = self.executor_.finish(success, end_reason, time.monotonic())
         self.trajectory_pub.publish(JointTrajectory())  # empty trajectory = JTC holds position
         self.episode_pub.publish(conv.episode_stats_msg(metrics, self.get_clock().now().to_msg()))

@@ -171,10 +171,10 @@ class SimNode(Node):
         if self.config.sim.step_mode == 'lockstep' and not self.env.trajectory_active:
             return
         success = self.env.step()
-        self._publish_observation()
-        if success and not self._succeeded:
-            self._succeeded = True
+        if success and not self._succeeded:   # the verdict first: a policy node that sees the last
+            self._succeeded = True            # step's observation must not call it out of steps
             self._publish_event(EpisodeEvent.SUCCESS)
+        self._publish_observation()
 
     def _republish(self) -> None:
         for pub, msg in zip((self.joint_pub, *self.image_pubs, self.poses_pub), self._last_obs_msgs):

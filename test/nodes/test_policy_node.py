@@ -10,8 +10,9 @@ from trajectory_msgs.msg import JointTrajectory
 
 from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.launcher import NodeSpec
-from policytrim_ros.msg import ChunkStats, EpisodeStats
+from policytrim_ros.msg import ChunkStats, EpisodeEvent, EpisodeStats
 from policytrim_ros.nodes.conversions import to_seconds, to_time
+from policytrim_ros.nodes.runtime import LATCHED
 
 from conftest import node_log, wait_for
 
@@ -98,3 +99,32 @@ def test_policy_node_holds_on_nan_chunk(tmp_path, policy):
     wait_for_log(tmp_path, 'chunk has NaN/inf at step 0')
     assert all(len(t.points) == 0 for t in policy['trajectories'])  # only holds were sent
     assert len(policy['trajectories']) >= 2
+
+
+@pytest.fixture
+def one_window_policy(tmp_path, harness, launch):
+    """A policy node whose episodes have one window (max_episode_steps = h)."""
+    spec = policy_spec(tmp_path, good_chunks())
+    spec.overrides['execution.max_episode_steps'] = h
+    launch([spec])
+    stats = harness.record(EpisodeStats, 'policytrim/episode_stats')
+    first = harness.record(JointTrajectory, 'arm_controller/joint_trajectory')
+    harness.stream(JointState, 'joint_states', joint_state, qos=qos_profile_sensor_data)
+    events = harness.publisher(EpisodeEvent, 'episode/event', qos=LATCHED)
+    return stats, first, events
+
+
+def test_a_success_on_the_last_step_counts_though_its_observation_came_first(one_window_policy):
+    stats, trajectories, events = one_window_policy
+    start = EpisodeEvent(event=EpisodeEvent.START, episode_id='last-step', task='reach', instruction='wave')
+    start.header.stamp = to_time(time.time())
+    events.publish(start)
+    t0 = to_seconds(wait_for(lambda: trajectories[:1], what='the only window')[0].header.stamp)
+    # joint states stamped past the window's end reach the node first (it completes the window
+    # and is out of steps); the simulator's verdict on that last step follows
+    time.sleep(max(0.0, t0 + h * DT - time.time()))
+    success = EpisodeEvent(event=EpisodeEvent.SUCCESS, episode_id='last-step', task='reach', instruction='wave')
+    success.header.stamp = to_time(t0 + h * DT)
+    events.publish(success)
+    episode = wait_for(lambda: stats[:1], what='EpisodeStats')[0]
+    assert (episode.success, episode.end_reason, episode.steps) == (True, 'success', h)
