@@ -196,7 +196,7 @@ def _train_bc_parser(sub) -> None:
                        description='Trains the VLA chunk head on demonstration windows. Config: a YAML of '
                                    'BCConfig fields (see config/training/bc.yaml); --set overrides single keys.')
     p.add_argument('--config', type=Path, default=None, help='YAML with BCConfig fields')
-    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='override config keys (YAML values)')
+    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='override config keys (YAML values; a dotted key, grpo.clip=0.1, sets one nested field)')
     p.add_argument('--resume', action='store_true', help='continue the run in out_dir from its last checkpoint')
     p.set_defaults(func=train_bc)
 
@@ -218,12 +218,28 @@ def _overrides(pairs: list[str]) -> dict:
     return values
 
 
+def _with_overrides(values: dict, pairs: list[str]) -> dict:
+    """``values`` (a config mapping) with ``--set`` pairs applied; a dotted key (grpo.log_ratio=mean)
+    sets one field of a nested mapping and keeps its others."""
+    import copy
+    merged = copy.deepcopy(values)
+    for key, value in _overrides(pairs).items():
+        node = merged
+        *parents, leaf = key.split('.')
+        for parent in parents:
+            node = node.setdefault(parent, {})
+            if not isinstance(node, dict):
+                raise ValueError(f'--set {key}: {parent} is not a mapping')
+        node[leaf] = value
+    return merged
+
+
 def train_bc(args) -> int:
     from policytrim_ros.config import from_dict
     from policytrim_ros.training.bc import BCConfig
     from policytrim_ros.training.bc import train_bc as run
     values = load_yaml(args.config) if args.config else {}
-    config = from_dict(BCConfig, {**values, **_overrides(args.set)})
+    config = from_dict(BCConfig, _with_overrides(values, args.set))
     final = run(config, resume=args.resume)
     print(f'final checkpoint: {final}')
     return 0
@@ -239,7 +255,7 @@ def _train_parser(sub) -> None:
     p.add_argument('--stage', choices=('1', '2', 'all'), required=True,
                    help="1, 2, or all: Stage 1, the between-stage sweep (selection.json) and Stage 2 under out_dir")
     p.add_argument('--config', type=Path, default=None, help='YAML with PolicyTrimConfig fields')
-    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='override config keys (YAML values)')
+    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='override config keys (YAML values; a dotted key, grpo.clip=0.1, sets one nested field)')
     p.add_argument('--params', type=Path, default=None,
                    help='ROS parameter file the env and safety limits come from (default config/sim.yaml)')
     p.add_argument('--resume', action='store_true', help='continue the run in out_dir from its last checkpoint')
@@ -252,7 +268,7 @@ def train(args) -> int:
     from policytrim_ros.training.trainer import PolicyTrimConfig, train_policytrim
     values = load_yaml(args.config) if args.config else {}
     stage = 1 if args.stage == 'all' else int(args.stage)
-    config = from_dict(PolicyTrimConfig, {**values, **_overrides(args.set), 'stage': stage})
+    config = from_dict(PolicyTrimConfig, {**_with_overrides(values, args.set), 'stage': stage})
     env, _, safety = sim_configs(launcher.params_file(args.params), config.tasks)
     if args.stage == 'all':
         from policytrim_ros.training.pipeline import run_policytrim

@@ -108,6 +108,16 @@ def test_set_overrides_read_yaml_values_and_plain_exponents():
         'lr': 5e-5, 'steps': 10, 'tasks': ['reach', 'push'], 'out_dir': 'runs/x', 'grpo': {'clip': 0.1}}
 
 
+def test_a_dotted_set_key_changes_one_field_of_a_nested_mapping():
+    from policytrim_ros.cli import _with_overrides
+    values = {'lr': 1.0, 'grpo': {'clip': 0.2, 'epochs': 1}}
+    assert _with_overrides(values, ['grpo.log_ratio=mean', 'steps.step_weight=0.5', 'lr=2']) == {
+        'lr': 2, 'grpo': {'clip': 0.2, 'epochs': 1, 'log_ratio': 'mean'}, 'steps': {'step_weight': 0.5}}
+    assert values == {'lr': 1.0, 'grpo': {'clip': 0.2, 'epochs': 1}}   # the loaded config is left alone
+    with pytest.raises(ValueError, match='lr is not a mapping'):
+        _with_overrides(values, ['lr.x=1'])
+
+
 def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path):
     import json
     import subprocess
