@@ -196,9 +196,12 @@ def _train_bc_parser(sub) -> None:
                        description='Trains the VLA chunk head on demonstration windows. Config: a YAML of '
                                    'BCConfig fields (see config/training/bc.yaml); --set overrides single keys.')
     p.add_argument('--config', type=Path, default=None, help='YAML with BCConfig fields')
-    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='override config keys (YAML values; a dotted key, grpo.clip=0.1, sets one nested field)')
+    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help=_SET_HELP)
     p.add_argument('--resume', action='store_true', help='continue the run in out_dir from its last checkpoint')
     p.set_defaults(func=train_bc)
+
+
+_SET_HELP = 'override config keys (YAML values; a dotted key, grpo.clip=0.1, sets one nested field)'
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -255,7 +258,7 @@ def _train_parser(sub) -> None:
     p.add_argument('--stage', choices=('1', '2', 'all'), required=True,
                    help="1, 2, or all: Stage 1, the between-stage sweep (selection.json) and Stage 2 under out_dir")
     p.add_argument('--config', type=Path, default=None, help='YAML with PolicyTrimConfig fields')
-    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='override config keys (YAML values; a dotted key, grpo.clip=0.1, sets one nested field)')
+    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help=_SET_HELP)
     p.add_argument('--params', type=Path, default=None,
                    help='ROS parameter file the env and safety limits come from (default config/sim.yaml)')
     p.add_argument('--resume', action='store_true', help='continue the run in out_dir from its last checkpoint')
