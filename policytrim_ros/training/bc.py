@@ -12,6 +12,7 @@ size come from the dataset, and evaluation runs the dataset's tasks in their env
 """
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -32,6 +33,9 @@ from policytrim_ros.policy.checkpoint import (load_checkpoint, load_trainer_stat
 from policytrim_ros.policy.vla.configuration_vla import preset
 from policytrim_ros.policy.vla.instruction import InstructionEncoder
 from policytrim_ros.policy.vla.modeling_vla import VLAModel
+
+RAW_DIR = 'raw'
+"""With ``ema_decay``, the run folder's copy of the trained (not averaged) weights."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,12 @@ class BCConfig:
         are fitted least precisely. Measured on the teleop demos (vla-2m, 8000 steps, seed 0, 50
         episodes per task at h = 4): SR 0.72 / 0.42 / 0.52 (reach / push / pick_place) against
         0.84 / 0.46 / 0.42 without it, i.e. no gain; off by default.
+    ema_decay: keep an exponential moving average of the weights with this decay per step (0 = off;
+        e.g. 0.998 averages over about the last 500 steps, as Diffusion Policy's EMA does over its
+        far longer runs). The decay ramps up as min(ema_decay, (1 + t) / (10 + t)) so the average
+        does not linger on the first weights. With it on, checkpoints/ and last/ hold the average
+        (what ``eval`` and ``release`` then use) and raw/ holds the trained weights themselves (with
+        last/'s optimizer state, what ``resume`` continues from), so both can be evaluated.
     seed: seed of the model init, batch sampling and augmentation.
     init_from: checkpoint to continue training from with a fresh optimizer and schedule (its
         architecture and normalization are kept; the model preset is ignored); '' = random init.
@@ -88,7 +98,7 @@ class BCConfig:
     eval_seed: seed of the first evaluation episode (evaluation seeds start at 1000).
     num_threads: torch CPU threads for training. 1 by default: with 2 threads on a 2-core machine
         that also runs anything else, OpenMP spin-waits made a step 25x slower (6.8 s vs 0.26 s).
-    out_dir: run folder: checkpoints/, last/, scalars.csv, config.json.
+    out_dir: run folder: checkpoints/, last/, raw/ (with ema_decay), scalars.csv, config.json.
     """
 
     demos: str = 'runs/demos'
@@ -109,6 +119,7 @@ class BCConfig:
     task_weights: dict[str, float] = field(default_factory=dict)
     hold_after_end: bool = True
     step_weighting: bool = False
+    ema_decay: float = 0.0
     seed: int = 0
     init_from: str = ''
     log_every: int = 50
@@ -126,6 +137,9 @@ class BCConfig:
                 raise ValueError(f'{name} ({getattr(self, name)}) must be >= 1')
         if not self.lr > 0:
             raise ValueError(f'lr ({self.lr}) must be > 0')
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f'ema_decay ({self.ema_decay}) must be in [0, 1): 0 is off, 0.998 averages '
+                             f'over about 500 steps')
         bad = {task: w for task, w in self.task_weights.items() if not (isinstance(w, (int, float)) and 0 < w < math.inf)}
         if bad:
             raise ValueError(f'task_weights {bad} must be finite numbers > 0')
@@ -210,10 +224,37 @@ class _Batches:
         }
 
 
-def _save(out: Path, model: VLAModel, optimizer, step: int, rng, generator, cfg: BCConfig, scalars: dict):
-    """Checkpoint ``step`` into checkpoints/step_<n> and refresh last/ (model + resumable state)."""
+class WeightAverage:
+    """Exponential moving average of a model's weights (its buffers, the normalization, copied).
+
+    ``update(t)`` after optimizer step t folds the weights in with decay
+    min(decay, (1 + t) / (10 + t)); ``model`` is the averaged copy, ready to save or evaluate.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float, average: torch.nn.Module | None = None):
+        self.decay = decay
+        self.model = copy.deepcopy(model) if average is None else average
+        self.model.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for average, current in zip(self.model.parameters(), model.parameters()):
+            average.lerp_(current, 1.0 - decay)
+        for average, current in zip(self.model.buffers(), model.buffers()):
+            average.copy_(current)
+
+
+def _save(out: Path, model: VLAModel, optimizer, step: int, rng, generator, cfg: BCConfig, scalars: dict,
+          average: WeightAverage | None = None):
+    """Checkpoint ``step`` into checkpoints/step_<n> and refresh last/ (model + resumable state); with
+    a weight average, those two hold the average and raw/ the trained weights."""
+    meta = {'step': step, 'bc_config': to_dict(cfg), **scalars}
     for target in (out / 'checkpoints' / f'step_{step:06d}', out / 'last'):
-        save_checkpoint(target, model, model.config, {'step': step, 'bc_config': to_dict(cfg), **scalars})
+        save_checkpoint(target, model if average is None else average.model, model.config,
+                        {**meta, 'ema_decay': cfg.ema_decay} if average else meta)
+    if average is not None:
+        save_checkpoint(out / RAW_DIR, model, model.config, {**meta, 'ema_decay': 0.0})
     save_trainer_state(out / 'last', optimizer, {'step': step, 'numpy_rng': rng.bit_generator.state},
                        {'torch_rng': torch.get_rng_state(), 'augment_rng': generator.get_state()})
 
@@ -276,8 +317,11 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
     tasks = sorted({episode.task for episode in dataset.episodes})
     if cfg.eval_episodes:
         task_suite(tasks)  # tasks no env runs (or of both robots) fail now, not at the first evaluation
+    average = None
     if resume and (out / 'last').exists():
-        model, _, _ = load_checkpoint(out / 'last')
+        model, _, _ = load_checkpoint(out / (RAW_DIR if cfg.ema_decay else 'last'))
+        if cfg.ema_decay:
+            average = WeightAverage(model, cfg.ema_decay, load_checkpoint(out / 'last')[0])
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = _restore(out, optimizer, rng, generator)
     else:
@@ -298,6 +342,7 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
                                     stats['delta_std'])
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = 0
+        average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
         out.mkdir(parents=True, exist_ok=True)
         (out / 'config.json').write_text(json.dumps(to_dict(cfg), indent=2))
     # the weights follow the model's own normalization (an init_from model keeps its statistics)
@@ -320,6 +365,8 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
+        if average is not None:
+            average.update(model, step)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             elapsed = round(time.monotonic() - started, 1)
@@ -331,12 +378,12 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             scalars = {}
             if cfg.eval_episodes and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
-                _save(out, model, optimizer, done, rng, generator, cfg, {})
+                _save(out, model, optimizer, done, rng, generator, cfg, {}, average)
                 scalars = _evaluate(out / 'last', cfg, tasks)
                 for name, value in scalars.items():
                     writer.writerow([done, name, f'{value:.4g}', round(time.monotonic() - started, 1)])
                 log.flush()
                 bar.write(f'step {done}: ' + ', '.join(f'{k} {v:.2f}' for k, v in scalars.items()))
-            _save(out, model, optimizer, done, rng, generator, cfg, scalars)
+            _save(out, model, optimizer, done, rng, generator, cfg, scalars, average)
     log.close()
     return out / 'last'

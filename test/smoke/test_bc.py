@@ -21,7 +21,7 @@ from policytrim_ros.policy.base import PolicyInputError
 from policytrim_ros.policy.factory import PolicyConfig
 from policytrim_ros.policy.checkpoint import load_tensors
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
-from policytrim_ros.training.bc import BCConfig, _Batches, chunk_loss, step_weights, train_bc
+from policytrim_ros.training.bc import BCConfig, WeightAverage, _Batches, chunk_loss, step_weights, train_bc
 
 
 @pytest.fixture(scope='module')
@@ -115,6 +115,44 @@ def test_resumed_bc_run_matches_an_uninterrupted_one(demos, tmp_path):
     assert full.keys() == split.keys()
     for key in full:
         assert np.array_equal(full[key].numpy(), split[key].numpy()), key
+
+
+def test_a_weight_average_folds_each_step_in_with_a_ramped_decay():
+    model = torch.nn.Linear(1, 1, bias=False)
+    model.register_buffer('scale', torch.zeros(1))
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    average = WeightAverage(model, decay=0.9)
+    expected = 0.0
+    for step, value in enumerate([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0]):
+        with torch.no_grad():
+            model.weight.fill_(value)
+            model.scale.fill_(value)
+        average.update(model, step)
+        decay = min(0.9, (1 + step) / (10 + step))   # 0.1, 0.18, ... then 0.9 from step 80 on
+        expected = decay * expected + (1 - decay) * value
+        assert average.model.weight.item() == pytest.approx(expected)
+        assert average.model.scale.item() == value        # buffers (the normalization) are copied
+    assert not average.model.weight.requires_grad and model.weight.requires_grad
+
+
+def test_bc_with_a_weight_average_saves_it_and_the_raw_weights_and_resumes_both(demos, tmp_path):
+    ema = lambda out, steps: replace(config(demos, out, steps), ema_decay=0.5)   # noqa: E731
+    train_bc(ema(tmp_path / 'full', 4), progress=False)
+    train_bc(ema(tmp_path / 'split', 2), progress=False)                 # "crashes" after step 2
+    train_bc(ema(tmp_path / 'split', 4), resume=True, progress=False)
+    for folder in ('last', 'raw', 'checkpoints/step_000004'):
+        full, split = (load_tensors(tmp_path / run / folder / 'model.safetensors') for run in ('full', 'split'))
+        for key in full:
+            assert np.array_equal(full[key].numpy(), split[key].numpy()), (folder, key)
+    average, raw = (load_tensors(tmp_path / 'full' / d / 'model.safetensors') for d in ('last', 'raw'))
+    assert any(not np.array_equal(average[k].numpy(), raw[k].numpy()) for k in raw)
+    assert np.array_equal(average['delta_std'].numpy(), raw['delta_std'].numpy())
+    plain = load_tensors(train_bc(config(demos, tmp_path / 'plain', 4), progress=False) / 'model.safetensors')
+    assert all(np.array_equal(plain[k].numpy(), raw[k].numpy()) for k in raw)   # the average leaves training alone
+    assert TorchVLAPolicy(tmp_path / 'full' / 'last').predict_action_chunk(ArmEnv().reset('reach', 1000)).shape == (16, 7)
+    with pytest.raises(ValueError, match='ema_decay'):
+        BCConfig(ema_decay=1.0)
 
 
 def test_the_held_padding_past_the_episode_end_is_trained_on_unless_masked():
