@@ -201,6 +201,8 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
                        'steps': float(np.mean(steps)) if steps else math.nan,
                        'n_action_steps': float(np.mean([r.metrics.n_action_steps for r in rollouts])),
                        'group_filter_rate': 1.0 - stats['groups_kept'],
+                       # a chunk the safety checks (or the observation checks) refused ended the rollout
+                       'error_rate': float(np.mean([r.metrics.end_reason == 'error' for r in rollouts])),
                        **{k: stats[k] for k in ('kl', 'clip_fraction', 'approx_kl', 'pg_loss')}}
             elapsed = round(time.monotonic() - started, 1)
             for name, value in scalars.items():

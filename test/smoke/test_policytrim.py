@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from policytrim_ros import resources
+from policytrim_ros.execution.config import SafetyConfig
 from policytrim_ros.policy.checkpoint import load_tensors
 from policytrim_ros.training.grpo import GRPOConfig
 from policytrim_ros.training.trainer import PolicyTrimConfig, train_policytrim
@@ -22,11 +23,20 @@ def scalars(run):
         return {row['metric']: float(row['value']) for row in csv.DictReader(f)}
 
 
+def test_rollouts_ended_by_a_refused_chunk_are_counted_in_error_rate(tmp_path):
+    crawl = SafetyConfig(max_velocity=(1e-3,) * 7)        # no chunk of the baseline moves this slowly
+    train_policytrim(replace(TINY, out_dir=str(tmp_path / 'refused')), safety=crawl, progress=False)
+    logged = scalars(tmp_path / 'refused')
+    assert logged['error_rate'] == 1.0 and logged['success_rate'] == 0.0
+    assert logged['group_filter_rate'] == 1.0             # no group with a success: nothing to learn from
+
+
 def test_one_stage1_iteration_cycles_gamma_and_updates_the_policy(tmp_path):
     final = train_policytrim(replace(TINY, out_dir=str(tmp_path / 's1')), progress=False)
     logged = scalars(tmp_path / 's1')
     assert logged['n_action_steps'] == 10.0              # Gamma = 0.25, 0.625, 1 -> h = 4, 10, 16 in each group
-    assert {'reward', 'success_rate', 'steps', 'group_filter_rate', 'kl', 'clip_fraction'} <= set(logged)
+    assert {'reward', 'success_rate', 'steps', 'group_filter_rate', 'error_rate', 'kl', 'clip_fraction'} <= set(logged)
+    assert logged['error_rate'] == 0.0
     assert logged['success_rate'] > 0                     # the baseline reaches; the groups carry signal
     assert (tmp_path / 's1' / 'checkpoints' / 'iter_00001').is_dir()
     before = load_tensors(resources.resolve(TINY.init) + '/model.safetensors')['action_head.weight'].float()
