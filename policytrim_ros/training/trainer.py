@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from policytrim_ros import constants as C
 from policytrim_ros import resources
 from policytrim_ros.config import to_dict
 from policytrim_ros.envs.config import EnvConfig
@@ -202,7 +203,7 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
                        'n_action_steps': float(np.mean([r.metrics.n_action_steps for r in rollouts])),
                        'group_filter_rate': 1.0 - stats['groups_kept'],
                        # a chunk the safety checks (or the observation checks) refused ended the rollout
-                       'error_rate': float(np.mean([r.metrics.end_reason == 'error' for r in rollouts])),
+                       'error_rate': float(np.mean([r.metrics.end_reason == C.END_ERROR for r in rollouts])),
                        **{k: stats[k] for k in ('kl', 'clip_fraction', 'approx_kl', 'pg_loss')}}
             elapsed = round(time.monotonic() - started, 1)
             for name, value in scalars.items():
