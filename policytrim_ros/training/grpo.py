@@ -81,6 +81,11 @@ class GRPOConfig:
         clip fraction 0.40 at the first update); 'mean': exp(the mean log-ratio per executed
         action dimension), the same clip range for every h; the KL term uses the same per-dimension
         log-densities.
+    credit_refused: also put the chunk the safety checks refused (it ended its rollout with
+        reward 0) in the loss, over the targets the check read, with its rollout's advantage.
+        Off (the paper has no safety layer, and the shipped runs predate it): those chunks are
+        censored, so nothing pushes the policy's samples away from the velocity and position
+        limits (Stage 1 on an H = 32 model drifted into them).
     """
 
     clip: float = 0.2
@@ -90,6 +95,7 @@ class GRPOConfig:
     kl_coef: float = 0.0
     min_group_success_rate: float = 0.1
     log_ratio: str = 'sum'
+    credit_refused: bool = False
 
     def __post_init__(self):
         if self.log_ratio not in ('sum', 'mean'):
@@ -104,8 +110,9 @@ class GRPOConfig:
                              f'min_group_success_rate ({self.min_group_success_rate}) in [0, 1]')
 
 
-def _windows(groups, min_success_rate: float, encode) -> tuple[dict[str, torch.Tensor], int]:
-    """Stack the executed windows of the kept groups: inputs, chunks, masks, advantages, weights."""
+def _windows(groups, min_success_rate: float, encode, credit_refused: bool = False
+             ) -> tuple[dict[str, torch.Tensor], int]:
+    """Stack the credited windows of the kept groups: inputs, chunks, masks, advantages, weights."""
     from policytrim_ros.training.rewards import group_advantages, group_kept
     parts: dict[str, list] = {k: [] for k in ('image', 'text', 'state', 'chunk', 'mask', 'advantage', 'weight')}
     kept = 0
@@ -114,14 +121,16 @@ def _windows(groups, min_success_rate: float, encode) -> tuple[dict[str, torch.T
             continue
         kept += 1
         for rollout, advantage in zip(rollouts, group_advantages(rewards)):
-            calls = len(rollout.chunks)
+            mask = rollout.credited_mask(credit_refused)
+            rows = mask.any(1)   # a refused chunk, uncredited, has nothing to sum over
+            calls = int(rows.sum())
             if calls == 0 or advantage == 0.0:
                 continue
-            parts['image'].append(rollout.images)
+            parts['image'].append(rollout.images[rows])
             parts['text'].append(np.repeat(encode(rollout.instruction)[None], calls, axis=0))
-            parts['state'].append(rollout.states)
-            parts['chunk'].append(rollout.chunks)
-            parts['mask'].append(rollout.executed_mask())
+            parts['state'].append(rollout.states[rows])
+            parts['chunk'].append(rollout.chunks[rows])
+            parts['mask'].append(mask[rows])
             parts['advantage'].append(np.full(calls, advantage, np.float32))
             parts['weight'].append(np.full(calls, 1.0 / calls, np.float32))   # each trajectory counts once
     if not parts['image']:
@@ -144,7 +153,7 @@ def grpo_update(model, optimizer: torch.optim.Optimizer, groups, config: GRPOCon
     if encode is None:
         from policytrim_ros.policy.vla.instruction import shared_encoder
         encode = shared_encoder().encode
-    data, kept = _windows(groups, config.min_group_success_rate, encode)
+    data, kept = _windows(groups, config.min_group_success_rate, encode, config.credit_refused)
     stats = {'groups_kept': kept / max(1, len(groups)), 'windows': float(len(data.get('chunk', ())))}
     names = ('pg_loss', 'approx_kl', 'clip_fraction', 'kl')
     if not data:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from policytrim_ros import constants as C
 from policytrim_ros.envs.base import Observation
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.episode import run_episode
@@ -67,12 +68,15 @@ class Rollout:
     """One sampled episode.
 
     metrics: its outcome (success, steps S, inference calls, end reason ...).
-    images: (C, h, w, 3) uint8 plan-time images of the C executed calls.
+    images: (C, h, w, 3) uint8 plan-time images of the C calls (executed, then the refused one).
     states: (C, A) float32 plan-time joint positions.
     chunks: (C, H, A) float32 sampled chunks.
     executed: (C,) int actions of each chunk that ran (h, fewer for the window that reached
-        success or the step limit).
+        success or the step limit; 0 for a refused chunk).
     instruction: the episode's instruction.
+    refused: the targets the safety check read of the last chunk, which it refused and which ended
+        the episode (its would-be window h plus the next target, at most H); 0 when no chunk was
+        refused. Its row is the last of images / states / chunks.
     """
 
     metrics: EpisodeMetrics
@@ -81,22 +85,40 @@ class Rollout:
     chunks: np.ndarray
     executed: np.ndarray
     instruction: str
+    refused: int = 0
 
     def executed_mask(self) -> np.ndarray:
         """(C, H) bool: True on the actions that ran, the steps a log-probability sums over."""
         return np.arange(self.chunks.shape[1])[None, :] < self.executed[:, None]
+
+    def credited_mask(self, credit_refused: bool) -> np.ndarray:
+        """(C, H) bool: the executed actions, and with ``credit_refused`` the refused chunk's checked
+        targets (the action that ended the episode; without it a failure the safety limits cause is
+        never charged to the chunk that caused it)."""
+        mask = self.executed_mask()
+        if credit_refused and self.refused:
+            mask[-1, :self.refused] = True
+        return mask
 
 
 def collect_rollout(env: ArmEnv | MetaWorldEnv, policy: SamplingVLAPolicy, config: ExecutionConfig, task: str, seed: int,
                     safety: SafetyConfig | None = None, episode_id: str = '') -> Rollout:
     """Run one sampled episode of ``task`` from ``seed`` and return what the update needs.
 
-    A chunk the safety checks reject ends the episode (reward 0) and is not among the calls: it
-    never moved the robot, so there is no executed action to credit.
+    A chunk the safety checks reject ends the episode (reward 0) without moving the robot: it is
+    kept as the last call with 0 executed actions and ``refused`` = the targets the check read, so
+    the update may charge the failure to it (``GRPOConfig.credit_refused``).
     """
     metrics, records = run_episode(env, policy, config, task, seed, episode_id=episode_id, safety=safety)
+    executed = [min(r.n_action_steps, metrics.steps - r.first_step) for r in records]
     calls = len(records)
-    executed = np.array([min(r.n_action_steps, metrics.steps - r.first_step) for r in records], dtype=np.int64)
+    refused = 0
+    if metrics.end_reason == C.END_ERROR and len(policy.chunks) > calls:   # sampled, then refused
+        window = min(config.n_action_steps, config.max_episode_steps - metrics.steps)
+        refused = min(window + 1, config.chunk_size)   # the executor checks the window and its next target
+        executed.append(0)
+        calls += 1
+    executed = np.array(executed, dtype=np.int64)
     shape = (config.chunk_size, policy.config.action_dim)
     return Rollout(
         metrics=metrics,
@@ -105,4 +127,5 @@ def collect_rollout(env: ArmEnv | MetaWorldEnv, policy: SamplingVLAPolicy, confi
         chunks=np.stack(policy.chunks[:calls]) if calls else np.zeros((0, *shape), np.float32),
         executed=executed,
         instruction=env.instruction,
+        refused=refused,
     )

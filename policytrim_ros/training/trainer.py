@@ -202,9 +202,15 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
                        'steps': float(np.mean(steps)) if steps else math.nan,
                        'n_action_steps': float(np.mean([r.metrics.n_action_steps for r in rollouts])),
                        'group_filter_rate': 1.0 - stats['groups_kept'],
+                       'windows': stats['windows'],   # executed (and credited refused) windows in the loss
                        # a chunk the safety checks (or the observation checks) refused ended the rollout
                        'error_rate': float(np.mean([r.metrics.end_reason == C.END_ERROR for r in rollouts])),
                        **{k: stats[k] for k in ('kl', 'clip_fraction', 'approx_kl', 'pg_loss')}}
+            if len(horizons) > 1:   # Stage 1: which windows succeed, and which the safety checks end
+                for h in horizons:
+                    at_h = [r for r in rollouts if r.metrics.n_action_steps == h]
+                    scalars[f'success_rate_h{h}'] = float(np.mean([r.metrics.success for r in at_h]))
+                    scalars[f'error_rate_h{h}'] = float(np.mean([r.metrics.end_reason == C.END_ERROR for r in at_h]))
             elapsed = round(time.monotonic() - started, 1)
             for name, value in scalars.items():
                 writer.writerow([iteration + 1, name, f'{value:.6g}', elapsed])

@@ -29,6 +29,7 @@ def test_rollouts_ended_by_a_refused_chunk_are_counted_in_error_rate(tmp_path):
     logged = scalars(tmp_path / 'refused')
     assert logged['error_rate'] == 1.0 and logged['success_rate'] == 0.0
     assert logged['group_filter_rate'] == 1.0             # no group with a success: nothing to learn from
+    assert [logged[f'error_rate_h{h}'] for h in (4, 10, 16)] == [1.0, 1.0, 1.0]   # per h of Gamma
 
 
 def test_one_stage1_iteration_cycles_gamma_and_updates_the_policy(tmp_path):
@@ -36,7 +37,7 @@ def test_one_stage1_iteration_cycles_gamma_and_updates_the_policy(tmp_path):
     logged = scalars(tmp_path / 's1')
     assert logged['n_action_steps'] == 10.0              # Gamma = 0.25, 0.625, 1 -> h = 4, 10, 16 in each group
     assert {'reward', 'success_rate', 'steps', 'group_filter_rate', 'error_rate', 'kl', 'clip_fraction'} <= set(logged)
-    assert logged['error_rate'] == 0.0
+    assert logged['error_rate'] == 0.0 and logged['windows'] > 0 and 'success_rate_h16' in logged
     assert logged['success_rate'] > 0                     # the baseline reaches; the groups carry signal
     assert (tmp_path / 's1' / 'checkpoints' / 'iter_00001').is_dir()
     before = load_tensors(resources.resolve(TINY.init) + '/model.safetensors')['action_head.weight'].float()
@@ -47,7 +48,8 @@ def test_one_stage1_iteration_cycles_gamma_and_updates_the_policy(tmp_path):
 def test_one_stage2_iteration_at_a_fixed_h(tmp_path):
     config = replace(TINY, stage=2, n_action_steps=16, step_budget={'reach': 30.0}, out_dir=str(tmp_path / 's2'))
     train_policytrim(config, progress=False)
-    assert scalars(tmp_path / 's2')['n_action_steps'] == 16.0
+    logged = scalars(tmp_path / 's2')
+    assert logged['n_action_steps'] == 16.0 and not any(k.startswith('success_rate_h') for k in logged)
     with pytest.raises(ValueError, match='stage 2 needs n_action_steps'):
         replace(TINY, stage=2)
 

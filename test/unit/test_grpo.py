@@ -135,3 +135,37 @@ def test_a_mean_log_ratio_grpo_step_makes_the_better_trajectory_more_likely():
     assert _objective(model, rollouts, rewards) > before
     with pytest.raises(ValueError, match="'sum' or 'mean'"):
         GRPOConfig(log_ratio='max')
+
+
+def test_a_refused_chunk_is_charged_only_when_credit_refused_is_on():
+    """A rollout the safety checks ended: off, it adds no window; on, its refused chunk gets the
+    rollout's (negative) advantage and the update makes that chunk less likely."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from policytrim_ros.policy.vla.instruction import shared_encoder
+    from policytrim_ros.training.grpo import GRPOConfig, grpo_update
+    model, rollouts, rewards = _group()
+    good, bad = rollouts
+    # the failed rollout ends in a refused chunk: its last call kept, nothing of it executed
+    refused = replace(bad, executed=np.append(bad.executed[:-1], 0), refused=5)
+    group = [([good, refused], rewards)]
+
+    def refused_log_prob():
+        text = torch.tensor(shared_encoder().encode(refused.instruction))[None]
+        with torch.no_grad():
+            return model.log_prob(torch.from_numpy(refused.images[-1:]), text, torch.from_numpy(refused.states[-1:]),
+                                  torch.from_numpy(refused.chunks[-1:]),
+                                  torch.from_numpy(refused.credited_mask(True)[-1:])).item()
+
+    weights = [p.detach().clone() for p in model.parameters()]
+    after = {}
+    for credit in (False, True):
+        for p, w in zip(model.parameters(), weights):
+            p.data.copy_(w)
+        stats = grpo_update(model, torch.optim.SGD(model.parameters(), lr=1e-3), group,
+                            GRPOConfig(credit_refused=credit, log_ratio='mean'))
+        assert stats['windows'] == (4.0 if credit else 3.0)    # 2 + 1 executed calls, and the refused one
+        after[credit] = refused_log_prob()
+    assert after[True] < after[False]

@@ -64,8 +64,26 @@ def test_same_noise_seed_replays_and_another_explores(env, model):
     assert not np.array_equal(rollout(env, model, seed=3).chunks, rollout(env, model, seed=4).chunks)
 
 
-def test_a_rejected_chunk_ends_the_episode_and_is_not_credited(env, model):
+def test_a_rejected_chunk_ends_the_episode_and_is_kept_for_credit(env, model):
     frozen = SafetyConfig(max_velocity=(1e-6,) * 7)
     r = rollout(env, model, seed=7, safety=frozen)
-    assert r.metrics.end_reason == 'error' and not r.metrics.success
-    assert r.chunks.shape == (0, H, 7) and r.images.shape == (0, 96, 96, 3) and len(r.executed) == 0
+    assert r.metrics.end_reason == 'error' and not r.metrics.success and r.metrics.inference_calls == 0
+    # the refused chunk is the only call: nothing ran, the check read its window of 4 and the next target
+    assert r.chunks.shape == (1, H, 7) and r.images.shape == (1, 96, 96, 3) and r.executed.tolist() == [0]
+    assert r.refused == 5
+    assert not r.credited_mask(False).any()
+    assert r.credited_mask(True).sum(1).tolist() == [5]
+    assert np.array_equal(r.chunks, rollout(env, model, seed=7, safety=frozen).chunks)   # replayable
+
+
+def test_a_refused_full_window_credits_at_most_the_chunk(env, model):
+    frozen = SafetyConfig(max_velocity=(1e-6,) * 7)
+    policy = SamplingVLAPolicy(model, torch.Generator().manual_seed(7))
+    r = collect_rollout(env, policy, ExecutionConfig(H, H, 0.1, 40), 'reach', 1000, safety=frozen)
+    assert r.refused == H and r.credited_mask(True).sum(1).tolist() == [H]   # h = H: no next target
+
+
+def test_without_a_refusal_crediting_changes_nothing(env, model):
+    r = rollout(env, model, seed=7)
+    assert r.refused == 0 and r.metrics.end_reason != 'error'
+    assert np.array_equal(r.credited_mask(True), r.executed_mask())
