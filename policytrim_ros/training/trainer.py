@@ -164,9 +164,12 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
     if tuple(model_cfg.joint_names) != suite_joint_names(task_suite(cfg.tasks)):
         raise ValueError(f'{cfg.init} commands {list(model_cfg.joint_names)}, not the joints of the env of tasks '
                          f'{list(cfg.tasks)}: post-train a checkpoint on tasks of the robot it was trained for')
-    if cfg.log_std is not None and not resuming:
+    if cfg.log_std is not None:
         with torch.no_grad():
-            model.log_std_param.fill_(cfg.log_std)
+            if not resuming:
+                model.log_std_param.fill_(cfg.log_std)
+            if reference is not None:   # the anchor is the init policy as it samples, at the same std
+                reference.log_std_param.fill_(cfg.log_std)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = load_trainer_state(out / 'last', optimizer)[0]['iteration'] if resuming else 0

@@ -45,6 +45,15 @@ def test_one_stage1_iteration_cycles_gamma_and_updates_the_policy(tmp_path):
     assert not np.array_equal(before.numpy(), after.numpy())   # a GRPO step was taken
 
 
+def test_the_kl_anchor_starts_at_the_policy_it_anchors(tmp_path):
+    # one gradient step, taken from the init: KL(pi || pi_ref) there is 0, also when log_std
+    # overrides the init's own exploration std (the reference must sample at the same std)
+    config = replace(TINY, grpo=GRPOConfig(minibatch_size=4096, kl_coef=0.5), out_dir=str(tmp_path / 'kl'))
+    train_policytrim(config, progress=False)
+    logged = scalars(tmp_path / 'kl')
+    assert logged['windows'] > 0 and logged['kl'] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_one_stage2_iteration_at_a_fixed_h(tmp_path):
     config = replace(TINY, stage=2, n_action_steps=16, step_budget={'reach': 30.0}, out_dir=str(tmp_path / 's2'))
     train_policytrim(config, progress=False)
