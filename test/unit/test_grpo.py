@@ -169,3 +169,47 @@ def test_a_refused_chunk_is_charged_only_when_credit_refused_is_on():
         assert stats['windows'] == (4.0 if credit else 3.0)    # 2 + 1 executed calls, and the refused one
         after[credit] = refused_log_prob()
     assert after[True] < after[False]
+
+
+def test_exact_gaussian_kl_matches_torch_distributions():
+    import copy
+
+    from torch.distributions import Normal, kl_divergence
+
+    from policytrim_ros.training.grpo import gaussian_kl
+    model, _, _ = _group()
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        reference.log_std_param.fill_(-1.5)
+        model.log_std_param.copy_(torch.linspace(-2.5, -1.0, 7))
+    mean = torch.randn(3, 16, 7) * 0.05
+    ref_mean = torch.randn(3, 16, 7) * 0.05
+    mask = torch.zeros(3, 16, dtype=torch.bool)
+    mask[0, :4] = mask[1, :16] = True                  # the third window executed nothing
+    got = gaussian_kl(model, mean, reference, ref_mean, mask)
+    std, ref_std = model.log_std().exp(), reference.log_std().exp()
+    want = kl_divergence(Normal(mean / model.delta_std, std), Normal(ref_mean / model.delta_std, ref_std))
+    want = (want.sum(-1) * mask).sum(-1)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-6) and got[2] == 0.0
+
+
+def test_an_exact_kl_step_pulls_a_drifted_policy_back_to_the_reference():
+    import copy
+
+    from policytrim_ros.training.grpo import GRPOConfig, grpo_update
+    model, rollouts, rewards = _group()
+    reference = copy.deepcopy(model)
+    config = GRPOConfig(kl_coef=1.0, kl_estimator='exact', log_ratio='mean')
+    at_init = grpo_update(model, torch.optim.SGD(model.parameters(), lr=0.0), [(rollouts, rewards)], config,
+                          reference=reference)
+    assert at_init['kl'] == 0.0                        # the same policy: exactly 0
+    with torch.no_grad():
+        model.action_head.bias.add_(0.5)               # every step's mean 0.5 normalized units off
+    gap = (model.action_head.bias - reference.action_head.bias).abs().sum().item()
+    drifted = grpo_update(model, torch.optim.SGD(model.parameters(), lr=1e-2), [(rollouts, rewards)], config,
+                          reference=reference)
+    # 0.5 / exp(-1) per dimension: KL = (0.5 / e^-1)^2 / 2 = 0.92 per executed action dimension
+    assert drifted['kl'] == pytest.approx(0.5 * (0.5 / math.exp(-1.0)) ** 2, rel=1e-3)
+    assert (model.action_head.bias - reference.action_head.bias).abs().sum().item() < gap
+    with pytest.raises(ValueError, match="'k3' or 'exact'"):
+        GRPOConfig(kl_estimator='k2')
