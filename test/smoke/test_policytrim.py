@@ -112,3 +112,18 @@ def test_stage_all_selects_h_and_per_task_budgets_then_runs_stage2_and_resumes_w
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / 'all').rglob('*.safetensors')} == stamp
     with pytest.raises(FileExistsError):
         run_policytrim(config, progress=False)
+
+
+def test_first_step_offsets_script_reads_a_checkpoint_and_the_limits(capsys):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / 'scripts' / 'first_step_offsets.py'
+    spec = importlib.util.spec_from_file_location('first_step_offsets', path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(['--checkpoint', 'package://policytrim_ros/models/bc-wrist-h32-dagger', '--tasks', 'reach',
+                 '--seeds', '1000', '1002'])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[-7:] == ['0.150', '0.150', '0.150', '0.200', '0.200', '0.200', '0.020']  # sim.yaml x dt
+    offsets = [float(v) for v in lines[2].split()[-8:-1]]
+    assert all(abs(v) < 0.02 for v in offsets) and lines[2].endswith('0%')   # the BC model starts at the joints
