@@ -199,21 +199,22 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
             generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + iteration)
             stats = grpo_update(model, optimizer, scored, cfg.grpo, reference=reference, generator=generator)
             success = np.array([r.metrics.success for r in rollouts])
+            # a chunk the safety checks (or the observation checks) refused ended the rollout
+            errored = np.array([r.metrics.end_reason == C.END_ERROR for r in rollouts])
+            horizon = np.array([r.metrics.n_action_steps for r in rollouts])
             steps = [r.metrics.steps for r in rollouts if r.metrics.success]
             scalars = {'reward': float(np.mean([r for _, rs in scored for r in rs])),
                        'success_rate': float(success.mean()),
                        'steps': float(np.mean(steps)) if steps else math.nan,
-                       'n_action_steps': float(np.mean([r.metrics.n_action_steps for r in rollouts])),
+                       'n_action_steps': float(horizon.mean()),
                        'group_filter_rate': 1.0 - stats['groups_kept'],
                        'windows': stats['windows'],   # executed (and credited refused) windows in the loss
-                       # a chunk the safety checks (or the observation checks) refused ended the rollout
-                       'error_rate': float(np.mean([r.metrics.end_reason == C.END_ERROR for r in rollouts])),
+                       'error_rate': float(errored.mean()),
                        **{k: stats[k] for k in ('kl', 'clip_fraction', 'approx_kl', 'pg_loss')}}
             if len(horizons) > 1:   # Stage 1: which windows succeed, and which the safety checks end
                 for h in horizons:
-                    at_h = [r for r in rollouts if r.metrics.n_action_steps == h]
-                    scalars[f'success_rate_h{h}'] = float(np.mean([r.metrics.success for r in at_h]))
-                    scalars[f'error_rate_h{h}'] = float(np.mean([r.metrics.end_reason == C.END_ERROR for r in at_h]))
+                    scalars[f'success_rate_h{h}'] = float(success[horizon == h].mean())
+                    scalars[f'error_rate_h{h}'] = float(errored[horizon == h].mean())
             elapsed = round(time.monotonic() - started, 1)
             for name, value in scalars.items():
                 writer.writerow([iteration + 1, name, f'{value:.6g}', elapsed])
