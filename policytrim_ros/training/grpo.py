@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from policytrim_ros.training.exploration import ChunkNoise
 
 @dataclass(frozen=True)
 class ClipLoss:
@@ -40,7 +41,7 @@ def ppo_clip_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantage:
     ref_log_prob: log-density under the frozen reference policy, for the optional KL term
         ``kl_coef * KL(pi || pi_ref)`` (k3 estimator, as GRPO); ignored when kl_coef is 0.
     window_kl: instead of ref_log_prob, each window's KL(pi || pi_ref) itself (e.g. in closed form,
-        ``gaussian_kl``), summed over its dimensions like a log-density.
+        ``ChunkNoise.kl``), summed over its dimensions like a log-density.
     dims: executed action dimensions of each window (h x A); given, every log-density is divided
         by them first, so ratio and KL are per dimension (``GRPOConfig.log_ratio: mean``).
     """
@@ -152,17 +153,9 @@ def _windows(groups, min_success_rate: float, encode, credit_refused: bool = Fal
     return {k: torch.from_numpy(np.concatenate(v)) for k, v in parts.items()}, kept
 
 
-def gaussian_kl(model, mean: torch.Tensor, reference, ref_mean: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B,) KL(N(mean, std) || N(ref_mean, ref_std)) of each chunk, summed over the masked steps and
-    every action dimension, in ``model``'s normalized delta space (both stds are per dimension)."""
-    log_std, ref_log_std = model.log_std(), reference.log_std().detach()
-    gap = model.normalized_error(mean, ref_mean.detach())
-    per_dim = ref_log_std - log_std + ((2 * log_std).exp() + gap.square()) / (2 * (2 * ref_log_std).exp()) - 0.5
-    return (per_dim.sum(-1) * mask.to(per_dim.dtype)).sum(-1)
-
-
 def grpo_update(model, optimizer: torch.optim.Optimizer, groups, config: GRPOConfig = GRPOConfig(),
-                reference=None, encode=None, generator: torch.Generator | None = None) -> dict[str, float]:
+                reference=None, encode=None, generator: torch.Generator | None = None,
+                noise: ChunkNoise | None = None) -> dict[str, float]:
     """One GRPO update of ``model`` (a ``VLAModel``) from ``groups``; returns the diagnostics.
 
     groups: [(rollouts, rewards (G,))], the rollouts of one group (``training.rollout.Rollout``)
@@ -170,12 +163,15 @@ def grpo_update(model, optimizer: torch.optim.Optimizer, groups, config: GRPOCon
         entry (the policy that collected the rollouts).
     reference: the frozen reference model for the KL term (needed when kl_coef > 0).
     encode: instruction -> (384,) embedding (default: the shared MiniLM encoder).
+    noise: the exploration noise the rollouts were drawn with (default iid), whose density and KL
+        the loss uses.
     Diagnostics: groups_kept (fraction), windows, pg_loss, approx_kl, clip_fraction, kl (means
     over gradient steps; zeros when no group carried signal).
     """
     if encode is None:
         from policytrim_ros.policy.vla.instruction import shared_encoder
         encode = shared_encoder().encode
+    noise = noise or ChunkNoise()
     data, kept = _windows(groups, config.min_group_success_rate, encode, config.credit_refused)
     stats = {'groups_kept': kept / max(1, len(groups)), 'windows': float(len(data.get('chunk', ())))}
     names = ('pg_loss', 'approx_kl', 'clip_fraction', 'kl')
@@ -191,12 +187,15 @@ def grpo_update(model, optimizer: torch.optim.Optimizer, groups, config: GRPOCon
     batches = [torch.arange(i, min(i + config.minibatch_size, n)) for i in range(0, n, config.minibatch_size)]
     exact = config.kl_coef and config.kl_estimator == 'exact'
     with torch.no_grad():
-        old = torch.cat([model.log_prob(*inputs(idx), data['chunk'][idx], data['mask'][idx]) for idx in batches])
+        def log_prob(policy, idx):
+            return noise.log_prob(policy, policy(*inputs(idx)), data['chunk'][idx], data['mask'][idx])
+
+        old = torch.cat([log_prob(model, idx) for idx in batches])
         ref = ref_mean = None
         if exact:
             ref_mean = torch.cat([reference(*inputs(idx)) for idx in batches])
         elif config.kl_coef:
-            ref = torch.cat([reference.log_prob(*inputs(idx), data['chunk'][idx], data['mask'][idx]) for idx in batches])
+            ref = torch.cat([log_prob(reference, idx) for idx in batches])
     totals = dict.fromkeys(names, 0.0)
     step_count = 0
     for _ in range(config.epochs):
@@ -204,9 +203,9 @@ def grpo_update(model, optimizer: torch.optim.Optimizer, groups, config: GRPOCon
         for i in range(0, n, config.minibatch_size):
             idx = order[i:i + config.minibatch_size]
             mean = model(*inputs(idx))
-            log_prob = model.gaussian_log_prob(mean, data['chunk'][idx], data['mask'][idx])
-            window_kl = gaussian_kl(model, mean, reference, ref_mean[idx], data['mask'][idx]) if exact else None
-            out = ppo_clip_loss(log_prob, old[idx], data['advantage'][idx], data['weight'][idx],
+            new = noise.log_prob(model, mean, data['chunk'][idx], data['mask'][idx])
+            window_kl = noise.kl(model, mean, reference, ref_mean[idx], data['mask'][idx]) if exact else None
+            out = ppo_clip_loss(new, old[idx], data['advantage'][idx], data['weight'][idx],
                                 config.clip, None if ref is None else ref[idx], config.kl_coef,
                                 None if dims is None else dims[idx], window_kl)
             optimizer.zero_grad(set_to_none=True)

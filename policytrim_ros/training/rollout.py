@@ -21,6 +21,7 @@ from policytrim_ros.execution.metrics import EpisodeMetrics
 from policytrim_ros.policy.torch_policy import vla_inputs, vla_metadata
 from policytrim_ros.policy.vla.instruction import InstructionEncoder, shared_encoder
 from policytrim_ros.policy.vla.modeling_vla import VLAModel
+from policytrim_ros.training.exploration import ChunkNoise
 
 if TYPE_CHECKING:
     from policytrim_ros.envs.arm import ArmEnv
@@ -31,12 +32,15 @@ class SamplingVLAPolicy:
     """``ChunkPolicy`` that samples each chunk from ``model``'s Gaussian and records every call.
 
     generator: the torch generator of the exploration noise (seed it per rollout for replays).
+    noise: the exploration noise's structure along the chunk (default iid per step).
     After an episode, ``images`` (C, h, w, 3) uint8, ``states`` (C, A), ``chunks`` (C, H, A) and
     ``instructions`` hold the C calls in order.
     """
 
-    def __init__(self, model: VLAModel, generator: torch.Generator, encoder: InstructionEncoder | None = None):
+    def __init__(self, model: VLAModel, generator: torch.Generator, encoder: InstructionEncoder | None = None,
+                 noise: ChunkNoise | None = None):
         self.model = model
+        self.noise = noise or ChunkNoise()
         self.config = model.config
         self.metadata = vla_metadata('torch-sampling', self.config)
         self.encoder = encoder or shared_encoder()
@@ -51,11 +55,11 @@ class SamplingVLAPolicy:
         self.instructions: list[str] = []
 
     def predict_action_chunk(self, observation: Observation) -> np.ndarray:
-        """(H, A) float64 chunk drawn from N(mean, std) (raw units)."""
+        """(H, A) float64 chunk drawn around the mean with ``noise`` (raw units)."""
         image, text, state = vla_inputs(observation, self.config, self.encoder)
         with torch.inference_mode():
             mean = self.model(torch.from_numpy(image), torch.from_numpy(text), torch.from_numpy(state))
-            chunk = self.model.sample(mean, self.generator)[0].numpy()
+            chunk = self.noise.sample(self.model, mean, self.generator)[0].numpy()
         self.images.append(image[0])
         self.states.append(state[0])
         self.chunks.append(chunk)

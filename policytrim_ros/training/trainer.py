@@ -28,6 +28,7 @@ from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.execution.config import SafetyConfig
 from policytrim_ros.policy.checkpoint import (load_checkpoint, load_trainer_state, save_checkpoint,
                                               save_trainer_state)
+from policytrim_ros.training.exploration import ChunkNoise, ExplorationConfig
 from policytrim_ros.training.grpo import GRPOConfig, grpo_update
 from policytrim_ros.training.rewards import (ExtensionRewardConfig, StepRewardConfig, extension_rewards,
                                              step_rewards)
@@ -63,6 +64,8 @@ class PolicyTrimConfig:
     weight_decay: AdamW weight decay.
     log_std: exploration log-std (normalized delta units) set on every action dimension at the
         start; None keeps the checkpoint's.
+    exploration: how that noise is spread along a chunk: iid per step (default, the paper) or with
+        a share ``correlation`` drawn once per chunk and joint (``training.exploration``).
     max_episode_steps: step limit per rollout.
     workers: rollout processes (0 = in this process).
     seed: seed of initial states (RL_SEED_OFFSET + ...), exploration noise and minibatch order.
@@ -87,6 +90,7 @@ class PolicyTrimConfig:
     lr: float = 5e-6
     weight_decay: float = 0.0
     log_std: float | None = None
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     max_episode_steps: int = 150
     workers: int = 2
     seed: int = 0
@@ -182,7 +186,8 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
     env = env or EnvConfig()
     setup = RolloutSetup(model_cfg, env, safety or SafetyConfig(), cfg.max_episode_steps,
                          suite_control_dt(task_suite(cfg.tasks), env), tuple(cfg.tasks),
-                         metaworld or MetaWorldConfig())
+                         metaworld or MetaWorldConfig(), cfg.exploration)
+    noise = ChunkNoise(cfg.exploration)
     log = (out / 'scalars.csv').open('a', newline='')
     writer = csv.writer(log)
     if start == 0:
@@ -197,7 +202,8 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
             groups = [rollouts[i:i + cfg.group_size] for i in range(0, len(rollouts), cfg.group_size)]
             scored = [(g, _rewards(cfg, g, model_cfg.chunk_size)) for g in groups]
             generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + iteration)
-            stats = grpo_update(model, optimizer, scored, cfg.grpo, reference=reference, generator=generator)
+            stats = grpo_update(model, optimizer, scored, cfg.grpo, reference=reference, generator=generator,
+                                noise=noise)
             success = np.array([r.metrics.success for r in rollouts])
             # a chunk the safety checks (or the observation checks) refused ended the rollout
             errored = np.array([r.metrics.end_reason == C.END_ERROR for r in rollouts])

@@ -17,6 +17,7 @@ from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.execution.config import SafetyConfig
 from policytrim_ros.policy.vla.configuration_vla import VLAConfig
+from policytrim_ros.training.exploration import ExplorationConfig
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class RolloutSetup:
     tasks: the tasks the jobs will name; their suite picks the env (``envs.factory.make_env``):
         ``env`` configures the embedded arm, ``metaworld`` Meta-World.
     max_episode_steps: step limit per rollout. control_dt: seconds per action (the env's).
+    exploration: the structure of the chunks' sampling noise.
     """
 
     model: VLAConfig
@@ -47,6 +49,7 @@ class RolloutSetup:
     control_dt: float = 0.1
     tasks: tuple[str, ...] = ('reach', 'push', 'pick_place')
     metaworld: MetaWorldConfig = field(default_factory=MetaWorldConfig)
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
 
 
 _worker: dict = {}
@@ -67,6 +70,7 @@ def _run(args: tuple[int, str, RolloutJob]):
 
     from policytrim_ros.execution.config import ExecutionConfig
     from policytrim_ros.policy.checkpoint import load_tensors
+    from policytrim_ros.training.exploration import ChunkNoise
     from policytrim_ros.training.rollout import SamplingVLAPolicy, collect_rollout
     version, weights_path, job = args
     if version != _worker['version']:
@@ -74,7 +78,8 @@ def _run(args: tuple[int, str, RolloutJob]):
         _worker['version'] = version
     setup: RolloutSetup = _worker['setup']
     execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt, setup.max_episode_steps)
-    policy = SamplingVLAPolicy(_worker['model'], torch.Generator().manual_seed(job.noise_seed))
+    policy = SamplingVLAPolicy(_worker['model'], torch.Generator().manual_seed(job.noise_seed),
+                               noise=ChunkNoise(setup.exploration))
     return collect_rollout(_worker['env'], policy, execution, job.task, job.seed, setup.safety,
                            job.episode_id or f'{job.task}-{job.seed}-h{job.n_action_steps}')
 

@@ -10,6 +10,7 @@ import pytest
 from policytrim_ros import resources
 from policytrim_ros.execution.config import SafetyConfig
 from policytrim_ros.policy.checkpoint import load_tensors
+from policytrim_ros.training.exploration import ExplorationConfig
 from policytrim_ros.training.grpo import GRPOConfig
 from policytrim_ros.training.trainer import PolicyTrimConfig, train_policytrim
 
@@ -45,10 +46,14 @@ def test_one_stage1_iteration_cycles_gamma_and_updates_the_policy(tmp_path):
     assert not np.array_equal(before.numpy(), after.numpy())   # a GRPO step was taken
 
 
-def test_the_kl_anchor_starts_at_the_policy_it_anchors(tmp_path):
+@pytest.mark.parametrize('estimator, correlation', [('k3', 0.0), ('exact', 0.8)])
+def test_the_kl_anchor_starts_at_the_policy_it_anchors(tmp_path, estimator, correlation):
     # one gradient step, taken from the init: KL(pi || pi_ref) there is 0, also when log_std
-    # overrides the init's own exploration std (the reference must sample at the same std)
-    config = replace(TINY, grpo=GRPOConfig(minibatch_size=4096, kl_coef=0.5), out_dir=str(tmp_path / 'kl'))
+    # overrides the init's own exploration std (the reference must sample at the same std), and
+    # with chunk-correlated exploration noise (rollouts drawn and scored with it)
+    config = replace(TINY, groups_per_iteration=4,
+                     grpo=GRPOConfig(minibatch_size=4096, kl_coef=0.5, kl_estimator=estimator),
+                     exploration=ExplorationConfig(correlation=correlation), out_dir=str(tmp_path / 'kl'))
     train_policytrim(config, progress=False)
     logged = scalars(tmp_path / 'kl')
     assert logged['windows'] > 0 and logged['kl'] == pytest.approx(0.0, abs=1e-6)

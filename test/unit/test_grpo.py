@@ -50,7 +50,7 @@ def test_kl_term_is_zero_at_the_reference_and_positive_away_from_it():
         ppo_clip_loss(new, new, torch.zeros(2), kl_coef=0.1)
 
 
-def _group(seeds=(1, 2), successes=(True, False)):
+def _group(seeds=(1, 2), successes=(True, False), noise=None):
     """Two sampled reach rollouts of a tiny model, with the outcomes overridden."""
     from dataclasses import replace
 
@@ -70,36 +70,41 @@ def _group(seeds=(1, 2), successes=(True, False)):
     execution = ExecutionConfig(chunk_size=16, n_action_steps=4, control_dt=0.1, max_episode_steps=8)
     rollouts = []
     for seed, success in zip(seeds, successes):
-        r = collect_rollout(env, SamplingVLAPolicy(model, torch.Generator().manual_seed(seed)), execution,
-                            'reach', 1000)
+        r = collect_rollout(env, SamplingVLAPolicy(model, torch.Generator().manual_seed(seed), noise=noise),
+                            execution, 'reach', 1000)
         rollouts.append(replace(r, metrics=replace(r.metrics, success=success)))
     env.close()
     return model, rollouts, np.array([1.0 if s else 0.0 for s in successes])
 
 
-def _objective(model, rollouts, rewards):
+def _objective(model, rollouts, rewards, noise=None):
     """sum_i A_i * mean over i's calls of log pi(executed window): what one GRPO step ascends."""
+    from policytrim_ros.training.exploration import ChunkNoise
     from policytrim_ros.policy.vla.instruction import shared_encoder
     from policytrim_ros.training.rewards import group_advantages
     total = 0.0
     with torch.no_grad():
         for r, advantage in zip(rollouts, group_advantages(rewards)):
             text = torch.tensor(shared_encoder().encode(r.instruction))[None].expand(len(r.chunks), -1)
-            lp = model.log_prob(torch.from_numpy(r.images), text, torch.from_numpy(r.states),
-                                torch.from_numpy(r.chunks), torch.from_numpy(r.executed_mask()))
+            mean = model(torch.from_numpy(r.images), text, torch.from_numpy(r.states))
+            lp = (noise or ChunkNoise()).log_prob(model, mean, torch.from_numpy(r.chunks),
+                                                  torch.from_numpy(r.executed_mask()))
             total += advantage * lp.mean().item()
     return total
 
 
-def test_a_grpo_step_makes_the_better_trajectory_more_likely():
+@pytest.mark.parametrize('correlation', [0.0, 0.9])
+def test_a_grpo_step_makes_the_better_trajectory_more_likely(correlation):
+    from policytrim_ros.training.exploration import ChunkNoise, ExplorationConfig
     from policytrim_ros.training.grpo import GRPOConfig, grpo_update
-    model, rollouts, rewards = _group()
-    before = _objective(model, rollouts, rewards)
+    noise = ChunkNoise(ExplorationConfig(correlation=correlation))   # sampled and scored with the same noise
+    model, rollouts, rewards = _group(noise=noise)
+    before = _objective(model, rollouts, rewards, noise)
     stats = grpo_update(model, torch.optim.SGD(model.parameters(), lr=1e-4), [(rollouts, rewards)],
-                        GRPOConfig(minibatch_size=64))
+                        GRPOConfig(minibatch_size=64), noise=noise)
     assert stats['groups_kept'] == 1.0 and stats['windows'] == 4.0       # 2 rollouts x 2 calls
     assert stats['clip_fraction'] == 0.0 and stats['approx_kl'] == pytest.approx(0.0, abs=1e-6)
-    assert _objective(model, rollouts, rewards) > before
+    assert _objective(model, rollouts, rewards, noise) > before
 
 
 def test_an_all_fail_group_leaves_the_model_alone():
@@ -169,28 +174,6 @@ def test_a_refused_chunk_is_charged_only_when_credit_refused_is_on():
         assert stats['windows'] == (4.0 if credit else 3.0)    # 2 + 1 executed calls, and the refused one
         after[credit] = refused_log_prob()
     assert after[True] < after[False]
-
-
-def test_exact_gaussian_kl_matches_torch_distributions():
-    import copy
-
-    from torch.distributions import Normal, kl_divergence
-
-    from policytrim_ros.training.grpo import gaussian_kl
-    model, _, _ = _group()
-    reference = copy.deepcopy(model)
-    with torch.no_grad():
-        reference.log_std_param.fill_(-1.5)
-        model.log_std_param.copy_(torch.linspace(-2.5, -1.0, 7))
-    mean = torch.randn(3, 16, 7) * 0.05
-    ref_mean = torch.randn(3, 16, 7) * 0.05
-    mask = torch.zeros(3, 16, dtype=torch.bool)
-    mask[0, :4] = mask[1, :16] = True                  # the third window executed nothing
-    got = gaussian_kl(model, mean, reference, ref_mean, mask)
-    std, ref_std = model.log_std().exp(), reference.log_std().exp()
-    want = kl_divergence(Normal(mean / model.delta_std, std), Normal(ref_mean / model.delta_std, ref_std))
-    want = (want.sum(-1) * mask).sum(-1)
-    assert torch.allclose(got, want, rtol=1e-4, atol=1e-6) and got[2] == 0.0
 
 
 def test_an_exact_kl_step_pulls_a_drifted_policy_back_to_the_reference():
