@@ -126,7 +126,9 @@ def stage_horizons(cfg: PolicyTrimConfig, chunk_size: int) -> tuple[int, ...]:
                                chunk_size)
 
 
-def _iteration_jobs(cfg: PolicyTrimConfig, iteration: int, horizons: tuple[int, ...]) -> list:
+def iteration_jobs(cfg: PolicyTrimConfig, iteration: int, horizons: tuple[int, ...]) -> list:
+    """The rollout jobs of one iteration: ``groups_per_iteration`` groups of G, tasks cycled, initial
+    states and noise seeds functions of (seed, iteration)."""
     jobs = []
     for g in range(cfg.groups_per_iteration):
         index = iteration * cfg.groups_per_iteration + g
@@ -136,7 +138,8 @@ def _iteration_jobs(cfg: PolicyTrimConfig, iteration: int, horizons: tuple[int, 
     return jobs
 
 
-def _rewards(cfg: PolicyTrimConfig, rollouts: list, chunk_size: int) -> np.ndarray:
+def trajectory_rewards(cfg: PolicyTrimConfig, rollouts: list, chunk_size: int) -> np.ndarray:
+    """(G,) the stage's reward of each rollout of one group."""
     success = [r.metrics.success for r in rollouts]
     if cfg.stage == 1:
         return extension_rewards(success, [r.metrics.n_action_steps / chunk_size for r in rollouts], cfg.extension)
@@ -197,10 +200,10 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
                disable=not progress)
     with RolloutPool(setup, cfg.workers) as pool:
         for iteration in bar:
-            jobs = _iteration_jobs(cfg, iteration, horizons)
+            jobs = iteration_jobs(cfg, iteration, horizons)
             rollouts = pool.collect(model.state_dict(), jobs)
             groups = [rollouts[i:i + cfg.group_size] for i in range(0, len(rollouts), cfg.group_size)]
-            scored = [(g, _rewards(cfg, g, model_cfg.chunk_size)) for g in groups]
+            scored = [(g, trajectory_rewards(cfg, g, model_cfg.chunk_size)) for g in groups]
             generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + iteration)
             stats = grpo_update(model, optimizer, scored, cfg.grpo, reference=reference, generator=generator,
                                 noise=noise)

@@ -132,3 +132,19 @@ def test_first_step_offsets_script_reads_a_checkpoint_and_the_limits(capsys):
     assert lines[1].split()[-7:] == ['0.150', '0.150', '0.150', '0.200', '0.200', '0.200', '0.020']  # sim.yaml x dt
     offsets = [float(v) for v in lines[2].split()[-8:-1]]
     assert all(abs(v) < 0.02 for v in offsets) and lines[2].endswith('0%')   # the BC model starts at the joints
+
+
+def test_gradient_signal_script_compares_the_gradients_of_disjoint_groups(capsys):
+    import importlib.util
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location('gradient_signal', root / 'scripts' / 'gradient_signal.py')
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(['--config', str(root / 'config/training/policytrim_wrist_h32_dagger.yaml'), '--set', 'tasks=[reach]',
+                 'group_size=3', 'max_episode_steps=40', 'workers=0', '--groups', '4', '--parts', '2'])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith('4 groups of 3') and len(lines) == 2 + 2 + 1 + 1   # header, 2 parts, 1 pair, mean
+    norms = [float(line.split()[-1]) for line in lines[2:4]]
+    cosine = float(lines[4].split('=')[1])
+    assert all(n > 0 for n in norms) and -1.0 <= cosine <= 1.0   # both parts carried a gradient
