@@ -11,8 +11,8 @@ from one part would also ascend the other's objective.
     .venv/bin/python scripts/gradient_signal.py --config config/training/policytrim_wrist_h32_dagger.yaml \\
         --set base_n_action_steps=32 acceptance_ratio_count=1 --groups 32 --parts 2
 
-Prints a table per part (groups kept, windows, gradient norm), the pairwise cosines and their
-mean; writes nothing. The env and safety limits come from the ROS parameter file (default config/sim.yaml).
+Prints a table per part (groups kept, windows, gradient norm), the pairwise cosines, their mean,
+and the mean per top-level module (vision, transformer, action_head, ...); writes nothing. The env and safety limits come from the ROS parameter file (default config/sim.yaml).
 """
 from __future__ import annotations
 
@@ -56,6 +56,14 @@ def policy_gradient(model, groups, cfg: PolicyTrimConfig, noise: ChunkNoise) -> 
         (-(data['weight'][idx] * data['advantage'][idx] * log_prob).sum() / total).backward()
     grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in model.parameters()])
     return grad, kept, n
+
+
+def module_sizes(model) -> dict[str, int]:
+    """Parameters per top-level module, in ``model.parameters()`` order."""
+    sizes: dict[str, int] = {}
+    for name, parameter in model.named_parameters():
+        sizes[name.split('.')[0]] = sizes.get(name.split('.')[0], 0) + parameter.numel()
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,6 +110,14 @@ def main(argv: list[str] | None = None) -> None:
         print('no two parts carried a gradient (every group all-fail, below the filter, or all-success)')
         return
     print(f'mean pairwise cosine {np.mean(valid):+.4f} (std {np.std(valid):.4f}, {len(valid)} pairs)')
+    start = 0
+    for module, size in module_sizes(model).items():   # where in the network the signal lies
+        part = [g[start:start + size] for g in grads]
+        start += size
+        pairs = [(part[a] @ part[b]).item() / (part[a].norm() * part[b].norm()).item()
+                 for a, b in itertools.combinations(range(args.parts), 2) if part[a].norm() * part[b].norm() > 0]
+        if pairs:
+            print(f'  {module:<18} {size:>9} parameters: mean pairwise cosine {np.mean(pairs):+.4f}')
 
 
 if __name__ == '__main__':
