@@ -12,7 +12,8 @@ from one part would also ascend the other's objective.
         --set base_n_action_steps=32 acceptance_ratio_count=1 --groups 32 --parts 2
 
 Prints a table per part (groups kept, windows, gradient norm), the pairwise cosines, their mean,
-and the mean per top-level module (vision, transformer, action_head, ...); writes nothing. The env and safety limits come from the ROS parameter file (default config/sim.yaml).
+and the mean per top-level module (vision, transformer, action_head, ...); writes nothing. The env
+and safety limits come from the ROS parameter file (default config/sim.yaml).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from policytrim_ros.evaluation.sweep import sim_configs
 from policytrim_ros.policy.checkpoint import load_checkpoint
 from policytrim_ros.policy.vla.instruction import shared_encoder
 from policytrim_ros.training.exploration import ChunkNoise
-from policytrim_ros.training.grpo import _windows
+from policytrim_ros.training.grpo import _windows, ppo_clip_loss
 from policytrim_ros.training.trainer import (PolicyTrimConfig, iteration_jobs, stage_horizons,
                                              trajectory_rewards)
 from policytrim_ros.training.workers import RolloutPool, RolloutSetup
@@ -51,9 +52,13 @@ def policy_gradient(model, groups, cfg: PolicyTrimConfig, noise: ChunkNoise) -> 
         idx = slice(i, i + cfg.grpo.minibatch_size)
         mean = model(data['image'][idx], data['text'][idx], data['state'][idx])
         log_prob = noise.log_prob(model, mean, data['chunk'][idx], data['mask'][idx])
+        dims = None
         if cfg.grpo.log_ratio == 'mean':
-            log_prob = log_prob / (data['mask'][idx].sum(1) * data['chunk'].shape[-1])
-        (-(data['weight'][idx] * data['advantage'][idx] * log_prob).sum() / total).backward()
+            dims = data['mask'][idx].sum(1).to(torch.float32) * data['chunk'].shape[-1]
+        out = ppo_clip_loss(log_prob, log_prob.detach(), data['advantage'][idx], data['weight'][idx],
+                            cfg.grpo.clip, dims=dims)
+        # ppo_clip_loss normalises the weights per minibatch: rescale to the whole batch's
+        (out.pg_loss * data['weight'][idx].sum() / total).backward()
     grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in model.parameters()])
     return grad, kept, n
 

@@ -16,6 +16,7 @@ import torch
 
 from policytrim_ros.training.exploration import ChunkNoise
 
+
 @dataclass(frozen=True)
 class ClipLoss:
     """The loss and its diagnostics for one minibatch (all scalars)."""
