@@ -52,9 +52,7 @@ def policy_gradient(model, groups, cfg: PolicyTrimConfig, noise: ChunkNoise) -> 
         idx = slice(i, i + cfg.grpo.minibatch_size)
         mean = model(data['image'][idx], data['text'][idx], data['state'][idx])
         log_prob = noise.log_prob(model, mean, data['chunk'][idx], data['mask'][idx])
-        dims = None
-        if cfg.grpo.log_ratio == 'mean':
-            dims = data['mask'][idx].sum(1).to(torch.float32) * data['chunk'].shape[-1]
+        dims = noise.dims(data['mask'][idx]) * data['chunk'].shape[-1] if cfg.grpo.log_ratio == 'mean' else None
         out = ppo_clip_loss(log_prob, log_prob.detach(), data['advantage'][idx], data['weight'][idx],
                             cfg.grpo.clip, dims=dims)
         # ppo_clip_loss normalises the weights per minibatch: rescale to the whole batch's

@@ -43,8 +43,8 @@ def ppo_clip_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantage:
         ``kl_coef * KL(pi || pi_ref)`` (k3 estimator, as GRPO); ignored when kl_coef is 0.
     window_kl: instead of ref_log_prob, each window's KL(pi || pi_ref) itself (e.g. in closed form,
         ``ChunkNoise.kl``), summed over its dimensions like a log-density.
-    dims: executed action dimensions of each window (h x A); given, every log-density is divided
-        by them first, so ratio and KL are per dimension (``GRPOConfig.log_ratio: mean``).
+    dims: executed action dimensions of each window (h x A; ``ChunkNoise.dims`` x A); given, every
+        log-density is divided by them first, so ratio and KL are per dimension (``GRPOConfig.log_ratio: mean``).
     """
     if not clip > 0:
         raise ValueError(f'clip ({clip}) must be > 0')
@@ -179,7 +179,7 @@ def grpo_update(model, optimizer: torch.optim.Optimizer, groups, config: GRPOCon
     if not data:
         return {**stats, **{k: 0.0 for k in names}}
 
-    dims = (data['mask'].sum(1).to(torch.float32) * data['chunk'].shape[-1]) if config.log_ratio == 'mean' else None
+    dims = noise.dims(data['mask']) * data['chunk'].shape[-1] if config.log_ratio == 'mean' else None
 
     def inputs(idx):
         return data['image'][idx], data['text'][idx], data['state'][idx]

@@ -64,8 +64,9 @@ class PolicyTrimConfig:
     weight_decay: AdamW weight decay.
     log_std: exploration log-std (normalized delta units) set on every action dimension at the
         start; None keeps the checkpoint's.
-    exploration: how that noise is spread along a chunk: iid per step (default, the paper) or with
-        a share ``correlation`` drawn once per chunk and joint (``training.exploration``).
+    exploration: how that noise is spread along a chunk: iid per step (default, the paper), with
+        a share ``correlation`` drawn once per chunk and joint, or on ``waypoints`` per chunk
+        interpolated between them (``training.exploration``).
     max_episode_steps: step limit per rollout.
     workers: rollout processes (0 = in this process).
     seed: seed of initial states (RL_SEED_OFFSET + ...), exploration noise and minibatch order.

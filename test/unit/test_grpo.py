@@ -93,15 +93,16 @@ def _objective(model, rollouts, rewards, noise=None):
     return total
 
 
-@pytest.mark.parametrize('correlation', [0.0, 0.9])
-def test_a_grpo_step_makes_the_better_trajectory_more_likely(correlation):
+@pytest.mark.parametrize('exploration, log_ratio, lr', [({}, 'sum', 1e-4), ({'correlation': 0.9}, 'sum', 1e-4),
+                                                      ({'waypoints': 3}, 'mean', 1e-2)])
+def test_a_grpo_step_makes_the_better_trajectory_more_likely(exploration, log_ratio, lr):
     from policytrim_ros.training.exploration import ChunkNoise, ExplorationConfig
     from policytrim_ros.training.grpo import GRPOConfig, grpo_update
-    noise = ChunkNoise(ExplorationConfig(correlation=correlation))   # sampled and scored with the same noise
+    noise = ChunkNoise(ExplorationConfig(**exploration))   # sampled and scored with the same noise
     model, rollouts, rewards = _group(noise=noise)
     before = _objective(model, rollouts, rewards, noise)
-    stats = grpo_update(model, torch.optim.SGD(model.parameters(), lr=1e-4), [(rollouts, rewards)],
-                        GRPOConfig(minibatch_size=64), noise=noise)
+    stats = grpo_update(model, torch.optim.SGD(model.parameters(), lr=lr), [(rollouts, rewards)],
+                        GRPOConfig(minibatch_size=64, log_ratio=log_ratio), noise=noise)
     assert stats['groups_kept'] == 1.0 and stats['windows'] == 4.0       # 2 rollouts x 2 calls
     assert stats['clip_fraction'] == 0.0 and stats['approx_kl'] == pytest.approx(0.0, abs=1e-6)
     assert _objective(model, rollouts, rewards, noise) > before
