@@ -1,9 +1,9 @@
 """Embedded MuJoCo arm + policy node (+ optionally the episode runner).
 
     ros2 launch policytrim_ros sim.launch.py
-    ros2 launch policytrim_ros sim.launch.py run_episodes:=true n_action_steps:=16
-    ros2 launch policytrim_ros sim.launch.py checkpoint:=package://policytrim_ros/models/policytrim-wrist n_action_steps:=16
-    ros2 launch policytrim_ros sim.launch.py checkpoint:=package://policytrim_ros/models/bc-wrist-h32 chunk_size:=32 n_action_steps:=32
+    ros2 launch policytrim_ros sim.launch.py run_episodes:=true n_action_steps:=32
+    ros2 launch policytrim_ros sim.launch.py checkpoint:=package://policytrim_ros/models/policytrim-wrist-h32-dagger n_action_steps:=8
+    ros2 launch policytrim_ros sim.launch.py checkpoint:=package://policytrim_ros/models/policytrim-wrist chunk_size:=16 n_action_steps:=16
 """
 import os
 
@@ -22,11 +22,11 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument('params_file', default_value=default_params,
                               description='ROS parameter file for all nodes'),
-        DeclareLaunchArgument('n_action_steps', default_value='4',
-                              description='h: actions executed per inference call'),
-        DeclareLaunchArgument('chunk_size', default_value='16',
+        DeclareLaunchArgument('n_action_steps', default_value='8',
+                              description='h: actions executed per inference call (H/4 of the shipped baseline)'),
+        DeclareLaunchArgument('chunk_size', default_value='32',
                               description="H: actions predicted per call, the checkpoint's own"),
-        DeclareLaunchArgument('checkpoint', default_value='package://policytrim_ros/models/bc-wrist-more-ft',
+        DeclareLaunchArgument('checkpoint', default_value='package://policytrim_ros/models/bc-wrist-h32-dagger',
                               description='policy checkpoint (directory or package:// URI), torch backend'),
         DeclareLaunchArgument('run_episodes', default_value='false',
                               description='also start episode_runner to evaluate the configured tasks'),

@@ -42,7 +42,8 @@ def _demo_parser(sub) -> None:
                    help="H, actions predicted per call (default: the checkpoint's own, else the parameter "
                         "file's execution.chunk_size); each --compare policy runs at its own")
     p.add_argument('--n-action-steps', type=int, nargs='+', default=None,
-                   help='executed lengths h to compare; the first is the baseline (default: H/4 and H)')
+                   help="executed lengths h to compare; the first is the baseline (default: the parameter "
+                        "file's execution.n_action_steps, 8, and H)")
     p.add_argument('--params', type=Path, default=None,
                    help='ROS parameter file (default: the installed config/sim.yaml)')
     p.add_argument('--backend', default=None,
@@ -50,7 +51,7 @@ def _demo_parser(sub) -> None:
                         'torch with the shipped BC baseline in config/sim.yaml)')
     p.add_argument('--checkpoint', default=None,
                    help='checkpoint of a learned backend (default: the parameter file\'s, '
-                        'package://policytrim_ros/models/bc-wrist-more-ft)')
+                        'package://policytrim_ros/models/bc-wrist-h32-dagger)')
     p.add_argument('--compare', nargs='*', default=None, metavar='NAME=CHECKPOINT[@h]',
                    help='learned policies (torch) run after the h values and shown side by side; h defaults to a '
                         "PolicyTrim checkpoint's own (default: the shipped PolicyTrim model, unless --backend or "
@@ -60,7 +61,7 @@ def _demo_parser(sub) -> None:
     p.set_defaults(func=demo)
 
 
-SHIPPED_POLICYTRIM = 'policytrim=package://policytrim_ros/models/policytrim-wrist'
+SHIPPED_POLICYTRIM = 'policytrim=package://policytrim_ros/models/policytrim-wrist-h32-dagger'
 """The demo's default comparison: the shipped PolicyTrim model at the h it was trained for."""
 
 
@@ -324,14 +325,15 @@ def _explicit_policy(args) -> dict:
     return {k: v for k, v in (('backend', args.backend), ('checkpoint', args.checkpoint)) if v}
 
 
-def _demo_runs(args, shown: dict, chunk_size: int) -> list[tuple[str, dict, int, int]]:
+def _demo_runs(args, shown: dict, chunk_size: int, default_h: int) -> list[tuple[str, dict, int, int]]:
     """(label, policy_node parameter overrides, h, H) of each demo run, in order: the parameter
-    file's (or command line's) policy at H = ``chunk_size``, then each --compare policy at its own H."""
+    file's (or command line's) policy at H = ``chunk_size`` with h = ``default_h`` (the parameter
+    file's) and h = H, then each --compare policy at its own H."""
     from policytrim_ros.evaluation.efficiency import parse_policy_spec
     from policytrim_ros.policy.factory import checkpoint_chunk_size
     label = Path(str(shown.get('checkpoint', ''))).name or shown.get('backend', 'expert')
     policy = {f'policy.{k}': v for k, v in _explicit_policy(args).items()}
-    h_values = args.n_action_steps or [max(1, chunk_size // 4), chunk_size]
+    h_values = args.n_action_steps or sorted({min(default_h, chunk_size), chunk_size})
     runs = [(label, policy, h, chunk_size) for h in h_values]
     specs = args.compare
     if specs is None:
@@ -349,7 +351,8 @@ def demo(args) -> int:
     params = launcher.params_file(args.params)
     shown = {**ros_parameters(load_yaml(params), 'policy_node').get('policy', {}), **_explicit_policy(args)}
     first = PolicyConfig(shown.get('backend', 'expert'), str(shown.get('checkpoint', '')))
-    chunk_size = args.chunk_size or run_chunk_size(first, sim_configs(params)[1].chunk_size)
+    execution = sim_configs(params)[1]
+    chunk_size = args.chunk_size or run_chunk_size(first, execution.chunk_size)
     for h in args.n_action_steps or []:
         if not 1 <= h <= chunk_size:
             print(f'error: --n-action-steps {h} must be in [1, chunk size {chunk_size}]', file=sys.stderr)
@@ -357,7 +360,7 @@ def demo(args) -> int:
     env = launcher.ros_env(launcher.random_domain_id())
     started = time.monotonic()
     runs = []
-    for label, policy, h, H in _demo_runs(args, shown, chunk_size):
+    for label, policy, h, H in _demo_runs(args, shown, chunk_size, execution.n_action_steps):
         run_dir = out / f'{label}-h{h}'
         checkpoint = policy.get('policy.checkpoint', shown.get('checkpoint', ''))
         print(f'\n=== {label} ({checkpoint or shown.get("backend", "expert")}), h = {h} of H = {H}: '

@@ -19,13 +19,13 @@ def run(*args):
 
 def test_demo_prints_the_runs_side_by_side_and_writes_logs(tmp_path):
     out = run('demo', '--tasks', 'reach', '--episodes', '1', '--compare',
-              'again=package://policytrim_ros/models/bc-wrist-h32@8', '--out', str(tmp_path))
-    assert 'side by side (Spd = inference calls of bc-wrist-more-ft at h = 4' in out
+              'other=package://policytrim_ros/models/bc-wrist-more-ft@8', '--out', str(tmp_path))
+    assert 'side by side (Spd = inference calls of bc-wrist-h32-dagger at h = 8' in out
     summary = json.loads((tmp_path / 'summary.json').read_text())
     assert [(r['policy'], r['n_action_steps'], r['chunk_size']) for r in summary['runs']] == [
-        ('bc-wrist-more-ft', 4, 16), ('bc-wrist-more-ft', 16, 16), ('again', 8, 32)]   # each at its own H
-    assert (tmp_path / 'bc-wrist-more-ft-h4' / 'episodes.jsonl').read_text().count('\n') == 1
-    assert (tmp_path / 'again-h8' / 'episodes.jsonl').read_text().count('\n') == 1
+        ('bc-wrist-h32-dagger', 8, 32), ('bc-wrist-h32-dagger', 32, 32), ('other', 8, 16)]   # each at its own H
+    assert (tmp_path / 'bc-wrist-h32-dagger-h8' / 'episodes.jsonl').read_text().count('\n') == 1
+    assert (tmp_path / 'other-h8' / 'episodes.jsonl').read_text().count('\n') == 1
 
 
 @pytest.mark.parametrize('policy', [['--backend', 'expert', '--tasks', 'reach', 'push'],
@@ -79,9 +79,9 @@ def test_a_two_camera_policy_runs_the_same_through_ros_as_in_the_core_loop(tmp_p
 
 
 def test_cli_reports_bad_arguments_clearly(tmp_path):
-    result = subprocess.run(CLI + ['eval', '--n-action-steps', '4', '32', '--out', str(tmp_path)],
+    result = subprocess.run(CLI + ['eval', '--n-action-steps', '4', '64', '--out', str(tmp_path)],
                             capture_output=True, text=True, env=launcher.ros_env())
-    assert result.returncode == 1 and 'n_action_steps (32) must be in [1, chunk_size (16)]' in result.stderr
+    assert result.returncode == 1 and 'n_action_steps (64) must be in [1, chunk_size (32)]' in result.stderr
 
 
 def test_eval_runs_a_learned_checkpoint_at_its_own_chunk_size(tmp_path):
@@ -133,7 +133,8 @@ def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path):
     command = [sys.executable, str(repo / 'bench' / 'efficiency.py'), '--tasks', 'reach', '--episodes', '2',
                '--baseline-h', '4', '16', '--method', f'long={tmp_path / "h24"}@24',
                '--ablation', 'again=package://policytrim_ros/models/bc-teleop@8', '--ablation-task', 'reach',
-               '--ros-episodes', '0', '--workers', '1', '--out', str(tmp_path)]
+               '--ros-episodes', '0', '--workers', '1', '--out', str(tmp_path),
+               '--baseline', 'package://policytrim_ros/models/bc-teleop']
     done = subprocess.run(command, env=launcher.ros_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / 'efficiency.json').read_text())
@@ -162,18 +163,20 @@ def test_demo_runs_the_shipped_policytrim_model_at_its_trained_h_next_to_the_bas
     from policytrim_ros.cli import _demo_runs
     from policytrim_ros.evaluation.efficiency import trained_n_action_steps
     args = argparse.Namespace(backend=None, checkpoint=None, n_action_steps=None, chunk_size=None, compare=None)
-    shown = {'backend': 'torch', 'checkpoint': 'package://policytrim_ros/models/bc-wrist-more-ft'}
-    runs = _demo_runs(args, shown, 16)
-    trained = trained_n_action_steps('package://policytrim_ros/models/policytrim-wrist')
-    assert [(label, h, H) for label, _, h, H in runs] == [('bc-wrist-more-ft', 4, 16), ('bc-wrist-more-ft', 16, 16),
-                                                          ('policytrim', trained, 16)]
+    shown = {'backend': 'torch', 'checkpoint': 'package://policytrim_ros/models/bc-wrist-h32-dagger'}
+    runs = _demo_runs(args, shown, 32, 4)
+    trained = trained_n_action_steps('package://policytrim_ros/models/policytrim-wrist-h32-dagger')
+    assert [(label, h, H) for label, _, h, H in runs] == [('bc-wrist-h32-dagger', 4, 32),
+                                                          ('bc-wrist-h32-dagger', 32, 32), ('policytrim', trained, 32)]
     assert runs[2][1] == {'policy.backend': 'torch',
-                          'policy.checkpoint': 'package://policytrim_ros/models/policytrim-wrist'}
+                          'policy.checkpoint': 'package://policytrim_ros/models/policytrim-wrist-h32-dagger'}
     expert = argparse.Namespace(**{**vars(args), 'backend': 'expert'})
-    assert [label for label, *_ in _demo_runs(expert, {'backend': 'expert'}, 16)] == ['expert', 'expert']
+    assert [(label, h) for label, _, h, _ in _demo_runs(expert, {'backend': 'expert'}, 16, 4)] == [
+        ('expert', 4), ('expert', 16)]
+    assert [h for _, _, h, _ in _demo_runs(expert, {'backend': 'expert'}, 4, 4)] == [4]   # h = H once
     # a --compare policy runs at its own H, whatever the first policy's
-    other = argparse.Namespace(**{**vars(args), 'compare': ['long=package://policytrim_ros/models/bc-wrist-h32@32']})
-    assert [(h, H) for _, _, h, H in _demo_runs(other, shown, 16)] == [(4, 16), (16, 16), (32, 32)]
+    other = argparse.Namespace(**{**vars(args), 'compare': ['short=package://policytrim_ros/models/bc-wrist-more-ft@16']})
+    assert [(h, H) for _, _, h, H in _demo_runs(other, shown, 32, 4)] == [(4, 32), (32, 32), (16, 16)]
 
 
 def test_collect_runs_the_env_of_the_params_file(tmp_path):
@@ -192,9 +195,9 @@ def test_collect_runs_the_env_of_the_params_file(tmp_path):
 
 
 def test_collect_takeover_lets_a_shipped_baseline_drive_first_at_its_own_chunk_size(tmp_path):
-    # bc-wrist-h32 predicts H = 32 steps, the params file's execution.chunk_size is 16
+    # bc-wrist-more-ft predicts H = 16 steps, the params file's execution.chunk_size is 32
     run('collect', '--tasks', 'pick_place', '--episodes', '1', '--style', 'efficient', '--workers', '1',
-        '--takeover', 'package://policytrim_ros/models/bc-wrist-h32', '--takeover-steps', '8', '8',
+        '--takeover', 'package://policytrim_ros/models/bc-wrist-more-ft', '--takeover-steps', '8', '8',
         '--out', str(tmp_path / 'demos'))
     summary = json.loads((tmp_path / 'demos' / 'index.json').read_text())['efficient']['tasks']['pick_place']
     assert summary['mean_policy_steps'] == 8 and summary['policy_successes'] == 0
