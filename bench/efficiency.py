@@ -45,8 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--baseline', default=BASELINE, help=f'baseline checkpoint (default {BASELINE})')
     p.add_argument('--baseline-h', type=int, nargs='+', default=None,
                    help="the baseline sweep (default 1, 2, 4, ... up to and with the baseline's H)")
-    p.add_argument('--default-h', type=int, default=4, help="Spd (a)'s reference: the baseline's default h (default 4, the short window every "
-                        "result here is quoted against; config/sim.yaml runs the shipped baseline at 8)")
+    p.add_argument('--default-h', type=int, default=4,
+                   help="Spd (a)'s reference: the baseline's default h (default 4, the short window every result "
+                        "here is quoted against; config/sim.yaml runs the shipped baseline at 8)")
     p.add_argument('--method', type=policy_spec, action='append', default=[], metavar='NAME=CHECKPOINT[@h]',
                    help='a post-trained policy, run on every task (repeatable); h defaults to a Stage 2 '
                         "checkpoint's own")
