@@ -55,8 +55,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return {_convert(k, key_type, key): _convert(v, value_type, f'{key}.{k}') for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if tp in (int, float, str, bool) and not isinstance(value, tp):
-        raise ConfigError(f'{key} must be {tp.__name__}, got {value!r}')
+    if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is not bool and isinstance(value, bool))):
+        raise ConfigError(f'{key} must be {tp.__name__}, got {value!r}')  # bool is an int in Python: not here
     return value
 
 

@@ -45,5 +45,10 @@ END_MAX_STEPS = 'max_steps'
 END_FAILURE = 'failure'        # the environment ended it without success
 END_PREEMPTED = 'preempted'    # a new episode started before this one ended
 END_STOPPED = 'stopped'        # the node shut down mid-episode
-END_ERROR = 'error'            # the policy produced an unusable chunk
-END_REASONS = (END_SUCCESS, END_MAX_STEPS, END_FAILURE, END_PREEMPTED, END_STOPPED, END_ERROR)
+END_ERROR = 'error'            # the policy produced an unusable chunk (or its input was unusable)
+END_CONTROLLER_REJECTED = 'controller_rejected'  # the trajectory controller refused a window's goal
+END_TOLERANCE_VIOLATED = 'tolerance_violated'    # the controller aborted a window: path/goal tolerance
+END_CONTROLLER_ABORTED = 'controller_aborted'    # the controller aborted a window for another reason
+END_JOINT_STATES_LOST = 'joint_states_lost'      # joint states stopped arriving mid-episode
+END_REASONS = (END_SUCCESS, END_MAX_STEPS, END_FAILURE, END_PREEMPTED, END_STOPPED, END_ERROR,
+               END_CONTROLLER_REJECTED, END_TOLERANCE_VIOLATED, END_CONTROLLER_ABORTED, END_JOINT_STATES_LOST)

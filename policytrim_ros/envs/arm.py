@@ -203,6 +203,11 @@ class ArmEnv:
         self._cmd_velocity = np.zeros(len(JOINT_NAMES))
 
     @property
+    def commanded_position(self) -> np.ndarray:
+        """The position the trajectory follower commands now (a JTC's desired state)."""
+        return self._cmd_position.copy()
+
+    @property
     def trajectory_active(self) -> bool:
         """Whether a trajectory still has knots ahead (including one waiting for its start)."""
         if self._pending is not None:

@@ -68,3 +68,11 @@ class SafetyConfig:
                              f'position limit ({len(self.position_lower)})')
         if any(not (m >= 0) for m in self.position_margin):
             raise ValueError(f'position_margin {list(self.position_margin)} must all be >= 0')
+
+    def check_joints(self, joint_names) -> None:
+        """Raise ValueError unless every non-empty limit list has one value per joint."""
+        for name in ('position_lower', 'position_upper', 'max_velocity', 'position_margin'):
+            values = getattr(self, name)
+            if values and len(values) != len(joint_names):
+                raise ValueError(f'safety.{name} has {len(values)} values {list(values)} for the '
+                                 f'{len(joint_names)} joints {list(joint_names)}: give one per joint, in that order')

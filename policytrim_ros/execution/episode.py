@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: ExecutionConfig, task: str, seed: int,
-                episode_id: str = '', safety: SafetyConfig | None = None
+                episode_id: str = '', safety: SafetyConfig | None = None, window_end: str = 'moving'
                 ) -> tuple[EpisodeMetrics, list[ChunkRecord]]:
     """Run one episode of ``task`` from ``seed``; return its metrics and one record per call.
 
@@ -36,7 +36,8 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
     end_reason 'error' and the arm holding. The policy sees the env's cameras it was trained on, in
     its order (an env may render more; a policy that does not name its cameras sees the first ones,
     as policy_node's default topics give it); one the env does not render raises ConfigError: that
-    is a setup mistake, not an episode that failed.
+    is a setup mistake, not an episode that failed. ``window_end`` is how each window ends
+    ('moving' or 'rest', as policy_node sends them to a controller that needs it).
     """
     meta = policy.metadata
     render = meta.image_size is not None
@@ -55,7 +56,7 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
             return obs
         return replace(obs, image=select_tiles(obs.image, len(cameras), tiles))
 
-    executor = ChunkExecutor(config, env.joint_names, safety)
+    executor = ChunkExecutor(config, env.joint_names, safety, window_end)
     observation = env.reset(task, seed, render=render)
     policy.reset()
     executor.start(episode_id or f'{task}-{seed}', task, env.instruction, time.perf_counter())

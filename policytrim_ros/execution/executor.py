@@ -15,7 +15,7 @@ import numpy as np
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.metrics import EpisodeMetrics
 from policytrim_ros.execution.safety import UnsafeChunkError, check_chunk
-from policytrim_ros.execution.trajectory import TimedTrajectory, window_trajectory
+from policytrim_ros.execution.trajectory import WINDOW_ENDS, TimedTrajectory, window_trajectory
 
 
 @dataclass(frozen=True)
@@ -59,13 +59,21 @@ class NoEpisodeError(RuntimeError):
 
 
 class ChunkExecutor:
-    """Runs h of each H-step chunk and keeps the episode's step and call counts."""
+    """Runs h of each H-step chunk and keeps the episode's step and call counts.
+
+    ``window_end`` ('moving' or 'rest', see ``trajectory.WINDOW_ENDS``) is how each window's last
+    knot ends; a node may change it between windows once it knows what the controller accepts.
+    """
 
     def __init__(self, config: ExecutionConfig, joint_names: tuple[str, ...] | list[str],
-                 safety: SafetyConfig | None = None):
+                 safety: SafetyConfig | None = None, window_end: str = 'moving'):
+        if window_end not in WINDOW_ENDS:
+            raise ValueError(f"window_end '{window_end}' must be one of {list(WINDOW_ENDS)}")
         self.config = config
         self.joint_names = tuple(joint_names)
         self.safety = safety or SafetyConfig()
+        self.safety.check_joints(self.joint_names)
+        self.window_end = window_end
         self._episode: _Episode | None = None
         self.window: Window | None = None
 
@@ -133,7 +141,8 @@ class ChunkExecutor:
             raise RuntimeError('the episode is out of steps; finish() it instead of dispatching')
         shaping = chunk[:n + 1]   # window_trajectory reads no further
         shaping = check_chunk(shaping, current_position, self.joint_names, self.config.control_dt, self.safety)
-        traj = window_trajectory(shaping, n, self.config.control_dt, self.joint_names, start_time=start_time)
+        traj = window_trajectory(shaping, n, self.config.control_dt, self.joint_names, start_time=start_time,
+                                 window_end=self.window_end)
         record = ChunkRecord(ep.episode_id, ep.inference_calls, self.config.chunk_size, n,
                              ep.steps, ep.steps + n - 1, float(inference_latency_s))
         ep.inference_calls += 1

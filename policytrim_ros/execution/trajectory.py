@@ -44,17 +44,25 @@ class TimedTrajectory:
         return len(self.times_from_start)
 
 
+WINDOW_ENDS = ('moving', 'rest')
+"""How a window's last knot ends: ``moving`` at the chunk's own velocity (seamless into the next
+window; a JTC needs ``allow_nonzero_velocity_at_trajectory_end: true``, Humble's default), or at
+``rest`` (zero velocity: accepted by every distro's default controller, stop-and-go at seams)."""
+
+
 def window_trajectory(chunk: np.ndarray, n_action_steps: int, dt: float,
                       joint_names: tuple[str, ...] | list[str],
-                      start_time: float | None = None) -> TimedTrajectory:
+                      start_time: float | None = None, window_end: str = 'moving') -> TimedTrajectory:
     """Build the trajectory for the first ``n_action_steps`` actions of a chunk.
 
     chunk: (H, A) absolute joint position targets, one per control step of ``dt`` seconds.
     Knot i is chunk[i] at (i+1)*dt. Velocities are central differences over the whole chunk, so the
     last executed knot uses the next predicted action and leaves the window moving the way the
     policy intended (smooth seam into the next window); the chunk's final knot uses a backward
-    difference.
+    difference. ``window_end`` 'rest' sets the last knot's velocity to zero instead (WINDOW_ENDS).
     """
+    if window_end not in WINDOW_ENDS:
+        raise TrajectoryError(f"window_end '{window_end}' must be one of {list(WINDOW_ENDS)}")
     chunk = np.asarray(chunk, dtype=np.float64)
     if chunk.ndim != 2:
         raise TrajectoryError(f'chunk must be (H, A), got shape {chunk.shape}')
@@ -68,13 +76,31 @@ def window_trajectory(chunk: np.ndarray, n_action_steps: int, dt: float,
     padded = np.concatenate([chunk[:1], chunk, chunk[-1:]], axis=0)
     velocities = (padded[2:] - padded[:-2]) / (2.0 * dt)
     velocities[-1] = (chunk[-1] - chunk[-2]) / dt if len(chunk) > 1 else 0.0
+    velocities = velocities[:h].copy()
+    if window_end == 'rest':
+        velocities[-1] = 0.0
     return TimedTrajectory(
         joint_names=tuple(joint_names),
         times_from_start=dt * np.arange(1, h + 1, dtype=np.float64),
         positions=chunk[:h].copy(),
-        velocities=velocities[:h].copy(),
+        velocities=velocities,
         start_time=start_time,
     )
+
+
+def hold_trajectory(positions: np.ndarray, joint_names: tuple[str, ...] | list[str],
+                    duration: float) -> TimedTrajectory:
+    """The hold every distro's JTC accepts: one knot at ``positions`` (the measured ones) with zero
+    velocity, ``duration`` after its arrival (stamp 0). It replaces the running trajectory, so the
+    arm stops where it is; an empty trajectory would be rejected and leave the old one running."""
+    positions = np.asarray(positions, dtype=np.float64).reshape(1, -1)
+    if positions.shape[1] != len(joint_names) or not np.isfinite(positions).all():
+        raise TrajectoryError(f'hold positions {positions.ravel().tolist()} must be finite, one per joint '
+                              f'of {list(joint_names)}')
+    if not duration > 0:
+        raise TrajectoryError(f'hold duration ({duration}) must be > 0 seconds')
+    return TimedTrajectory(joint_names=tuple(joint_names), times_from_start=np.array([float(duration)]),
+                           positions=positions, velocities=np.zeros_like(positions))
 
 
 def validate_trajectory(traj: TimedTrajectory, joint_names: tuple[str, ...] | list[str]) -> TimedTrajectory:

@@ -3,7 +3,7 @@ import pytest
 from policytrim_ros.config import ConfigError, flatten, from_dict, ros_parameters, unflatten
 from policytrim_ros.execution.config import SafetyConfig
 from policytrim_ros.nodes.params import field_docs
-from policytrim_ros.nodes.policy_node import PolicyNodeConfig
+from policytrim_ros.nodes.policy_config import PolicyNodeConfig
 from policytrim_ros.policy.factory import PolicyConfig
 
 
