@@ -62,9 +62,14 @@ def array_to_image(image: np.ndarray, stamp: Time, frame_id: str) -> Image:
 def joint_state_to_arrays(msg: JointState, joint_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(positions, velocities) in ``joint_names`` order; extra joints are ignored.
 
-    Raises ObservationError for missing joints, size mismatches or NaN/inf positions/velocities.
+    Raises ObservationError for missing or repeated joints, size mismatches or NaN/inf
+    positions/velocities.
     """
     names = list(msg.name)
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise ObservationError(f'joint_states names joints {repeated} more than once (got {names}): '
+                               'which value is the joint\'s is ambiguous')
     if len(msg.position) != len(names):
         raise ObservationError(f'joint_states has {len(names)} names but {len(msg.position)} positions')
     missing = [n for n in joint_names if n not in names]

@@ -1,21 +1,26 @@
-"""policy_node: camera + joint states + instruction in, one JointTrajectory per inference call out.
+"""policy_node: camera + joint states + instruction in, one trajectory per inference call out.
 
 Each call sends the chunk's executed window (h of H actions) as ONE timed trajectory to a
-joint_trajectory_controller-compatible topic, waits until the controller's clock has passed the
-window's end and fresh observations arrived, then re-plans. Episodes start on an instruction (or an
-EpisodeEvent START from the environment) and end on success, failure, the step limit, preemption
-or shutdown; each ends with an EpisodeStats message and a JSONL line. Bad input is logged, counted
-and never reaches the arm: no command is sent and the arm holds.
+joint_trajectory_controller (its topic, or a FollowJointTrajectory goal), waits until the
+controller's clock has passed the window's end and fresh observations arrived, then re-plans.
+Windows end moving or at rest, whichever the controller accepts (read from its parameters at
+start-up). Episodes start on an instruction (or an EpisodeEvent START from the environment) and end
+on success, failure, the step limit, preemption, shutdown, a controller rejection or abort, or lost
+joint states; each ends with a hold the controller accepts, an EpisodeStats message and a JSONL
+line. Bad input is logged once per cause (then throttled, with since when), counted, and never
+reaches the arm.
 """
 from __future__ import annotations
 
 import functools
 import threading
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
+import rclpy
 from geometry_msgs.msg import PoseArray
+from rcl_interfaces.msg import ParameterType
+from rcl_interfaces.srv import GetParameters
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -25,92 +30,27 @@ from trajectory_msgs.msg import JointTrajectory
 from policytrim_ros import constants as C
 from policytrim_ros.config import ConfigError
 from policytrim_ros.constants import camera_topic
-from policytrim_ros.envs.base import JOINT_NAMES, Observation
-from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
+from policytrim_ros.envs.base import Observation
+from policytrim_ros.execution import jtc
 from policytrim_ros.execution.executor import ChunkExecutor
-from policytrim_ros.execution.metrics import JsonlLog
+from policytrim_ros.execution.metrics import JsonlLog, read_jsonl
 from policytrim_ros.execution.safety import UnsafeChunkError
+from policytrim_ros.execution.trajectory import hold_trajectory
 from policytrim_ros.msg import ChunkStats, EpisodeEvent, EpisodeStats
 from policytrim_ros.nodes import conversions as conv
 from policytrim_ros.nodes.params import declare_config
-from policytrim_ros.nodes.runtime import LATCHED, RELIABLE, run_node
+from policytrim_ros.nodes.policy_config import PolicyNodeConfig
+from policytrim_ros.nodes.runtime import LATCHED, RELIABLE, CauseLog, run_node
 from policytrim_ros.policy.base import PolicyInputError, camera_mismatch
-from policytrim_ros.policy.factory import PolicyConfig, make_policy
+from policytrim_ros.policy.factory import make_policy
 
 VERDICT_WAIT_S = 0.25
 """Wall seconds an episode whose last window has run waits for a SUCCESS/FAILURE event before it
 ends with end_reason max_steps (sim_node publishes the verdict on a step with that step's
 observation; across two topics either can arrive first)."""
-
-
-@dataclass(frozen=True)
-class PolicyTopicsConfig:
-    """Topic names (relative, so a namespace or remap moves them together).
-
-    cameras: one sensor_msgs/Image (rgb8) topic per camera of the policy, in its tile order,
-        sensor-data QoS; [] = camera/image_raw, camera2/image_raw, ... (or remap those). Unused by
-        a policy without images.
-    joint_states: sensor_msgs/JointState, sensor-data QoS.
-    instruction: std_msgs/String; each message starts a new episode with that instruction.
-    episode_event: policytrim_ros/EpisodeEvent from the environment (START, SUCCESS, FAILURE).
-    object_poses: geometry_msgs/PoseArray [cube, goal]; only read by backends that need privileged state.
-    trajectory: trajectory_msgs/JointTrajectory to the controller (<controller>/joint_trajectory).
-    episode_stats: policytrim_ros/EpisodeStats, one per finished episode.
-    chunk_stats: policytrim_ros/ChunkStats, one per inference call.
-    """
-
-    cameras: tuple[str, ...] = ()
-    joint_states: str = 'joint_states'
-    instruction: str = 'instruction'
-    episode_event: str = 'episode/event'
-    object_poses: str = 'sim/object_poses'
-    trajectory: str = 'arm_controller/joint_trajectory'
-    episode_stats: str = 'policytrim/episode_stats'
-    chunk_stats: str = 'policytrim/chunk_stats'
-
-
-@dataclass(frozen=True)
-class RobotConfig:
-    """The arm being controlled.
-
-    joint_names: controller joints, in the order of the policy's action columns.
-    """
-
-    joint_names: tuple[str, ...] = JOINT_NAMES
-
-    def __post_init__(self):
-        if not self.joint_names or len(set(self.joint_names)) != len(self.joint_names):
-            raise ValueError(f'joint_names {list(self.joint_names)} must be non-empty and unique')
-
-
-@dataclass(frozen=True)
-class EpisodeConfig:
-    """Episode bookkeeping.
-
-    task: task label for episodes started by a plain instruction ('' = use the instruction).
-    log_path: JSONL file that gets one line per finished episode ('' = no file).
-    max_observation_age_s: observations older than this (node clock) are rejected as stale.
-    """
-
-    task: str = ''
-    log_path: str = 'policytrim_episodes.jsonl'
-    max_observation_age_s: float = 1.0
-
-    def __post_init__(self):
-        if not self.max_observation_age_s > 0:
-            raise ValueError(f'max_observation_age_s ({self.max_observation_age_s}) must be > 0')
-
-
-@dataclass(frozen=True)
-class PolicyNodeConfig:
-    """Everything policy_node reads from its parameters."""
-
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
-    safety: SafetyConfig = field(default_factory=SafetyConfig)
-    robot: RobotConfig = field(default_factory=RobotConfig)
-    episode: EpisodeConfig = field(default_factory=EpisodeConfig)
-    topics: PolicyTopicsConfig = field(default_factory=PolicyTopicsConfig)
+WAITING_GRACE_S = 1.0
+"""Wall seconds an episode may wait for its inputs before the wait is logged."""
+CONTROLLER_PARAMETERS = ('joints', 'allow_nonzero_velocity_at_trajectory_end')
 
 
 class PolicyNode(Node):
@@ -125,23 +65,48 @@ class PolicyNode(Node):
         if meta.joint_names != cfg.robot.joint_names:
             raise ConfigError(f'the {meta.name} policy commands joints {list(meta.joint_names)} but '
                               f'robot.joint_names is {list(cfg.robot.joint_names)}')
-        self.executor_ = ChunkExecutor(cfg.execution, cfg.robot.joint_names, cfg.safety)
+        self.executor_ = ChunkExecutor(cfg.execution, cfg.robot.joint_names, cfg.safety,
+                                       'rest' if cfg.controller.window_end == 'auto' else cfg.controller.window_end)
         self.log = JsonlLog(cfg.episode.log_path) if cfg.episode.log_path else None
+        self.finished_ids = self._logged_episode_ids()
         self.errors: dict[str, int] = {}
+        self.trouble = CauseLog(self.get_logger())
         self._lock = threading.RLock()
         self._latest: dict[str, object] = {}   # topic kind -> latest message (latest-only buffers)
+        self._joints_received_at: float | None = None   # monotonic time of the latest joint state
         self._instruction = ''
         self._ready_after = 0.0                # observations must be stamped at/after this time
         self._episode_count = 0
+        self._episode_started_at = 0.0         # monotonic
+        self._pending_start: EpisodeEvent | None = None   # a START waiting for joint states to judge it
         self._cameras_seen: set[tuple[int, str]] = set()   # (camera, frame_id) of images received, checked once
         self._out_of_steps_at: float | None = None   # wall time the last window completed (monotonic)
+        self._thinking_until = 0.0             # monotonic end of the latest inference call
+        self._waiting_since: float | None = None   # monotonic start of a wait for inputs
 
-        t = cfg.topics
-        self.trajectory_pub = self.create_publisher(JointTrajectory, t.trajectory, RELIABLE)
+        self._controller_known = False         # the controller's parameters were read
+        self._controller_problem = ''          # a controller setting every window would break
+        self._controller_query = None          # Future of a background parameter query
+        self._param_client = self.create_client(GetParameters, f'{cfg.controller.name}/get_parameters')
+        self._read_controller_parameters(cfg.controller.parameter_timeout_s)
+
+        t, c = cfg.topics, cfg.controller
+        self._goal_handle = None               # action interface: the latest window's goal
+        if c.interface == 'action':
+            try:
+                from control_msgs.action import FollowJointTrajectory
+            except ImportError:
+                raise ConfigError("controller.interface 'action' needs control_msgs "
+                                  '(FollowJointTrajectory): install ros-<distro>-control-msgs, or use '
+                                  "controller.interface 'topic'") from None
+            from rclpy.action import ActionClient
+            self._goal_type = FollowJointTrajectory.Goal
+            self.action_client = ActionClient(self, FollowJointTrajectory, c.action_name)
+        else:
+            self.trajectory_pub = self.create_publisher(JointTrajectory, c.trajectory_topic, RELIABLE)
         self.episode_pub = self.create_publisher(EpisodeStats, t.episode_stats, RELIABLE)
         self.chunk_pub = self.create_publisher(ChunkStats, t.chunk_stats, RELIABLE)
-        store = lambda kind: (lambda msg: self._store(kind, msg))  # noqa: E731
-        self.create_subscription(JointState, t.joint_states, store('joints'), qos_profile_sensor_data)
+        self.create_subscription(JointState, t.joint_states, self._on_joints, qos_profile_sensor_data)
         image_topics = (t.cameras or tuple(camera_topic(i) for i in range(meta.num_cameras))
                         if meta.num_cameras else ())   # a policy without images (the expert) ignores them
         if len(image_topics) != meta.num_cameras:
@@ -149,10 +114,13 @@ class PolicyNode(Node):
             raise ConfigError(f'topics.cameras names {len(image_topics)} topics {list(image_topics)} but the '
                               f'{meta.name} policy takes {meta.num_cameras} camera image(s){trained}: give one '
                               'topic per camera, in that order')
+        self._input_topics = {'joints': t.joint_states, **{f'image{i}': topic for i, topic in enumerate(image_topics)}}
         for index, topic in enumerate(image_topics):
             self.create_subscription(Image, topic, functools.partial(self._on_image, index), qos_profile_sensor_data)
         if meta.uses_environment_state:
-            self.create_subscription(PoseArray, t.object_poses, store('poses'), qos_profile_sensor_data)
+            self._input_topics['poses'] = t.object_poses
+            self.create_subscription(PoseArray, t.object_poses, lambda m: self._store('poses', m),
+                                     qos_profile_sensor_data)
         self.create_subscription(String, t.instruction, self._on_instruction, RELIABLE)
         self.create_subscription(EpisodeEvent, t.episode_event, self._on_event, LATCHED)
         # One thread runs every callback (nodes.runtime): sensor messages that arrive during an
@@ -160,15 +128,86 @@ class PolicyNode(Node):
         self._wake = self.create_guard_condition(self._control_step)
         self.create_timer(0.05, self._control_step)
         self._warm_up()
+        target = c.action_name + ' (action)' if c.interface == 'action' else c.trajectory_topic
         self.get_logger().info(
             f'{meta.name} policy: H={cfg.execution.chunk_size} h={cfg.execution.n_action_steps} '
-            f'dt={cfg.execution.control_dt}s -> {t.trajectory}'
+            f'dt={cfg.execution.control_dt}s -> {target}, windows end {self.executor_.window_end}'
             + (f'; images from {list(image_topics)}' if image_topics else ''))
+
+    # -- the controller's parameters -------------------------------------------------------------
+    def _read_controller_parameters(self, timeout_s: float) -> None:
+        """Read the JTC's joints and allow_nonzero_velocity_at_trajectory_end (before any
+        subscription exists, so spinning here runs no other callback); adapt or refuse."""
+        name = self.config.controller.name
+        if timeout_s > 0 and self._param_client.wait_for_service(timeout_sec=timeout_s):
+            future = self._param_client.call_async(GetParameters.Request(names=list(CONTROLLER_PARAMETERS)))
+            rclpy.spin_until_future_complete(self, future, timeout_sec=timeout_s)
+            if future.done() and future.result() is not None:
+                self._apply_controller_parameters(future.result())
+                if self._controller_problem:
+                    raise ConfigError(self._controller_problem)
+                return
+        window_end = self.config.controller.window_end
+        self.get_logger().warning(
+            f"controller {name}'s parameters were not readable within {timeout_s}s (controller.name, "
+            f'controller.parameter_timeout_s): '
+            + ('windows end at rest, which every joint_trajectory_controller accepts; if its '
+               'allow_nonzero_velocity_at_trajectory_end is true, set controller.window_end: moving for '
+               'seamless windows. Asking again at each episode start.' if window_end == 'auto' else
+               f'controller.window_end {window_end} is used as set.'))
+
+    def _apply_controller_parameters(self, response) -> None:
+        """Adapt window ends to the controller's allow_nonzero_velocity_at_trajectory_end, or
+        record the setting that would make it reject every window (``_controller_problem``)."""
+        c, robot = self.config.controller, self.config.robot
+        values = dict(zip(CONTROLLER_PARAMETERS, response.values))
+        self._controller_known = True
+        joints = values['joints']
+        if joints.type == ParameterType.PARAMETER_STRING_ARRAY and \
+                sorted(joints.string_array_value) != sorted(robot.joint_names):
+            self._controller_problem = (
+                f"controller {c.name}'s joints {list(joints.string_array_value)} are not robot.joint_names "
+                f'{list(robot.joint_names)}: it would reject every window (set robot.joint_names to its '
+                'joints, in the order of the policy\'s action columns, or controller.name to the right controller)')
+            return
+        allow = values['allow_nonzero_velocity_at_trajectory_end']
+        readable = allow.type == ParameterType.PARAMETER_BOOL
+        if c.window_end == 'moving' and readable and not allow.bool_value:
+            self._controller_problem = (
+                f"controller.window_end is moving but controller {c.name}'s allow_nonzero_velocity_at_trajectory_end "
+                'is false: it would reject every window. Set it true in the controller\'s parameters '
+                '(config/controllers.yaml does) or use controller.window_end auto or rest')
+            return
+        if c.window_end == 'auto':
+            self.executor_.window_end = 'moving' if readable and allow.bool_value else 'rest'
+            self.get_logger().info(
+                f'controller {c.name}: allow_nonzero_velocity_at_trajectory_end='
+                f'{str(allow.bool_value).lower() if readable else "unset"} -> windows end {self.executor_.window_end}')
+
+    def _ask_controller_again(self) -> None:
+        if self._controller_known or self._controller_query is not None or not self._param_client.service_is_ready():
+            return
+        self._controller_query = self._param_client.call_async(
+            GetParameters.Request(names=list(CONTROLLER_PARAMETERS)))
+        self._controller_query.add_done_callback(self._on_controller_parameters)
+
+    def _on_controller_parameters(self, future) -> None:
+        self._controller_query = None
+        if future.result() is not None:
+            with self._lock:
+                self._apply_controller_parameters(future.result())
+            if self._controller_problem:
+                self.get_logger().error(self._controller_problem + '; no window will be sent')
+        self._wake.trigger()
 
     # -- callbacks -----------------------------------------------------------------------------
     def _store(self, kind: str, msg) -> None:
         self._latest[kind] = msg
         self._wake.trigger()
+
+    def _on_joints(self, msg: JointState) -> None:
+        self._joints_received_at = time.monotonic()
+        self._store('joints', msg)
 
     def _on_image(self, index: int, msg: Image) -> None:
         seen = (index, msg.header.frame_id)
@@ -185,10 +224,12 @@ class PolicyNode(Node):
         self._start(episode_id, self.config.episode.task or msg.data, msg.data, self._now())
 
     def _on_event(self, msg: EpisodeEvent) -> None:
-        stamp = conv.to_seconds(msg.header.stamp) or self._now()
         if msg.event == EpisodeEvent.START:
-            self._start(msg.episode_id, msg.task or msg.instruction, msg.instruction, stamp)
+            with self._lock:
+                self._pending_start = msg
+            self._wake.trigger()
             return
+        stamp = conv.to_seconds(msg.header.stamp) or self._now()
         with self._lock:
             ex = self.executor_
             if not ex.active or (msg.episode_id and msg.episode_id != ex.episode_id):
@@ -197,12 +238,54 @@ class PolicyNode(Node):
             success = msg.event == EpisodeEvent.SUCCESS
             self._finish(success, C.END_SUCCESS if success else C.END_FAILURE)
 
+    def _take_pending_start(self) -> None:
+        """Start the episode of a START event, unless it ended already or began before this node.
+
+        The event topic is latched (a node that joins after the reset still gets it), so a node
+        that restarts would otherwise replay the START of an episode that has long ended (and move
+        the arm for it) or resume one mid-way with its steps and calls under-counted.
+        """
+        msg = self._pending_start
+        if msg is None:
+            return
+        stamp = conv.to_seconds(msg.header.stamp)
+        if msg.episode_id and msg.episode_id in self.finished_ids:
+            self._pending_start = None
+            self.get_logger().warning(f'ignoring START of episode {msg.episode_id}: it has already ended '
+                                      '(in this node or its episode.log_path); reset the episode to run it again')
+            return
+        if stamp:
+            joints = self._latest.get('joints')
+            if joints is None:
+                self.trouble.warning('start_waits', f'START of episode {msg.episode_id} waits for the first '
+                                     f'joint state on {self.config.topics.joint_states} to check its age')
+                return
+            behind = conv.to_seconds(joints.header.stamp) - stamp
+            if behind > self.config.episode.max_observation_age_s:
+                self._pending_start = None
+                self.get_logger().warning(
+                    f'ignoring START of episode {msg.episode_id}: the robot has run {behind:.2f}s since it '
+                    f'(more than episode.max_observation_age_s): it began before this node saw it, and '
+                    'resuming would under-count its steps and calls; reset the episode to run it')
+                return
+        self._pending_start = None
+        self.trouble.clear('start_waits')
+        self._start(msg.episode_id, msg.task or msg.instruction, msg.instruction, stamp or self._now())
+
     def _control_step(self) -> None:
         """Re-plan when the window in flight has run and fresh observations are in."""
         with self._lock:
+            self._take_pending_start()
             ex = self.executor_
             if not ex.active:
                 return
+            if self._joint_states_lost():
+                return
+            if self._controller_problem:
+                self._reject('controller', self._controller_problem, ex.episode_id)
+                return
+            if self._controller_query is not None:
+                return   # the controller's parameters decide how the first window ends
             if ex.window is not None:
                 if not self._observed_since(ex.window.end_time - 0.5 * ex.config.control_dt):
                     return
@@ -226,6 +309,8 @@ class PolicyNode(Node):
         except PolicyInputError as err:
             self._reject('policy_input', str(err), episode_id)
             return
+        finally:
+            self._thinking_until = time.monotonic()
         latency = time.perf_counter() - started
         with self._lock:
             if not ex.active or ex.episode_id != episode_id or ex.window is not None:
@@ -235,11 +320,92 @@ class PolicyNode(Node):
             except UnsafeChunkError as err:
                 self._reject('unsafe_chunk', str(err), episode_id)
                 return
-            now = self.get_clock().now().to_msg()
-            self.trajectory_pub.publish(conv.trajectory_to_msg(traj))
-            self.chunk_pub.publish(conv.chunk_stats_msg(record, now))
+            self._send(conv.trajectory_to_msg(traj), episode_id)
+            self.chunk_pub.publish(conv.chunk_stats_msg(record, self.get_clock().now().to_msg()))
+
+    # -- the controller ------------------------------------------------------------------------
+    def _send(self, msg: JointTrajectory, episode_id: str) -> None:
+        """One window to the controller: a topic message or an action goal."""
+        if self.config.controller.interface == 'topic':
+            if self.trajectory_pub.get_subscription_count() == 0:
+                self.trouble.warning('no_controller', f'nothing subscribes to {self.config.controller.trajectory_topic}: '
+                                     'is the controller active (controller.name)?')
+            self.trajectory_pub.publish(msg)
+            return
+        if not self.action_client.server_is_ready():
+            self._reject('controller', f'the action server {self.config.controller.action_name} is not available',
+                         episode_id)
+            return
+        future = self.action_client.send_goal_async(self._goal_type(trajectory=msg))
+        future.add_done_callback(functools.partial(self._on_goal_response, episode_id))
+
+    def _on_goal_response(self, episode_id: str, future) -> None:
+        handle = future.result()
+        with self._lock:
+            current = self.executor_.active and self.executor_.episode_id == episode_id
+            if handle is None or not handle.accepted:
+                if current:
+                    self.get_logger().error(f'{self.config.controller.action_name} rejected the window of episode '
+                                            f'{episode_id} (its log says why); holding')
+                    self._finish(False, C.END_CONTROLLER_REJECTED)
+                return
+            if not current:   # the episode ended while the goal was on its way: stop it
+                handle.cancel_goal_async()
+                return
+            self._goal_handle = handle
+        handle.get_result_async().add_done_callback(functools.partial(self._on_goal_result, episode_id, handle))
+
+    def _on_goal_result(self, episode_id: str, handle, future) -> None:
+        from action_msgs.msg import GoalStatus
+        response = future.result()
+        with self._lock:
+            if handle is not self._goal_handle:
+                return   # an older window's goal, preempted by ours: not a failure
+            self._goal_handle = None
+            if response is None or response.status != GoalStatus.STATUS_ABORTED:
+                return   # succeeded, or canceled by our own hold
+            if not (self.executor_.active and self.executor_.episode_id == episode_id):
+                return
+            code, text = response.result.error_code, response.result.error_string
+            tolerance = code in (jtc.PATH_TOLERANCE_VIOLATED, jtc.GOAL_TOLERANCE_VIOLATED)
+            self.get_logger().error(f'{self.config.controller.action_name} aborted the window of episode '
+                                    f'{episode_id}: error_code {code} {text!r}; holding')
+            self._finish(False, C.END_TOLERANCE_VIOLATED if tolerance else C.END_CONTROLLER_ABORTED)
+
+    def _hold(self) -> None:
+        """Stop the arm where it is: cancel the running goal, or send a one-point hold at the
+        measured positions (an empty trajectory would be rejected by every distro's controller).
+
+        The hold starts on arrival (stamp 0) and reaches the measured positions one control step
+        later: never "in the past" for the controller, whatever its clock.
+        """
+        if self.config.controller.interface == 'action':
+            if self._goal_handle is not None:
+                self._goal_handle.cancel_goal_async()
+            return
+        joints = self._latest.get('joints')
+        try:
+            problem = 'no joint state received' if joints is None else self._stamp_problem('joints', joints)
+            if problem:
+                raise conv.ObservationError(problem)
+            positions, _ = conv.joint_state_to_arrays(joints, self.config.robot.joint_names)
+        except conv.ObservationError as err:
+            self.trouble.error('hold', f'cannot command a hold: {err}; the controller finishes the window it '
+                               'has and then holds its last point')
+            return
+        self.trajectory_pub.publish(conv.trajectory_to_msg(
+            hold_trajectory(positions, self.config.robot.joint_names, self.config.execution.control_dt)))
 
     # -- helpers -------------------------------------------------------------------------------
+    def _logged_episode_ids(self) -> set[str]:
+        """Episode ids the JSONL log already holds (a restarted node must not run them again)."""
+        if self.log is None or not self.log.path.is_file():
+            return set()
+        try:
+            return {e.episode_id for e in read_jsonl(self.log.path)}
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f'episode.log_path {self.log.path} is not a policytrim episode log: {err}') from None
+
     def _warm_up(self) -> None:
         """One inference on a blank observation before any episode: a learned backend loads its
         instruction encoder and allocates on its first call (2 s on the first episode here), which
@@ -266,6 +432,10 @@ class PolicyNode(Node):
             self.policy.reset()
             self.executor_.start(episode_id, task, instruction, time.monotonic())
             self._instruction, self._ready_after = instruction, stamp
+            self._episode_started_at = time.monotonic()
+            self._waiting_since = None
+            self.trouble.clear()
+            self._ask_controller_again()
         self.get_logger().info(f'episode {episode_id} ({task}): "{instruction}"')
         self._wake.trigger()
 
@@ -273,7 +443,8 @@ class PolicyNode(Node):
         """End the running episode (lock held): hold the arm, publish and log its stats."""
         self._out_of_steps_at = None
         metrics = self.executor_.finish(success, end_reason, time.monotonic())
-        self.trajectory_pub.publish(JointTrajectory())  # empty trajectory = JTC holds position
+        self.finished_ids.add(metrics.episode_id)
+        self._hold()
         self.episode_pub.publish(conv.episode_stats_msg(metrics, self.get_clock().now().to_msg()))
         if self.log is not None:
             self.log.append(metrics)
@@ -284,48 +455,98 @@ class PolicyNode(Node):
     def _reject(self, kind: str, reason: str, episode_id: str) -> None:
         """Bad chunk: count and log it, hold the arm and end the episode with end_reason 'error'."""
         self.errors[kind] = self.errors.get(kind, 0) + 1
-        self.get_logger().error(f'{kind}: {reason}; holding, no command sent')
+        self.trouble.error(kind, f'{kind}: {reason}; holding, no command sent')
         with self._lock:
             if self.executor_.active and self.executor_.episode_id == episode_id:
                 self._finish(False, C.END_ERROR)
 
-    def _observed_since(self, t: float) -> bool:
-        msgs = self._required_messages()
-        return bool(msgs) and all(conv.to_seconds(m.header.stamp) >= t for m in msgs)
+    def _joint_states_lost(self) -> bool:
+        """End the episode if joint states stopped arriving (lock held); True if it ended."""
+        last = max(self._joints_received_at or 0.0, self._episode_started_at, self._thinking_until)
+        silent = time.monotonic() - last
+        if silent <= self.config.episode.joint_states_timeout_s:
+            return False
+        self.get_logger().error(
+            f'no joint state on {self.config.topics.joint_states} for {silent:.1f}s '
+            f'(episode.joint_states_timeout_s {self.config.episode.joint_states_timeout_s}): is the robot '
+            'driver / simulator running? ending the episode')
+        self._finish(False, C.END_JOINT_STATES_LOST)
+        return True
 
-    def _required_messages(self):
-        meta = self.policy.metadata
-        kinds = (['joints'] + [f'image{i}' for i in range(meta.num_cameras)]
-                 + (['poses'] if meta.uses_environment_state else []))
-        msgs = [self._latest.get(k) for k in kinds]
-        return [] if any(m is None for m in msgs) else msgs
+    def _stamp_problem(self, kind: str, msg) -> str | None:
+        """Why a message's stamp makes it unusable now (stale, in the future, unset), or None."""
+        stamp = conv.to_seconds(msg.header.stamp)
+        topic = self._input_topics[kind]
+        if stamp == 0.0:
+            return f'{topic} has header.stamp 0 (unset): stamp messages with the time they were taken'
+        age = self._now() - stamp
+        cfg = self.config.episode
+        if age > cfg.max_observation_age_s:
+            return f'{topic} is stale: {age:.3f}s old (episode.max_observation_age_s {cfg.max_observation_age_s}s)'
+        if -age > cfg.max_future_stamp_s:
+            return (f'{topic} is stamped {-age:.3f}s in the future (episode.max_future_stamp_s '
+                    f'{cfg.max_future_stamp_s}s): its clock and this node\'s disagree (use_sim_time?)')
+        return None
+
+    def _observed_since(self, t: float) -> bool:
+        """All required inputs have a message stamped at/after ``t`` and not in the future."""
+        msgs = self._required_messages()
+        horizon = self._now() + self.config.episode.max_future_stamp_s
+        return bool(msgs) and all(t <= conv.to_seconds(m.header.stamp) <= horizon for m in msgs.values())
+
+    def _required_messages(self) -> dict:
+        msgs = {k: self._latest.get(k) for k in self._input_topics}
+        return {} if any(m is None for m in msgs.values()) else msgs
 
     def _observation(self) -> Observation | None:
-        """A validated observation from the latest messages, or None (reason logged, throttled)."""
+        """A validated observation from the latest messages, or None (reason logged per cause)."""
         meta, cfg = self.policy.metadata, self.config
         if not self._observed_since(self._ready_after):
+            self._log_waiting()
             return None
-        joints = self._latest['joints']
-        stamp = conv.to_seconds(joints.header.stamp)
+        msgs = self._required_messages()
         try:
-            age = self._now() - stamp
-            if age > cfg.episode.max_observation_age_s:
-                raise conv.ObservationError(f'observation is stale: {age:.3f}s old (limit '
-                                            f'{cfg.episode.max_observation_age_s}s)')
-            positions, velocities = conv.joint_state_to_arrays(joints, cfg.robot.joint_names)
-            tiles = [conv.image_to_array(self._latest[f'image{i}'], meta.camera_image_size)
+            for kind, msg in msgs.items():
+                problem = self._stamp_problem(kind, msg)
+                if problem:
+                    raise conv.ObservationError(problem)
+            positions, velocities = conv.joint_state_to_arrays(msgs['joints'], cfg.robot.joint_names)
+            tiles = [conv.image_to_array(msgs[f'image{i}'], meta.camera_image_size)
                      for i in range(meta.num_cameras)]
             image = (np.concatenate(tiles, axis=1) if len(tiles) > 1 else tiles[0] if tiles
                      else np.zeros((0, 0, 3), np.uint8))
-            state = (conv.poses_to_environment_state(self._latest['poses']) if meta.uses_environment_state
-                     else np.zeros(0))
+            state = conv.poses_to_environment_state(msgs['poses']) if meta.uses_environment_state else np.zeros(0)
         except conv.ObservationError as err:
             self.errors['observation'] = self.errors.get('observation', 0) + 1
-            self.get_logger().error(f'bad observation: {err}; holding', throttle_duration_sec=1.0)
+            self.trouble.error(str(err).split(':')[0], f'bad observation: {err}; holding')
             return None
+        self.trouble.clear('waiting')
+        self._waiting_since = None
         return Observation(image=image, joint_positions=positions, joint_velocities=velocities,
-                           environment_state=state, instruction=self._instruction, time=stamp,
-                           step=self.executor_.steps)
+                           environment_state=state, instruction=self._instruction,
+                           time=conv.to_seconds(msgs['joints'].header.stamp), step=self.executor_.steps)
+
+    def _log_waiting(self) -> None:
+        """Say which inputs the episode has waited for longer than WAITING_GRACE_S (throttled,
+        with since when); shorter waits are the normal gap between a window's end and the
+        observations taken there."""
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+        if time.monotonic() - self._waiting_since < WAITING_GRACE_S:
+            return
+        waiting = []
+        for kind, topic in self._input_topics.items():
+            msg = self._latest.get(kind)
+            if msg is None:
+                waiting.append(f'{topic} (nothing received)')
+                continue
+            problem = self._stamp_problem(kind, msg)
+            if problem:
+                waiting.append(problem)
+            elif conv.to_seconds(msg.header.stamp) < self._ready_after:
+                waiting.append(f'{topic} (nothing stamped since the episode started at {self._ready_after:.3f}s)')
+        if waiting:
+            self.trouble.warning('waiting', f'episode {self.executor_.episode_id} waits for ' + ', '.join(waiting))
 
     def shutdown(self) -> None:
         """End a running episode as 'stopped' and command a hold."""

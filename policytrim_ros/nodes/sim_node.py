@@ -2,10 +2,11 @@
 
 Publishes ``joint_states``, an rgb8 image per camera (sensor-data QoS), the privileged object poses
 (for the scripted expert), ``/clock`` and EpisodeEvents (START on reset, SUCCESS when the task's
-check first passes); follows ``<controller>/joint_trajectory`` with joint_trajectory_controller
-semantics (joint names must match, time_from_start strictly increasing, stamp 0 = start now, a new
-trajectory replaces the rest of the old one, an empty one means hold, malformed ones are rejected
-with a logged reason and the arm holds); resets through the ``sim/reset_episode`` service.
+check first passes); resets through the ``sim/reset_episode`` service. Its trajectory controller is
+a node of its own in this process, named and configured like the real joint_trajectory_controller
+and as strict as the chosen distro's (``nodes/sim_controller.py``): ``arm_controller/joint_trajectory``
+and the ``arm_controller/follow_joint_trajectory`` action, stamp 0 = start now, a new trajectory
+replaces the rest of the old one, rejected messages are logged with the real controller's words.
 
 step_mode ``lockstep`` advances simulated time only while a trajectory is running (the world
 waits while the policy thinks, as in simulated benchmarks; as fast as the CPU allows when
@@ -21,18 +22,19 @@ from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from geometry_msgs.msg import PoseArray
-from trajectory_msgs.msg import JointTrajectory
 
-from policytrim_ros.config import ConfigError, suggest
+from policytrim_ros.config import ConfigError, flatten, load_yaml, ros_parameters, suggest
 from policytrim_ros.constants import camera_topic
 from policytrim_ros.envs.arm import ArmEnv
 from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.envs.registry import task_names
-from policytrim_ros.execution.trajectory import TrajectoryError
+from policytrim_ros.execution.jtc import DISTROS
 from policytrim_ros.msg import EpisodeEvent
 from policytrim_ros.nodes import conversions as conv
 from policytrim_ros.nodes.params import declare_config
+from policytrim_ros.nodes.sim_controller import SimController
 from policytrim_ros.nodes.runtime import LATCHED, RELIABLE, run_node
+from policytrim_ros.resources import resolve
 from policytrim_ros.srv import ResetEpisode
 
 STEP_MODES = ('lockstep', 'realtime')
@@ -46,7 +48,6 @@ class SimTopicsConfig:
     cameras: one sensor_msgs/Image rgb8 topic per camera of env.cameras, in order, published every
         control step (frame_id = the camera's name); [] = camera/image_raw, camera2/image_raw, ...
     object_poses: geometry_msgs/PoseArray [cube, goal] (privileged; for the scripted expert).
-    trajectory: trajectory_msgs/JointTrajectory command input (JTC topic).
     episode_event: policytrim_ros/EpisodeEvent output (START, SUCCESS).
     reset_service: policytrim_ros/ResetEpisode service.
     """
@@ -54,9 +55,33 @@ class SimTopicsConfig:
     joint_states: str = 'joint_states'
     cameras: tuple[str, ...] = ()
     object_poses: str = 'sim/object_poses'
-    trajectory: str = 'arm_controller/joint_trajectory'
     episode_event: str = 'episode/event'
     reset_service: str = 'sim/reset_episode'
+
+
+@dataclass(frozen=True)
+class SimControllerConfig:
+    """The joint_trajectory_controller the sim stands in for.
+
+    name: its node name, in this process: topic <name>/joint_trajectory, action
+        <name>/follow_joint_trajectory, and the controller's own parameters (joints,
+        allow_nonzero_velocity_at_trajectory_end, constraints.<joint>.trajectory, ...) set in a
+        params file's <name>: section, as for the real controller (config/controllers.yaml).
+    distro: humble, jazzy or kilted: the real controller whose defaults and rules apply.
+    params_file: a ros2_control controllers file (path or package:// URI) whose <name>: section
+        sets the controller's parameters, as controller_manager would ('' = the distro's defaults;
+        this is their only source: sim_node's own params files and -p do not reach the controller).
+    """
+
+    name: str = 'arm_controller'
+    distro: str = 'jazzy'
+    params_file: str = ''
+
+    def __post_init__(self):
+        if self.distro not in DISTROS:
+            raise ValueError(f"distro '{self.distro}' must be one of {list(DISTROS)}{suggest(self.distro, DISTROS)}")
+        if not self.name or not all(part.isidentifier() for part in self.name.strip('/').split('/')):
+            raise ValueError(f"name '{self.name}' must be a ROS node name (letters, digits, _)")
 
 
 @dataclass(frozen=True)
@@ -94,6 +119,7 @@ class SimNodeConfig:
 
     sim: SimConfig = field(default_factory=SimConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+    controller: SimControllerConfig = field(default_factory=SimControllerConfig)
     topics: SimTopicsConfig = field(default_factory=SimTopicsConfig)
 
 
@@ -113,7 +139,6 @@ class SimNode(Node):
                               f'{len(cameras)} cameras of env.cameras {list(cameras)}: give one per camera '
                               '(or none for camera/image_raw, camera2/image_raw, ...)')
         self.env = ArmEnv(cfg.env)
-        self.rejected_trajectories = 0
         self._clock_offset = 0.0       # simulated time at the current episode's reset
         self._episode_id = ''
         self._succeeded = False
@@ -125,8 +150,17 @@ class SimNode(Node):
         self.poses_pub = self.create_publisher(PoseArray, t.object_poses, qos_profile_sensor_data)
         self.event_pub = self.create_publisher(EpisodeEvent, t.episode_event, LATCHED)
         self.clock_pub = self.create_publisher(Clock, '/clock', RELIABLE) if cfg.sim.publish_clock else None
-        self.create_subscription(JointTrajectory, t.trajectory, self._on_trajectory, RELIABLE)
-        self.create_service(ResetEpisode, t.reset_service, self._on_reset)
+        controller = cfg.controller
+        parameters = (flatten(ros_parameters(load_yaml(resolve(controller.params_file)), controller.name))
+                      if controller.params_file else {})
+        self.controller = SimController(controller.name, controller.distro, self.env, parameters,
+                                        self.get_namespace(), now=lambda: self.sim_time,
+                                        clock_offset=lambda: self._clock_offset)
+        self.companion_nodes = (self.controller,)
+        # The reset service lives on the controller's node: rclpy handles a node's subscriptions
+        # (and actions) before its services, so a hold sent before the reset request is applied
+        # before the arm is teleported, never to the next episode's arm.
+        self.controller.create_service(ResetEpisode, t.reset_service, self._on_reset)
         if cfg.sim.step_mode == 'realtime':
             period = cfg.env.control_dt / cfg.sim.real_time_factor
         else:
@@ -142,20 +176,6 @@ class SimNode(Node):
         return self._clock_offset + self.env.time
 
     # -- callbacks -----------------------------------------------------------------------------
-    def _on_trajectory(self, msg: JointTrajectory) -> None:
-        if not msg.points:
-            self.env.hold()
-            return
-        try:
-            traj = conv.msg_to_trajectory(msg)
-            if traj.start_time is not None:  # absolute stamp -> time since this episode's reset
-                traj = replace(traj, start_time=traj.start_time - self._clock_offset)
-            self.env.set_trajectory(traj)
-        except TrajectoryError as err:
-            self.rejected_trajectories += 1
-            self.env.hold()
-            self.get_logger().error(f'trajectory rejected: {err}; holding')
-
     def _on_reset(self, request: ResetEpisode.Request, response: ResetEpisode.Response):
         if request.task not in task_names():
             response.success = False
@@ -171,6 +191,7 @@ class SimNode(Node):
         if self.config.sim.step_mode == 'lockstep' and not self.env.trajectory_active:
             return
         success = self.env.step()
+        self.controller.after_step()
         if success and not self._succeeded:   # the verdict first: a policy node that sees the last
             self._succeeded = True            # step's observation must not call it out of steps
             self._publish_event(EpisodeEvent.SUCCESS)
@@ -184,6 +205,7 @@ class SimNode(Node):
     def _reset(self, task: str, seed: int, episode_id: str, announce: bool = True) -> None:
         """Reset the env; announce the episode with START unless it is the start-up scene."""
         self._clock_offset = self.sim_time + self.env.control_dt if self._last_obs_msgs else 0.0
+        self.controller.reset()
         self.env.reset(task, seed)
         self._episode_id, self._succeeded = episode_id, False
         self._publish_observation()

@@ -64,6 +64,15 @@ class Harness:
         """Publish ``make_msg(now_s)`` at ``rate_hz``, like a sensor; set ``.make_msg`` to change it."""
         return Stream(self, msg_type, topic, make_msg, rate_hz, qos)
 
+    def fake_controller(self, name: str = 'arm_controller', **parameters):
+        """A node named like a joint_trajectory_controller holding ``parameters`` (its parameter
+        services answer policy_node's start-up query)."""
+        node = Node(name, context=self.context)
+        for key, value in parameters.items():
+            node.declare_parameter(key, value)
+        self.executor.add_node(node)
+        return node
+
     def close(self):
         self.executor.shutdown()
         self.node.destroy_node()

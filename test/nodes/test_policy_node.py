@@ -25,7 +25,8 @@ def policy_spec(tmp_path, chunks):
     return NodeSpec('policy_node', overrides={
         'policy.backend': 'replay', 'policy.checkpoint': str(path),
         'execution.chunk_size': H, 'execution.n_action_steps': h, 'execution.control_dt': DT,
-        'episode.log_path': str(tmp_path / 'episodes.jsonl'), 'episode.max_observation_age_s': 0.5})
+        'episode.log_path': str(tmp_path / 'episodes.jsonl'), 'episode.max_observation_age_s': 0.5,
+        'controller.parameter_timeout_s': 1.0})   # no controller here: windows end at rest
 
 
 def good_chunks(n=3):
@@ -65,6 +66,8 @@ def test_policy_node_sends_each_window_as_one_timed_trajectory(policy):
     assert list(first.joint_names) == list(JOINT_NAMES)
     assert [to_seconds(p.time_from_start) for p in first.points] == pytest.approx([0.1, 0.2, 0.3, 0.4])
     assert all(len(p.velocities) == len(JOINT_NAMES) for p in first.points)
+    assert list(first.points[-1].velocities) == [0.0] * len(JOINT_NAMES)   # controller unknown: at rest
+    assert first.points[-2].velocities[0] > 0
     assert 0 < t0 <= time.time()
     np.testing.assert_allclose([p.positions for p in first.points], good_chunks()[0][:h], atol=1e-9)
     # the next call is planned from the first joint state stamped at/after the window's end
@@ -78,15 +81,20 @@ def test_policy_node_sends_each_window_as_one_timed_trajectory(policy):
 @pytest.mark.parametrize('bad, log', [
     (lambda t: joint_state(t, positions=[np.nan] + [0.0] * 6), 'NaN/inf for joints'),
     (lambda t: joint_state(t, names=JOINT_NAMES[:-1]), "missing joints ['gripper']"),
-    (lambda t: joint_state(t - 5.0), 'observation is stale'),
-])
-def test_policy_node_holds_on_bad_joint_state(tmp_path, policy, bad, log):
+    (lambda t: joint_state(t - 5.0), 'joint_states is stale'),
+    (lambda t: joint_state(0.0), 'header.stamp 0 (unset)'),
+    (lambda t: joint_state(t, names=('joint1',) + JOINT_NAMES[:-1]), "names joints ['joint1'] more than once"),
+    (lambda t: joint_state(t + 30.0), 'joint_states is stamped 29.9'),
+], ids=['nan', 'missing', 'stale', 'stamp0', 'duplicate', 'future'])
+def test_policy_node_holds_on_bad_joint_state_and_recovers_at_once(tmp_path, policy, bad, log):
     policy['instruction'].publish(String(data='wave'))
     policy['joints'].make_msg = bad
     wait_for_log(tmp_path, log)
     assert policy['trajectories'] == []      # nothing was commanded
-    policy['joints'].make_msg = joint_state  # the node kept running: good states are used
-    wait_for(lambda: policy['trajectories'], what='trajectory after a good joint state')
+    policy['joints'].make_msg = joint_state  # the node kept running: good states are used at once
+    first = wait_for(lambda: policy['trajectories'], timeout=5.0, what='trajectory after a good joint state')[0]
+    assert abs(to_seconds(first.header.stamp) - time.time()) < 1.0   # planned from a current state
+    assert node_log(tmp_path, 'policy_node').count(log) == 1        # logged once per cause
 
 
 @pytest.mark.parametrize('policy', [np.full((2, H, len(JOINT_NAMES)), np.nan)], indirect=True)
@@ -97,8 +105,10 @@ def test_policy_node_holds_on_nan_chunk(tmp_path, policy):
         stats = wait_for(lambda: policy['stats'][episode:episode + 1], what='EpisodeStats')[0]
         assert stats.end_reason == 'error' and not stats.success and stats.inference_calls == 0
     wait_for_log(tmp_path, 'chunk has NaN/inf at step 0')
-    assert all(len(t.points) == 0 for t in policy['trajectories'])  # only holds were sent
-    assert len(policy['trajectories']) >= 2
+    holds = wait_for(lambda: policy['trajectories'][1:] and policy['trajectories'], what='two holds')
+    for hold in holds:   # one point at the measured positions, at rest: what every controller accepts
+        assert len(hold.points) == 1 and list(hold.points[0].velocities) == [0.0] * len(JOINT_NAMES)
+        assert list(hold.points[0].positions) == [0.0] * len(JOINT_NAMES)
 
 
 @pytest.fixture
