@@ -32,7 +32,8 @@ class ControllerConfig:
         velocity (accepted by every controller, stop-and-go at seams); auto reads that parameter
         from the controller (moving if true, rest if false or unreadable, said in the log).
     parameter_timeout_s: seconds to wait at start-up for the controller's parameter services
-        (then again, in the background, at each episode start until it answers).
+        (then again, in the background, at each episode start until it answers); 0 = never read
+        them (for a controller without parameter services: window_end auto then means rest).
     """
 
     name: str = 'arm_controller'

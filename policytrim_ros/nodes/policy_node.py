@@ -139,7 +139,11 @@ class PolicyNode(Node):
         """Read the JTC's joints and allow_nonzero_velocity_at_trajectory_end (before any
         subscription exists, so spinning here runs no other callback); adapt or refuse."""
         name = self.config.controller.name
-        if timeout_s > 0 and self._param_client.wait_for_service(timeout_sec=timeout_s):
+        if timeout_s == 0:
+            self.get_logger().info(f"controller {name}'s parameters are not read (controller.parameter_timeout_s 0): "
+                                   f'windows end {self.executor_.window_end}')
+            return
+        if self._param_client.wait_for_service(timeout_sec=timeout_s):
             future = self._param_client.call_async(GetParameters.Request(names=list(CONTROLLER_PARAMETERS)))
             rclpy.spin_until_future_complete(self, future, timeout_sec=timeout_s)
             if future.done() and future.result() is not None:
@@ -185,7 +189,7 @@ class PolicyNode(Node):
                 f'{str(allow.bool_value).lower() if readable else "unset"} -> windows end {self.executor_.window_end}')
 
     def _ask_controller_again(self) -> None:
-        if self._controller_known or self._controller_query is not None or not self._param_client.service_is_ready():
+        if self.config.controller.parameter_timeout_s == 0 or self._controller_known or self._controller_query is not None or not self._param_client.service_is_ready():
             return
         self._controller_query = self._param_client.call_async(
             GetParameters.Request(names=list(CONTROLLER_PARAMETERS)))
@@ -286,6 +290,10 @@ class PolicyNode(Node):
                 return
             if self._controller_query is not None:
                 return   # the controller's parameters decide how the first window ends
+            if self.config.controller.interface == 'action' and not self.action_client.server_is_ready():
+                self.trouble.warning('no_action_server', f'waiting for the action server '
+                                     f'{self.config.controller.action_name} (is the controller active?)')
+                return
             if ex.window is not None:
                 if not self._observed_since(ex.window.end_time - 0.5 * ex.config.control_dt):
                     return

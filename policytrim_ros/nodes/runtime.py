@@ -88,6 +88,11 @@ class CauseLog:
         if text:
             self.logger.error(text)   # rclpy refuses two severities from one call site
 
+    def info(self, cause: str, text: str) -> None:
+        text = self._due(cause, text)
+        if text:
+            self.logger.info(text)
+
     def warning(self, cause: str, text: str) -> None:
         text = self._due(cause, text)
         if text:

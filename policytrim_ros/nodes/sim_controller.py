@@ -63,6 +63,7 @@ class SimController(Node):
             **{p: getattr(defaults, p) for p in jtc.PARAMETERS},
             'constraints.stopped_velocity_tolerance': 0.01,
             'constraints.goal_time': 0.0,
+            'action_monitor_rate': 20.0,
         }
         for key, value in declared.items():
             self.declare_parameter(key, value, ParameterDescriptor(read_only=True))
@@ -86,7 +87,13 @@ class SimController(Node):
                                         for j in env.joint_names], dtype=np.float64)
         self._goal = None                  # the active goal's handle
         self._outcomes: dict = {}          # goal id -> Future of (outcome, error_code, error_string)
+        monitor_rate = self.get_parameter('action_monitor_rate').value
+        if not monitor_rate >= 0.1:
+            raise ConfigError(f'{name}.action_monitor_rate ({monitor_rate}) must be >= 0.1 Hz')
         self.create_subscription(JointTrajectory, f'{name}/joint_trajectory', self._on_topic, RELIABLE)
+        # like a JTC, goal outcomes are reported by a wall-clock monitor, not by the control loop:
+        # a goal whose trajectory has run can still be active, and be preempted, until it ticks
+        self.create_timer(1.0 / monitor_rate, self._monitor)
         if FollowJointTrajectory is not None:
             from rclpy.action import ActionServer
             self.action_server = ActionServer(
@@ -128,6 +135,8 @@ class SimController(Node):
         return GoalResponse.REJECT if self._check(goal.trajectory) is not None else GoalResponse.ACCEPT
 
     def _on_accepted(self, goal_handle) -> None:
+        if self._goal is not None:
+            self.log.info('preempted', 'a new goal preempts the active one (aborted: INVALID_GOAL, as a JTC does)')
         self._end_goal('abort', jtc.INVALID_GOAL, jtc.PREEMPTED_MESSAGE)
         self._goal = goal_handle
         self._outcomes[_key(goal_handle)] = Future()
@@ -155,8 +164,13 @@ class SimController(Node):
             future.set_result((outcome, code, text))
 
     # -- called by sim_node ----------------------------------------------------------------------
+    def _monitor(self) -> None:
+        """Succeed the active goal once its trajectory has run (action_monitor_rate)."""
+        if self._goal is not None and not self.env.trajectory_active:
+            self._end_goal('succeed', jtc.SUCCESSFUL, 'Goal successfully reached!')
+
     def after_step(self) -> None:
-        """Check path tolerances and finish the active goal once its trajectory has run."""
+        """Check path tolerances on the step just taken: a violation holds and aborts the goal."""
         if self.path_tolerance.any() and self.env.trajectory_active:
             error = np.abs(self.env.commanded_position - self.env.observe(render=False).joint_positions)
             limited = self.path_tolerance > 0
@@ -167,9 +181,6 @@ class SimController(Node):
                 text = f'Aborted due to path tolerance violation on joint {joint}'
                 self.log.error('path_tolerance', text)
                 self._end_goal('abort', jtc.PATH_TOLERANCE_VIOLATED, text)
-                return
-        if self._goal is not None and not self.env.trajectory_active:
-            self._end_goal('succeed', jtc.SUCCESSFUL, 'Goal successfully reached!')
 
     def reset(self) -> None:
         """A new episode: abort the goal that was running in the old one."""
