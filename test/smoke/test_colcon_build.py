@@ -58,3 +58,40 @@ def test_colcon_generated_messages_import_and_serialize(workspace):
                LD_LIBRARY_PATH=f'{workspace / "lib"}:{os.environ.get("LD_LIBRARY_PATH", "")}')
     result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, cwd='/')
     assert result.returncode == 0, result.stderr
+
+
+def copy_checkout(src: Path) -> None:
+    """The repository's tracked and untracked (not ignored) files, as a clone would have them."""
+    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard'], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:
+        if (REPO / f).is_file():
+            (src / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, src / f)
+
+
+def test_colcon_builds_with_the_checkouts_own_venv_inside_the_workspace(tmp_path):
+    """The README's colcon steps without a ROS install: the checkout in ws/src/policytrim_ros keeps
+    its .venv (scripts/setup.sh's; here a link to this venv, seen through the link as a user's
+    would be), which stands in for ROS; colcon must build, and install/setup.sh must find the
+    package."""
+    checkout = tmp_path / 'ws' / 'src' / 'policytrim_ros'
+    copy_checkout(checkout)
+    (checkout / '.venv').symlink_to(sys.prefix, target_is_directory=True)
+    script = (
+        'set -e\n'
+        'cd "$WS"\n'
+        # the README's lines (one command a line: `set -e` does not stop inside an && list)
+        'V=$PWD/src/policytrim_ros/.venv && export AMENT_PREFIX_PATH=$V CMAKE_PREFIX_PATH=$V PATH=$V/bin:$PATH\n'
+        'colcon build --cmake-args -DPython3_EXECUTABLE=$V/bin/python -DBUILD_TESTING=OFF -Wno-dev\n'
+        '. install/setup.sh\n'
+        'python -c "from ament_index_python.packages import get_package_prefix as p; print(p(\'policytrim_ros\'))"\n')
+    env = {k: v for k, v in os.environ.items() if k not in ('AMENT_PREFIX_PATH', 'CMAKE_PREFIX_PATH', 'VIRTUAL_ENV')}
+    result = subprocess.run(['bash', '-c', script], env=dict(env, WS=str(tmp_path / 'ws')), capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    install = tmp_path / 'ws' / 'install' / 'policytrim_ros'
+    assert result.stdout.strip().splitlines()[-1] == str(install)
+    assert not (tmp_path / 'ws' / 'build' / '.venv').exists()   # colcon skipped the venv (COLCON_IGNORE)
+    for exe in EXECUTABLES:
+        assert os.access(install / 'lib' / 'policytrim_ros' / exe, os.X_OK), exe
