@@ -21,12 +21,7 @@ def workspace(tmp_path_factory):
     if shutil.which('colcon', path=str(Path(sys.executable).parent)) is None:
         pytest.fail('colcon is not installed in the venv; run scripts/setup.sh')
     ws = tmp_path_factory.mktemp('ws')
-    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard'], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if (REPO / f).is_file():
-            (ws / 'src' / 'policytrim_ros' / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, ws / 'src' / 'policytrim_ros' / f)
+    copy_checkout(ws / 'src' / 'policytrim_ros')
     env = dict(os.environ, AMENT_PREFIX_PATH=sys.prefix, CMAKE_PREFIX_PATH=sys.prefix)
     colcon = str(Path(sys.executable).parent / 'colcon')
     result = subprocess.run([colcon, 'build', '--cmake-args', f'-DPython3_EXECUTABLE={sys.executable}',
