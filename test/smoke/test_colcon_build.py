@@ -73,14 +73,17 @@ def test_colcon_builds_with_the_checkouts_own_venv_inside_the_workspace(tmp_path
     checkout = tmp_path / 'ws' / 'src' / 'policytrim_ros'
     copy_checkout(checkout)
     (checkout / '.venv').symlink_to(sys.prefix, target_is_directory=True)
-    script = (
-        'set -e\n'
-        'cd "$WS"\n'
-        # the README's lines (one command a line: `set -e` does not stop inside an && list)
-        'V=$PWD/src/policytrim_ros/.venv && export AMENT_PREFIX_PATH=$V CMAKE_PREFIX_PATH=$V PATH=$V/bin:$PATH\n'
-        'colcon build --cmake-args -DPython3_EXECUTABLE=$V/bin/python -DBUILD_TESTING=OFF -Wno-dev\n'
-        '. install/setup.sh\n'
-        'python -c "from ament_index_python.packages import get_package_prefix as p; print(p(\'policytrim_ros\'))"\n')
+    readme = (REPO / 'README.md').read_text().splitlines()
+    first = next(i for i, line in enumerate(readme) if line.strip().startswith('cd ~/ws && V='))
+    lines = [line.strip() for line in readme[first:first + 2]]
+    assert lines[1].startswith('colcon build') and lines[1].endswith('&& . install/setup.sh'), lines
+    script = '\n'.join([
+        'set -e',
+        # the README's two lines, one command a line (`set -e` does not stop inside an && list)
+        lines[0].replace('cd ~/ws', 'cd "$WS"'),
+        lines[1].replace(' && . install/setup.sh', ''),
+        '. install/setup.sh',
+        'python -c "from ament_index_python.packages import get_package_prefix as p; print(p(\'policytrim_ros\'))"'])
     env = {k: v for k, v in os.environ.items() if k not in ('AMENT_PREFIX_PATH', 'CMAKE_PREFIX_PATH', 'VIRTUAL_ENV')}
     result = subprocess.run(['bash', '-c', script], env=dict(env, WS=str(tmp_path / 'ws')), capture_output=True,
                             text=True, timeout=900)
