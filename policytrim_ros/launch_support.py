@@ -56,9 +56,10 @@ def robot_arguments(who: str) -> list[DeclareLaunchArgument]:
 
 
 def full_namespace(context) -> str:
-    """The absolute namespace the nodes get: an including file's PushRosNamespace + ``namespace``."""
-    parts = [context.launch_configurations.get('ros_namespace') or '',
-             LaunchConfiguration('namespace').perform(context)]
+    """The absolute namespace the nodes get, as launch_ros forms it: ``namespace`` under an including
+    file's PushRosNamespace, or ``namespace`` alone when it is absolute ('/arm1')."""
+    own = LaunchConfiguration('namespace').perform(context).strip()
+    parts = [own] if own.startswith('/') else [context.launch_configurations.get('ros_namespace') or '', own]
     tokens = [t for p in parts for t in p.split('/') if t]
     return '/' + '/'.join(tokens) if tokens else ''
 
