@@ -121,8 +121,8 @@ def exit_rules(required: dict, runner=None) -> list[RegisterEventHandler]:
     - ``runner`` (the episode runner) exits: the launch shuts down; if it failed, `ros2 launch` exits
       1 (launch's return code is 0, or 1 after an error inside launch: a child's own exit code
       cannot pass through, so its failure is raised as a LaunchFailedError that names it).
-    - any of ``required`` ({label: action}, e.g. sim_node, policy_node) exits before shutdown: the launch shuts down, and
-      exits 1 if the node failed.
+    - any of ``required`` ({label: action}, e.g. sim_node, policy_node) exits before shutdown: the
+      launch shuts down, and exits 1 if the node failed.
     Exits during a shutdown already under way are expected and ignored.
     """
     shutting_down = []

@@ -190,7 +190,9 @@ def test_ros2_param_list_and_get_reach_the_nodes_in_a_namespace(namespaced_sim):
     assert param_get(tmp_path, f'{ns}/sim_node', 'sim.initial_seed') == 'Integer value is: 7'
     assert param_get(tmp_path, f'{ns}/policy_node', 'execution.n_action_steps') == 'Integer value is: 8'
     expected = {'execution.n_action_steps', 'policy.backend', 'topics.joint_states'}
-    wait_for(lambda: expected <= set(ros2(tmp_path, 'param', 'list', '--no-daemon', f'{ns}/policy_node').stdout.split()),
+    # a fresh `ros2 ... --no-daemon` may answer before it has discovered the node: poll
+    wait_for(lambda: expected <= set(ros2(tmp_path, 'param', 'list', '--no-daemon',
+                                          f'{ns}/policy_node').stdout.split()),
              60, f'`ros2 param list` to show {sorted(expected)}')
 
 
@@ -235,7 +237,15 @@ def test_deploy_launch_drives_a_sim_node_arm_through_the_remapped_controller(tmp
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:] + run.output()[-2000:]
     # success needs the arm to move: policy_node's trajectories reached sim_node's arm_controller
     assert re.search(r'\|\s*reach-000\s*\|\s*reach\s*\|\s*yes\s*\|', done.stdout), done.stdout
-    got = ros2(tmp_path, 'param', 'get', '--no-daemon', '/policy_node', 'execution.chunk_size')
-    assert got.returncode == 0 and '16' in got.stdout, got.stdout + got.stderr   # deploy.yaml's H
+    assert param_get(tmp_path, '/policy_node', 'execution.chunk_size') == 'Integer value is: 16'   # deploy.yaml's H
+    # a fresh `ros2 ... --no-daemon` may answer before it has discovered everything: poll
+    wait_for(lambda: 'topics.trajectory' in ros2(tmp_path, 'param', 'list', '--no-daemon',
+                                                 '/policy_node').stdout.split(), 60, '`ros2 param list /policy_node`')
+
+    def topics():
+        listed = set(ros2(tmp_path, 'topic', 'list', '--no-daemon').stdout.split())
+        return '/arm_controller/joint_trajectory' in listed and listed
+
+    assert '/joint_trajectory_controller/joint_trajectory' not in wait_for(topics, 60, 'the remapped trajectory topic')
     run.stop()
     assert run.process.returncode == 0, run.output()[-3000:]
