@@ -100,7 +100,7 @@ def ros_wall_clock(args, params: Path, checkpoint: str, h: int, tasks: list[str]
     episodes = run_ros_episodes(params, {'policy.backend': 'torch', 'policy.checkpoint': checkpoint,
                                          'execution.chunk_size': checkpoint_chunk_size(checkpoint),
                                          'execution.n_action_steps': h}, tasks, args.ros_episodes, args.seed,
-                                out, launcher.ros_env(launcher.random_domain_id()))
+                                out, launcher.run_env()[0])
     return {task: s[C.WALL_CLOCK_S] for task, s in summarize_by_task(episodes).items()}
 
 

@@ -4,39 +4,64 @@
     ros2 launch policytrim_ros sim.launch.py run_episodes:=true n_action_steps:=32
     ros2 launch policytrim_ros sim.launch.py checkpoint:=package://policytrim_ros/models/policytrim-wrist-h32-dagger n_action_steps:=8
     ros2 launch policytrim_ros sim.launch.py checkpoint:=package://policytrim_ros/models/policytrim-wrist chunk_size:=16 n_action_steps:=16
+    ros2 launch policytrim_ros sim.launch.py namespace:=arm1 joint_states:=robot/joint_states controller:=my_controller
+
+With run_episodes:=true the launch ends when episode_runner is done, exiting 1 if it failed. If
+sim_node or policy_node exits first, the launch shuts down (exiting 1 if that node failed).
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
+from policytrim_ros import launch_support
+
 
 def generate_launch_description():
-    params_file = LaunchConfiguration('params_file')
     default_params = os.path.join(get_package_share_directory('policytrim_ros'), 'config', 'sim.yaml')
     return LaunchDescription([
         DeclareLaunchArgument('params_file', default_value=default_params,
                               description='ROS parameter file for all nodes'),
         DeclareLaunchArgument('n_action_steps', default_value='8',
-                              description='h: actions executed per inference call (H/4 of the shipped baseline)'),
+                              description="h: actions executed per inference call (H/4 of the shipped "
+                                          "baseline); overrides the params file's execution.n_action_steps"),
         DeclareLaunchArgument('chunk_size', default_value='32',
-                              description="H: actions predicted per call, the checkpoint's own"),
+                              description="H: actions predicted per call, the checkpoint's own; overrides "
+                                          "the params file's execution.chunk_size"),
         DeclareLaunchArgument('checkpoint', default_value='package://policytrim_ros/models/bc-wrist-h32-dagger',
-                              description='policy checkpoint (directory or package:// URI), torch backend'),
+                              description='policy checkpoint (directory or package:// URI) of the torch and '
+                                          "onnx backends; overrides the params file's policy.checkpoint"),
         DeclareLaunchArgument('run_episodes', default_value='false',
-                              description='also start episode_runner to evaluate the configured tasks'),
-        Node(package='policytrim_ros', executable='sim_node', name='sim_node', output='screen',
-             parameters=[params_file]),
-        Node(package='policytrim_ros', executable='policy_node', name='policy_node', output='screen',
-             parameters=[params_file, {'execution.n_action_steps': ParameterValue(
-                 LaunchConfiguration('n_action_steps'), value_type=int),
-                 'execution.chunk_size': ParameterValue(LaunchConfiguration('chunk_size'), value_type=int),
-                 'policy.checkpoint': LaunchConfiguration('checkpoint')}]),
-        Node(package='policytrim_ros', executable='episode_runner', name='episode_runner', output='screen',
-             parameters=[params_file], condition=IfCondition(LaunchConfiguration('run_episodes'))),
+                              description='also start episode_runner to evaluate the configured tasks; the '
+                                          'launch then exits when it is done (1 if it failed)'),
+        *launch_support.robot_arguments('sim_node and policy_node'),
+        OpaqueFunction(function=_nodes),
     ])
+
+
+def _nodes(context):
+    from policytrim_ros.nodes.sim_node import SimTopicsConfig
+    from policytrim_ros.nodes.policy_node import PolicyTopicsConfig
+    namespace = launch_support.full_namespace(context)
+    given = LaunchConfiguration('params_file').perform(context)
+    params_file = launch_support.params_in_namespace(given, namespace)
+    sim = Node(package='policytrim_ros', executable='sim_node', name='sim_node', output='screen',
+               namespace=LaunchConfiguration('namespace'), parameters=[params_file],
+               remappings=launch_support.remappings(context, given, 'sim_node', SimTopicsConfig()))
+    policy = Node(package='policytrim_ros', executable='policy_node', name='policy_node', output='screen',
+                  namespace=LaunchConfiguration('namespace'),
+                  parameters=[params_file, {'execution.n_action_steps': ParameterValue(
+                      LaunchConfiguration('n_action_steps'), value_type=int),
+                      'execution.chunk_size': ParameterValue(LaunchConfiguration('chunk_size'), value_type=int),
+                      'policy.checkpoint': LaunchConfiguration('checkpoint')}],
+                  remappings=launch_support.remappings(context, given, 'policy_node', PolicyTopicsConfig()))
+    runner = Node(package='policytrim_ros', executable='episode_runner', name='episode_runner', output='screen',
+                  namespace=LaunchConfiguration('namespace'), parameters=[params_file],
+                  condition=IfCondition(LaunchConfiguration('run_episodes')))
+    return [sim, policy, runner,
+            *launch_support.exit_rules({'sim_node': sim, 'policy_node': policy}, runner=runner)]

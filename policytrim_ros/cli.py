@@ -122,7 +122,8 @@ def evaluate(args) -> int:
     started = time.monotonic()
     failures = None
     if args.ros:
-        env = launcher.ros_env(launcher.random_domain_id())
+        env, domain = launcher.run_env()
+        print(f'nodes run with {domain}', flush=True)
         results = {}
         for h in config.n_action_steps:
             print(f'\n=== h = {h} through ROS ===', flush=True)
@@ -357,7 +358,8 @@ def demo(args) -> int:
         if not 1 <= h <= chunk_size:
             print(f'error: --n-action-steps {h} must be in [1, chunk size {chunk_size}]', file=sys.stderr)
             return 2
-    env = launcher.ros_env(launcher.random_domain_id())
+    env, domain = launcher.run_env()
+    print(f'nodes run with {domain}', flush=True)
     started = time.monotonic()
     runs = []
     for label, policy, h, H in _demo_runs(args, shown, chunk_size, execution.n_action_steps):

@@ -37,6 +37,21 @@ def random_domain_id() -> int:
     return random.randint(1, 100)
 
 
+def run_env(base: dict | None = None) -> tuple[dict[str, str], str]:
+    """``ros_env`` for one run of node processes, and a line that says its ROS_DOMAIN_ID.
+
+    A ROS_DOMAIN_ID the user set is kept (their other ROS 2 processes, and the runs they keep apart
+    with it); only when it is unset or empty is one picked at random, so that the run's nodes do not
+    talk to the default domain's.
+    """
+    source = os.environ if base is None else base
+    given = (source.get('ROS_DOMAIN_ID') or '').strip()
+    if given:
+        return ros_env(base=base), f'ROS_DOMAIN_ID={given} (from the environment)'
+    domain = random_domain_id()
+    return ros_env(domain, base), f'ROS_DOMAIN_ID={domain} (picked at random: ROS_DOMAIN_ID is not set)'
+
+
 def package_share() -> Path:
     """share/policytrim_ros of the installed package."""
     return resources.package_share(PACKAGE)

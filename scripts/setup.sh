@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent setup for the pip path: system GL libs for headless MuJoCo, .venv with the pinned
-# packages (ROS 2 Kilted wheels included), the msg/srv interfaces built into the venv, and this
-# package installed. Each step is skipped when its inputs have not changed, so a second run takes
-# seconds.   Usage: bash scripts/setup.sh      (env: PYTHON=python3.11 to pick the interpreter)
+# packages (ROS 2 Kilted wheels included), the msg/srv interfaces built into the venv, this
+# package installed, and the ROS 2 launch/CLI tools from ../shared/ros2-extras when that exists.
+# Each step is skipped when its inputs have not changed, so a second run takes seconds.
+#   Usage: bash scripts/setup.sh      (env: PYTHON=python3.11 to pick the interpreter)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$repo/.venv"
@@ -72,5 +73,18 @@ if ! fresh package "$pkg"; then
   log "installing policytrim_ros into the venv"
   pip_q install --no-deps "$repo"
   mark package "$pkg"
+fi
+# 5. The real ROS 2 launch and CLI tools (`ros2 launch`, `ros2 param/topic/...`; not on PyPI), from a
+#    shared/ros2-extras folder next to the checkout when there is one (CI has it). Without it the
+#    tests that run them skip and say why.
+extras="$repo/../shared/ros2-extras"
+if [ -f "$extras/install.sh" ]; then
+  ext=$(cd "$extras" && cat install.sh wheels/*.whl src/*/package.xml 2>/dev/null | sha256sum | cut -d' ' -f1)
+  if ! fresh ros2-extras "$ext"; then
+    log "installing the ROS 2 launch and CLI tools from $(cd "$extras" && pwd) (first run: about 4 minutes)"
+    bash "$extras/install.sh" "$venv" >"$stamps.ros2-extras.log" 2>&1 || { tail -40 "$stamps.ros2-extras.log" >&2; exit 1; }
+    rm -f "$stamps.ros2-extras.log"
+    mark ros2-extras "$ext"
+  fi
 fi
 log "ready: $venv"
