@@ -32,12 +32,13 @@ def generate_launch_description():
 
 
 def _nodes(context):
-    from policytrim_ros.nodes.policy_node import PolicyTopicsConfig
+    from policytrim_ros.nodes.policy_config import PolicyTopicsConfig
     namespace = launch_support.full_namespace(context)
     given = LaunchConfiguration('params_file').perform(context)
     policy = Node(package='policytrim_ros', executable='policy_node', name='policy_node', output='screen',
                   namespace=LaunchConfiguration('namespace'),
                   parameters=[launch_support.params_in_namespace(given, namespace), {'use_sim_time': ParameterValue(
-                      LaunchConfiguration('use_sim_time'), value_type=bool)}],
+                      LaunchConfiguration('use_sim_time'), value_type=bool),
+                      **launch_support.controller_parameters(context)}],
                   remappings=launch_support.remappings(context, given, 'policy_node', PolicyTopicsConfig()))
     return [policy, *launch_support.exit_rules({'policy_node': policy})]

@@ -46,19 +46,20 @@ def generate_launch_description():
 
 def _nodes(context):
     from policytrim_ros.nodes.sim_node import SimTopicsConfig
-    from policytrim_ros.nodes.policy_node import PolicyTopicsConfig
+    from policytrim_ros.nodes.policy_config import PolicyTopicsConfig
     namespace = launch_support.full_namespace(context)
     given = LaunchConfiguration('params_file').perform(context)
     params_file = launch_support.params_in_namespace(given, namespace)
+    controller = launch_support.controller_parameters(context)
     sim = Node(package='policytrim_ros', executable='sim_node', name='sim_node', output='screen',
-               namespace=LaunchConfiguration('namespace'), parameters=[params_file],
+               namespace=LaunchConfiguration('namespace'), parameters=[params_file, controller],
                remappings=launch_support.remappings(context, given, 'sim_node', SimTopicsConfig()))
     policy = Node(package='policytrim_ros', executable='policy_node', name='policy_node', output='screen',
                   namespace=LaunchConfiguration('namespace'),
                   parameters=[params_file, {'execution.n_action_steps': ParameterValue(
                       LaunchConfiguration('n_action_steps'), value_type=int),
                       'execution.chunk_size': ParameterValue(LaunchConfiguration('chunk_size'), value_type=int),
-                      'policy.checkpoint': LaunchConfiguration('checkpoint')}],
+                      'policy.checkpoint': LaunchConfiguration('checkpoint'), **controller}],
                   remappings=launch_support.remappings(context, given, 'policy_node', PolicyTopicsConfig()))
     runner = Node(package='policytrim_ros', executable='episode_runner', name='episode_runner', output='screen',
                   namespace=LaunchConfiguration('namespace'), parameters=[params_file],

@@ -49,9 +49,10 @@ def robot_arguments(who: str) -> list[DeclareLaunchArgument]:
                                           f'remapped for {who}; '
                                           f"{keep.format('cameras')} (default camera/image_raw, camera2/image_raw)"),
         DeclareLaunchArgument('controller', default_value='',
-                              description=f"the robot's joint_trajectory_controller (e.g. /arm1/my_controller): "
-                                          f'trajectories go to <controller>/joint_trajectory, remapped for {who}; '
-                                          f"{keep.format('trajectory')}"),
+                              description=f"the robot's joint_trajectory_controller (e.g. /arm1/my_controller), "
+                                          f'controller.name of {who}: its <controller>/joint_trajectory topic, '
+                                          '<controller>/follow_joint_trajectory action and parameter services; '
+                                          "'' keeps the params file's controller.name"),
     ]
 
 
@@ -105,14 +106,19 @@ def remappings(context, path: str, node_name: str, defaults) -> list[tuple[str, 
     joint_states = LaunchConfiguration('joint_states').perform(context).strip()
     if joint_states:
         rules.append((topics.get('joint_states') or defaults.joint_states, joint_states))
-    controller = LaunchConfiguration('controller').perform(context).strip().rstrip('/')
-    if controller:
-        rules.append((topics.get('trajectory') or defaults.trajectory, f'{controller}/joint_trajectory'))
     cameras = LaunchConfiguration('camera_topics').perform(context).strip().strip('[]')
     own = list(topics.get('cameras') or defaults.cameras)
     for i, name in enumerate(c.strip().strip('\'"') for c in cameras.split(',') if c.strip()):
         rules.append((own[i] if i < len(own) else camera_topic(i), name))
     return rules
+
+
+def controller_parameters(context) -> dict:
+    """``{'controller.name': ...}`` when the ``controller`` argument is set (``{}`` otherwise): the
+    controller's name decides its topic, action and parameter services, so it is a parameter, not
+    a remap."""
+    controller = LaunchConfiguration('controller').perform(context).strip().rstrip('/')
+    return {'controller.name': controller} if controller else {}
 
 
 def exit_rules(required: dict, runner=None) -> list[RegisterEventHandler]:

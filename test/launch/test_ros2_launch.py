@@ -239,8 +239,15 @@ def test_deploy_launch_drives_a_sim_node_arm_through_the_remapped_controller(tmp
     assert re.search(r'\|\s*reach-000\s*\|\s*reach\s*\|\s*yes\s*\|', done.stdout), done.stdout
     assert param_get(tmp_path, '/policy_node', 'execution.chunk_size') == 'Integer value is: 16'   # deploy.yaml's H
     # a fresh `ros2 ... --no-daemon` may answer before it has discovered everything: poll
-    wait_for(lambda: 'topics.trajectory' in ros2(tmp_path, 'param', 'list', '--no-daemon',
-                                                 '/policy_node').stdout.split(), 60, '`ros2 param list /policy_node`')
+    wait_for(lambda: 'controller.name' in ros2(tmp_path, 'param', 'list', '--no-daemon',
+                                               '/policy_node').stdout.split(), 60, '`ros2 param list /policy_node`')
+    assert param_get(tmp_path, '/policy_node', 'controller.name') == 'String value is: arm_controller'
+    def set_h():
+        got = ros2(tmp_path, 'param', 'set', '--no-daemon', '/policy_node', 'execution.n_action_steps', '8')
+        return 'Node not found' not in got.stderr and got.stdout + got.stderr
+    refused = wait_for(set_h, 60, '`ros2 param set /policy_node ...` to find the node')
+    assert 'read-only' in refused, refused   # refused, never accepted and ignored
+    assert param_get(tmp_path, '/policy_node', 'execution.n_action_steps') == 'Integer value is: 4'   # deploy.yaml's h
 
     def topics():
         listed = set(ros2(tmp_path, 'topic', 'list', '--no-daemon').stdout.split())

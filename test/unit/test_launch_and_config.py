@@ -66,7 +66,7 @@ def test_launch_file_nodes_exist_and_their_parameters_are_declared(path):
         assert launcher.executable(exe).exists()
         assert ast.literal_eval(kw['name']) == exe  # YAML sections are keyed by node name
         for d in (n for n in ast.walk(kw['parameters']) if isinstance(n, ast.Dict)):
-            for key in d.keys:
+            for key in (k for k in d.keys if k is not None):   # None: a **mapping unpacked into it
                 assert ast.literal_eval(key) in declared(exe), f'{path.name}: {exe} has no parameter {key}'
     referenced = set(re.findall(r"'(\w+\.yaml)'", path.read_text()))
     assert referenced and referenced <= config_names, f'{path.name} names missing config files {referenced}'
