@@ -17,27 +17,22 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseArray
-from rcl_interfaces.msg import ParameterType
-from rcl_interfaces.srv import GetParameters
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
-from trajectory_msgs.msg import JointTrajectory
 
 from policytrim_ros import constants as C
 from policytrim_ros.config import ConfigError
 from policytrim_ros.constants import camera_topic
 from policytrim_ros.envs.base import Observation
-from policytrim_ros.execution import jtc
 from policytrim_ros.execution.executor import ChunkExecutor
 from policytrim_ros.execution.metrics import JsonlLog, read_jsonl
 from policytrim_ros.execution.safety import UnsafeChunkError
-from policytrim_ros.execution.trajectory import hold_trajectory
 from policytrim_ros.msg import ChunkStats, EpisodeEvent, EpisodeStats
 from policytrim_ros.nodes import conversions as conv
+from policytrim_ros.nodes.controller_link import ControllerLink
 from policytrim_ros.nodes.params import declare_config
 from policytrim_ros.nodes.policy_config import PolicyNodeConfig
 from policytrim_ros.nodes.runtime import LATCHED, RELIABLE, CauseLog, run_node
@@ -50,7 +45,6 @@ ends with end_reason max_steps (sim_node publishes the verdict on a step with th
 observation; across two topics either can arrive first)."""
 WAITING_GRACE_S = 1.0
 """Wall seconds an episode may wait for its inputs before the wait is logged."""
-CONTROLLER_PARAMETERS = ('joints', 'allow_nonzero_velocity_at_trajectory_end')
 
 
 class PolicyNode(Node):
@@ -84,26 +78,11 @@ class PolicyNode(Node):
         self._thinking_until = 0.0             # monotonic end of the latest inference call
         self._waiting_since: float | None = None   # monotonic start of a wait for inputs
 
-        self._controller_known = False         # the controller's parameters were read
-        self._controller_problem = ''          # a controller setting every window would break
-        self._controller_query = None          # Future of a background parameter query
-        self._param_client = self.create_client(GetParameters, f'{cfg.controller.name}/get_parameters')
-        self._read_controller_parameters(cfg.controller.parameter_timeout_s)
+        self.controller = ControllerLink(self, cfg.controller, cfg.robot.joint_names, cfg.execution.control_dt,
+                                         self.executor_, self.trouble, self._on_controller_failure)
+        self.controller.read_parameters()   # before any subscription: it spins this node
 
-        t, c = cfg.topics, cfg.controller
-        self._goal_handle = None               # action interface: the latest window's goal
-        if c.interface == 'action':
-            try:
-                from control_msgs.action import FollowJointTrajectory
-            except ImportError:
-                raise ConfigError("controller.interface 'action' needs control_msgs "
-                                  '(FollowJointTrajectory): install ros-<distro>-control-msgs, or use '
-                                  "controller.interface 'topic'") from None
-            from rclpy.action import ActionClient
-            self._goal_type = FollowJointTrajectory.Goal
-            self.action_client = ActionClient(self, FollowJointTrajectory, c.action_name)
-        else:
-            self.trajectory_pub = self.create_publisher(JointTrajectory, c.trajectory_topic, RELIABLE)
+        t = cfg.topics
         self.episode_pub = self.create_publisher(EpisodeStats, t.episode_stats, RELIABLE)
         self.chunk_pub = self.create_publisher(ChunkStats, t.chunk_stats, RELIABLE)
         self.create_subscription(JointState, t.joint_states, self._on_joints, qos_profile_sensor_data)
@@ -128,81 +107,10 @@ class PolicyNode(Node):
         self._wake = self.create_guard_condition(self._control_step)
         self.create_timer(0.05, self._control_step)
         self._warm_up()
-        target = c.action_name + ' (action)' if c.interface == 'action' else c.trajectory_topic
         self.get_logger().info(
             f'{meta.name} policy: H={cfg.execution.chunk_size} h={cfg.execution.n_action_steps} '
-            f'dt={cfg.execution.control_dt}s -> {target}, windows end {self.executor_.window_end}'
+            f'dt={cfg.execution.control_dt}s -> {self.controller.target}, windows end {self.executor_.window_end}'
             + (f'; images from {list(image_topics)}' if image_topics else ''))
-
-    # -- the controller's parameters -------------------------------------------------------------
-    def _read_controller_parameters(self, timeout_s: float) -> None:
-        """Read the JTC's joints and allow_nonzero_velocity_at_trajectory_end (before any
-        subscription exists, so spinning here runs no other callback); adapt or refuse."""
-        name = self.config.controller.name
-        if timeout_s == 0:
-            self.get_logger().info(f"controller {name}'s parameters are not read (controller.parameter_timeout_s 0): "
-                                   f'windows end {self.executor_.window_end}')
-            return
-        if self._param_client.wait_for_service(timeout_sec=timeout_s):
-            future = self._param_client.call_async(GetParameters.Request(names=list(CONTROLLER_PARAMETERS)))
-            rclpy.spin_until_future_complete(self, future, timeout_sec=timeout_s)
-            if future.done() and future.result() is not None:
-                self._apply_controller_parameters(future.result())
-                if self._controller_problem:
-                    raise ConfigError(self._controller_problem)
-                return
-        window_end = self.config.controller.window_end
-        self.get_logger().warning(
-            f"controller {name}'s parameters were not readable within {timeout_s}s (controller.name, "
-            f'controller.parameter_timeout_s): '
-            + ('windows end at rest, which every joint_trajectory_controller accepts; if its '
-               'allow_nonzero_velocity_at_trajectory_end is true, set controller.window_end: moving for '
-               'seamless windows. Asking again at each episode start.' if window_end == 'auto' else
-               f'controller.window_end {window_end} is used as set.'))
-
-    def _apply_controller_parameters(self, response) -> None:
-        """Adapt window ends to the controller's allow_nonzero_velocity_at_trajectory_end, or
-        record the setting that would make it reject every window (``_controller_problem``)."""
-        c, robot = self.config.controller, self.config.robot
-        values = dict(zip(CONTROLLER_PARAMETERS, response.values))
-        self._controller_known = True
-        joints = values['joints']
-        if joints.type == ParameterType.PARAMETER_STRING_ARRAY and \
-                sorted(joints.string_array_value) != sorted(robot.joint_names):
-            self._controller_problem = (
-                f"controller {c.name}'s joints {list(joints.string_array_value)} are not robot.joint_names "
-                f'{list(robot.joint_names)}: it would reject every window (set robot.joint_names to its '
-                'joints, in the order of the policy\'s action columns, or controller.name to the right controller)')
-            return
-        allow = values['allow_nonzero_velocity_at_trajectory_end']
-        readable = allow.type == ParameterType.PARAMETER_BOOL
-        if c.window_end == 'moving' and readable and not allow.bool_value:
-            self._controller_problem = (
-                f"controller.window_end is moving but controller {c.name}'s allow_nonzero_velocity_at_trajectory_end "
-                'is false: it would reject every window. Set it true in the controller\'s parameters '
-                '(config/controllers.yaml does) or use controller.window_end auto or rest')
-            return
-        if c.window_end == 'auto':
-            self.executor_.window_end = 'moving' if readable and allow.bool_value else 'rest'
-            self.get_logger().info(
-                f'controller {c.name}: allow_nonzero_velocity_at_trajectory_end='
-                f'{str(allow.bool_value).lower() if readable else "unset"} -> windows end {self.executor_.window_end}')
-
-    def _ask_controller_again(self) -> None:
-        if self.config.controller.parameter_timeout_s == 0 or self._controller_known or self._controller_query is not None or not self._param_client.service_is_ready():
-            return
-        self._controller_query = self._param_client.call_async(
-            GetParameters.Request(names=list(CONTROLLER_PARAMETERS)))
-        self._controller_query.add_done_callback(self._on_controller_parameters)
-
-    def _on_controller_parameters(self, future) -> None:
-        self._controller_query = None
-        if future.result() is not None:
-            with self._lock:
-                self._apply_controller_parameters(future.result())
-            if self._controller_problem:
-                self.get_logger().error(self._controller_problem + '; no window will be sent')
-        self._wake.trigger()
 
     # -- callbacks -----------------------------------------------------------------------------
     def _store(self, kind: str, msg) -> None:
@@ -285,15 +193,11 @@ class PolicyNode(Node):
                 return
             if self._joint_states_lost():
                 return
-            if self._controller_problem:
-                self._reject('controller', self._controller_problem, ex.episode_id)
+            if self.controller.problem:
+                self._reject('controller', self.controller.problem, ex.episode_id)
                 return
-            if self._controller_query is not None:
-                return   # the controller's parameters decide how the first window ends
-            if self.config.controller.interface == 'action' and not self.action_client.server_is_ready():
-                self.trouble.warning('no_action_server', f'waiting for the action server '
-                                     f'{self.config.controller.action_name} (is the controller active?)')
-                return
+            if self.controller.querying or not self.controller.ready():
+                return   # its parameters decide how the first window ends; its action server is needed
             if ex.window is not None:
                 if not self._observed_since(ex.window.end_time - 0.5 * ex.config.control_dt):
                     return
@@ -328,81 +232,30 @@ class PolicyNode(Node):
             except UnsafeChunkError as err:
                 self._reject('unsafe_chunk', str(err), episode_id)
                 return
-            self._send(conv.trajectory_to_msg(traj), episode_id)
+            self.controller.send(conv.trajectory_to_msg(traj), episode_id)
             self.chunk_pub.publish(conv.chunk_stats_msg(record, self.get_clock().now().to_msg()))
 
     # -- the controller ------------------------------------------------------------------------
-    def _send(self, msg: JointTrajectory, episode_id: str) -> None:
-        """One window to the controller: a topic message or an action goal."""
-        if self.config.controller.interface == 'topic':
-            if self.trajectory_pub.get_subscription_count() == 0:
-                self.trouble.warning('no_controller', f'nothing subscribes to {self.config.controller.trajectory_topic}: '
-                                     'is the controller active (controller.name)?')
-            self.trajectory_pub.publish(msg)
-            return
-        if not self.action_client.server_is_ready():
-            self._reject('controller', f'the action server {self.config.controller.action_name} is not available',
-                         episode_id)
-            return
-        future = self.action_client.send_goal_async(self._goal_type(trajectory=msg))
-        future.add_done_callback(functools.partial(self._on_goal_response, episode_id))
-
-    def _on_goal_response(self, episode_id: str, future) -> None:
-        handle = future.result()
+    def _on_controller_failure(self, episode_id: str, end_reason: str) -> None:
         with self._lock:
-            current = self.executor_.active and self.executor_.episode_id == episode_id
-            if handle is None or not handle.accepted:
-                if current:
-                    self.get_logger().error(f'{self.config.controller.action_name} rejected the window of episode '
-                                            f'{episode_id} (its log says why); holding')
-                    self._finish(False, C.END_CONTROLLER_REJECTED)
-                return
-            if not current:   # the episode ended while the goal was on its way: stop it
-                handle.cancel_goal_async()
-                return
-            self._goal_handle = handle
-        handle.get_result_async().add_done_callback(functools.partial(self._on_goal_result, episode_id, handle))
-
-    def _on_goal_result(self, episode_id: str, handle, future) -> None:
-        from action_msgs.msg import GoalStatus
-        response = future.result()
-        with self._lock:
-            if handle is not self._goal_handle:
-                return   # an older window's goal, preempted by ours: not a failure
-            self._goal_handle = None
-            if response is None or response.status != GoalStatus.STATUS_ABORTED:
-                return   # succeeded, or canceled by our own hold
-            if not (self.executor_.active and self.executor_.episode_id == episode_id):
-                return
-            code, text = response.result.error_code, response.result.error_string
-            tolerance = code in (jtc.PATH_TOLERANCE_VIOLATED, jtc.GOAL_TOLERANCE_VIOLATED)
-            self.get_logger().error(f'{self.config.controller.action_name} aborted the window of episode '
-                                    f'{episode_id}: error_code {code} {text!r}; holding')
-            self._finish(False, C.END_TOLERANCE_VIOLATED if tolerance else C.END_CONTROLLER_ABORTED)
+            if self.executor_.active and self.executor_.episode_id == episode_id:
+                self._finish(False, end_reason)
 
     def _hold(self) -> None:
-        """Stop the arm where it is: cancel the running goal, or send a one-point hold at the
-        measured positions (an empty trajectory would be rejected by every distro's controller).
-
-        The hold starts on arrival (stamp 0) and reaches the measured positions one control step
-        later: never "in the past" for the controller, whatever its clock.
-        """
-        if self.config.controller.interface == 'action':
-            if self._goal_handle is not None:
-                self._goal_handle.cancel_goal_async()
-            return
+        """Stop the arm where it is: the controller link cancels the goal, or holds at the
+        measured positions (None when no current joint state: then it can send no hold)."""
         joints = self._latest.get('joints')
+        positions = None
         try:
             problem = 'no joint state received' if joints is None else self._stamp_problem('joints', joints)
             if problem:
                 raise conv.ObservationError(problem)
             positions, _ = conv.joint_state_to_arrays(joints, self.config.robot.joint_names)
         except conv.ObservationError as err:
-            self.trouble.error('hold', f'cannot command a hold: {err}; the controller finishes the window it '
-                               'has and then holds its last point')
-            return
-        self.trajectory_pub.publish(conv.trajectory_to_msg(
-            hold_trajectory(positions, self.config.robot.joint_names, self.config.execution.control_dt)))
+            if self.config.controller.interface == 'topic':
+                self.trouble.error('hold', f'cannot command a hold: {err}; the controller finishes the window it '
+                                   'has and then holds its last point')
+        self.controller.hold(positions)
 
     # -- helpers -------------------------------------------------------------------------------
     def _logged_episode_ids(self) -> set[str]:
@@ -443,7 +296,7 @@ class PolicyNode(Node):
             self._episode_started_at = time.monotonic()
             self._waiting_since = None
             self.trouble.clear()
-            self._ask_controller_again()
+            self.controller.ask_again()
         self.get_logger().info(f'episode {episode_id} ({task}): "{instruction}"')
         self._wake.trigger()
 

@@ -14,7 +14,7 @@ real_time_factor is 0); ``realtime`` steps continuously at real_time_factor x wa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from rclpy.node import Node

@@ -19,7 +19,6 @@ from trajectory_msgs.msg import JointTrajectory
 
 from policytrim_ros import launcher
 from policytrim_ros.envs.base import JOINT_NAMES
-from policytrim_ros.launcher import NodeSpec
 from policytrim_ros.msg import EpisodeEvent, EpisodeStats
 from policytrim_ros.nodes.conversions import to_time
 from policytrim_ros.nodes.runtime import LATCHED
