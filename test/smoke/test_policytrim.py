@@ -93,7 +93,7 @@ def test_policytrim_train_command_runs_a_stage_from_the_shipped_config(tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert 'final checkpoint' in done.stdout and (tmp_path / 'run' / 'last' / 'config.json').is_file()
     bad = subprocess.run(command[:-1] + ['grpo={clp: 0.1}'], env=launcher.ros_env(), capture_output=True, text=True)
-    assert bad.returncode == 1 and "unknown config key 'grpo.clp' (did you mean 'clip'?)" in bad.stderr
+    assert bad.returncode == 2 and "unknown config key 'grpo.clp' (did you mean 'clip'?)" in bad.stderr
 
 
 def test_stage_all_selects_h_and_per_task_budgets_then_runs_stage2_and_resumes_without_rework(tmp_path):
