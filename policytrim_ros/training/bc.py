@@ -28,14 +28,16 @@ from policytrim_ros import resources
 from policytrim_ros.config import to_dict
 from policytrim_ros.data.dataset import ChunkDataset
 from policytrim_ros.envs.factory import suite_control_dt, task_suite
-from policytrim_ros.policy.checkpoint import (load_checkpoint, load_trainer_state, save_checkpoint,
-                                              save_trainer_state)
+from policytrim_ros.policy.checkpoint import (load_checkpoint, load_json, load_trainer_state, save_checkpoint,
+                                              save_json, save_trainer_state)
 from policytrim_ros.policy.vla.configuration_vla import preset
 from policytrim_ros.policy.vla.instruction import InstructionEncoder
 from policytrim_ros.policy.vla.modeling_vla import VLAModel
 
 RAW_DIR = 'raw'
 """With ``ema_decay``, the run folder's copy of the trained (not averaged) weights."""
+DATASET_FILE = 'dataset.json'
+"""The run folder's record of the demonstrations it trained on (``_dataset_manifest``)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ class BCConfig:
     extra_demos: more folders of bags trained on together with ``demos`` (e.g. takeover
         demonstrations, ``policytrim collect --takeover``); same robot, same styles filter.
     styles: operator styles of the bags to train on (efficient, teleop; recorded for robot bags).
+    strict_bags: stop at the first bag that does not yield its whole episode (BagError naming it)
+        instead of training without it: by default a damaged MCAP bag gives what its intact chunks
+        hold (``data.salvage``), one with nothing usable is skipped, and both are listed in a
+        warning and in the run's dataset.json.
     cameras: the demos' cameras the policy sees, tiled in this order (e.g. [scene_camera,
         wrist_camera]); [] = every camera the demos recorded, in their order.
     model: VLA preset (vla-2m or vla-10m).
@@ -98,12 +104,14 @@ class BCConfig:
     eval_seed: seed of the first evaluation episode (evaluation seeds start at 1000).
     num_threads: torch CPU threads for training. 1 by default: with 2 threads on a 2-core machine
         that also runs anything else, OpenMP spin-waits made a step 25x slower (6.8 s vs 0.26 s).
-    out_dir: run folder: checkpoints/, last/, raw/ (with ema_decay), scalars.csv, config.json.
+    out_dir: run folder: checkpoints/, last/, raw/ (with ema_decay), scalars.csv, config.json, and
+        dataset.json (the episodes and steps trained on, the bags skipped or salvaged and why).
     """
 
     demos: str = 'runs/demos'
     extra_demos: tuple[str, ...] = ()
     styles: tuple[str, ...] = ('teleop',)
+    strict_bags: bool = False
     cameras: tuple[str, ...] = ()
     model: str = 'vla-2m'
     chunk_size: int = 16
@@ -268,6 +276,25 @@ def _restore(out: Path, optimizer, rng, generator) -> int:
     return meta['step']
 
 
+def _dataset_manifest(out: Path, dataset: ChunkDataset, resume: bool) -> dict:
+    """What the run trains on (printed; written to dataset.json at its start). A resumed run must
+    see the same episodes and steps, else it would not continue the same training."""
+    report = dataset.report
+    manifest = {'episodes': report.episodes, 'steps': report.steps, 'bags': report.bags,
+                'skipped': [{'bag': b, 'reason': r} for b, r in report.skipped],
+                'recovered': [{'bag': b, 'note': n} for b, n in report.recovered]}
+    print(f'bc: training on {report.episodes} episodes, {report.steps} steps from {report.bags} bags '
+          f'({len(report.skipped)} skipped, {len(report.recovered)} recovered; listed in {out / DATASET_FILE})',
+          flush=True)
+    if resume and (out / DATASET_FILE).is_file():
+        before = load_json(out / DATASET_FILE)
+        if (before['episodes'], before['steps']) != (report.episodes, report.steps):
+            raise ValueError(f"{out} trained on {before['episodes']} episodes, {before['steps']} steps; the demos now "
+                             f'give {report.episodes} and {report.steps}: resume needs the same demonstrations '
+                             '(restore them, or start a new run with init_from)')
+    return manifest
+
+
 def _evaluate(checkpoint: Path, cfg: BCConfig, tasks: list[str]) -> dict[str, float]:
     """Success rate per task of the checkpoint at h = eval_n_action_steps, in the tasks' default env
     (the embedded arm rendering the checkpoint's cameras)."""
@@ -297,7 +324,8 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
     rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     dataset = ChunkDataset([cfg.demos, *cfg.extra_demos], cfg.chunk_size, styles=cfg.styles,
-                           cameras=cfg.cameras or None)
+                           cameras=cfg.cameras or None, strict=cfg.strict_bags)
+    manifest = _dataset_manifest(out, dataset, resume)
     first = dataset[0]
     joint_names = tuple(dataset.joint_names)
     stats = dataset.statistics(cfg.action_offsets)
@@ -344,7 +372,8 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
         start = 0
         average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
         out.mkdir(parents=True, exist_ok=True)
-        (out / 'config.json').write_text(json.dumps(to_dict(cfg), indent=2))
+        save_json(out / 'config.json', to_dict(cfg))
+        save_json(out / DATASET_FILE, manifest)
     # the weights follow the model's own normalization (an init_from model keeps its statistics)
     weights = (step_weights(model.delta_std.numpy(), stats['step_delta_std']) if cfg.step_weighting else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg), last_epoch=start - 1)

@@ -2,13 +2,15 @@
 a resumed run ends with exactly the weights of an uninterrupted one, and takeover demonstrations
 start where the trained policy handed over."""
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from policytrim_ros.data.bag import read_episode_bag
+from policytrim_ros.data.bag import BagError, read_episode_bag
+from policytrim_ros.data.dataset import BagWarning
 from policytrim_ros.data.collect import Takeover, collect_demonstrations, collect_episode
 from policytrim_ros.config import ConfigError, from_dict
 from policytrim_ros.envs.arm import ArmEnv
@@ -259,3 +261,25 @@ def test_extra_demos_are_trained_on_with_the_demos(demos, tmp_path):
     collect_demonstrations(['push'], 1, 'teleop', 0, extra, workers=1, progress=False)
     final = train_bc(replace(config(demos, tmp_path / 'run', 2), extra_demos=(str(extra),)), progress=False)
     assert json.loads((final.parent / 'config.json').read_text())['extra_demos'] == [str(extra)]
+
+
+def test_bc_records_what_it_trained_on_and_strict_bags_stops_at_a_damaged_bag(demos, tmp_path, capsys):
+    mixed = tmp_path / 'demos'
+    shutil.copytree(demos, mixed)
+    garbage = mixed / 'reach' / 'teleop-9'
+    garbage.mkdir()
+    (garbage / 'teleop-9.mcap').write_bytes(b'not an mcap file')
+    steps = read_episode_bag(demos / 'reach' / 'teleop-0').steps
+    with pytest.warns(BagWarning, match=f'skipped {garbage}'):
+        train_bc(config(mixed, tmp_path / 'run', 2), progress=False)
+    assert f'bc: training on 1 episodes, {steps} steps from 2 bags (1 skipped, 0 recovered' in capsys.readouterr().out
+    manifest = json.loads((tmp_path / 'run' / 'dataset.json').read_text())
+    assert (manifest['episodes'], manifest['steps'], manifest['bags']) == (1, steps, 2)
+    assert manifest['skipped'][0]['bag'] == str(garbage) and 'no metadata.yaml' in manifest['skipped'][0]['reason']
+    with pytest.raises(BagError, match=f'{garbage}: no metadata.yaml'):
+        train_bc(replace(config(mixed, tmp_path / 'strict', 2), strict_bags=True), progress=False)
+    shutil.rmtree(mixed / 'reach' / 'teleop-0')   # the demos changed under a run: it cannot resume the same
+    shutil.rmtree(garbage)
+    collect_demonstrations(['reach'], 1, 'teleop', 5, mixed, workers=1, progress=False)
+    with pytest.raises(ValueError, match=f'trained on 1 episodes, {steps} steps; the demos now give 1 and'):
+        train_bc(config(mixed, tmp_path / 'run', 4), resume=True, progress=False)
