@@ -12,6 +12,10 @@
 
 collect, train-bc and eval (without --ros) also run the Meta-World 3.1.1 tasks reach-v3, push-v3
 and pick-place-v3 (--tasks reach-v3 ...); one command takes the tasks of one robot.
+
+An error prints one line, policytrim <command>: error: <what to fix>, and exits with 2 for bad
+input (a config key or value, an argument, a missing, damaged or edited checkpoint, a bag in strict
+mode), as for a usage error, or 1 when something else failed (a file system error, a crashed run).
 """
 from __future__ import annotations
 
@@ -402,7 +406,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (RuntimeError, OSError, ValueError) as err:
+    except ValueError as err:   # bad input: a config, an argument, a checkpoint (CheckpointError), a bag
+        print(f'policytrim {args.command}: error: {err}', file=sys.stderr)
+        return 2
+    except (RuntimeError, OSError) as err:
         print(f'policytrim {args.command}: error: {err}', file=sys.stderr)
         return 1
 

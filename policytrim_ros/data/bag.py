@@ -71,6 +71,11 @@ class BagError(ValueError):
     """A bag that cannot become an Episode: missing, corrupt, or missing topics or data."""
 
 
+class UnreadableBagError(BagError):
+    """A bag whose files do not open (truncated, corrupt, no metadata.yaml): ``salvage`` may still
+    recover the episode from an MCAP file, unlike a bag that opens but holds no usable episode."""
+
+
 def _qos(reliability: QosReliability, durability: QosDurability, depth: int) -> Qos:
     zero = QosTime(0, 0)
     return Qos(QosHistory.KEEP_LAST, depth, reliability, durability, zero, zero,
@@ -217,24 +222,32 @@ def bag_custom_data(path: str | Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in (info.get('custom_data') or {}).items()}
 
 
+def episode_topics(topics: dict[str, str], path: Path) -> tuple[str, ...]:
+    """The image topics (IMAGE_TOPIC and the further cameras' present in an unbroken run) of a bag
+    whose topics map to these message types; BagError if a required topic is missing or any
+    episode topic has an unexpected type."""
+    missing = [t for t in REQUIRED_TOPICS if t not in topics]
+    if missing:
+        raise BagError(f'{path} lacks the topics {missing} (it has {sorted(topics)})')
+    cameras = 1
+    while image_topics(cameras + 1)[-1] in topics:
+        cameras += 1
+    expected = {**TOPIC_TYPES, **{t: TOPIC_TYPES[IMAGE_TOPIC] for t in image_topics(cameras)}}
+    wrong = {t: topics[t] for t in expected if t in topics and topics[t] != expected[t]}
+    if wrong:
+        raise BagError(f'{path}: topics with unexpected types {wrong}; expected '
+                       f'{ {t: expected[t] for t in wrong} }')
+    return image_topics(cameras)
+
+
 def _read_messages(path: Path) -> tuple[dict[str, list[tuple[int, object]]], tuple[str, ...]]:
     """(topic -> [(log time ns, deserialized message)] for the episode topics in log-time order,
-    the image topics): IMAGE_TOPIC and the further cameras' topics present in an unbroken run."""
+    the image topics)."""
     store = typestore()
     try:
         with Reader(path) as reader:
-            topics = {c.topic: c.msgtype for c in reader.connections}
-            missing = [t for t in REQUIRED_TOPICS if t not in topics]
-            if missing:
-                raise BagError(f'{path} lacks the topics {missing} (it has {sorted(topics)})')
-            cameras = 1
-            while image_topics(cameras + 1)[-1] in topics:
-                cameras += 1
-            expected = {**TOPIC_TYPES, **{t: TOPIC_TYPES[IMAGE_TOPIC] for t in image_topics(cameras)}}
-            wrong = {t: topics[t] for t in expected if t in topics and topics[t] != expected[t]}
-            if wrong:
-                raise BagError(f'{path}: topics with unexpected types {wrong}; expected '
-                               f'{ {t: expected[t] for t in wrong} }')
+            cameras = episode_topics({c.topic: c.msgtype for c in reader.connections}, path)
+            expected = {*TOPIC_TYPES, *cameras}
             messages: dict[str, list[tuple[int, object]]] = {t: [] for t in expected}
             wanted = [c for c in reader.connections if c.topic in expected]
             for connection, log_ns, raw in reader.messages(wanted):
@@ -242,8 +255,8 @@ def _read_messages(path: Path) -> tuple[dict[str, list[tuple[int, object]]], tup
     except BagError:
         raise
     except Exception as err:  # a damaged file fails deep inside rosbags/mcap/zstd in many ways
-        raise BagError(f'cannot read the bag {path}: {type(err).__name__}: {err}') from err
-    return messages, image_topics(cameras)
+        raise UnreadableBagError(f'cannot read the bag {path}: {type(err).__name__}: {err}') from err
+    return messages, cameras
 
 
 def _expand_commands(commands: list[tuple[int, object]], path: Path
@@ -315,13 +328,25 @@ def read_episode_bag(path: str | Path) -> Episode:
     The steps are the expanded commands between the START event and the end event (when present).
     task, instruction and success come from the events and /instruction, falling back to
     custom_data; seed, style and control_dt come from custom_data (-1, 'recorded' and the median
-    step spacing when absent).
+    step spacing when absent). A damaged MCAP bag may still hold an episode: ``salvage``.
     """
     path = Path(path)
     if not path.exists():
         raise BagError(f'no bag at {path}')
     messages, cameras = _read_messages(path)
-    custom = bag_custom_data(path) if path.is_dir() else {}
+    return episode_from_messages(path, messages, cameras, bag_custom_data(path) if path.is_dir() else {})
+
+
+def episode_from_messages(path: Path, messages: dict[str, list[tuple[int, object]]], cameras: tuple[str, ...],
+                          custom: dict[str, str], complete: bool = True) -> Episode:
+    """The Episode of a bag's deserialized ``messages`` (topic -> [(log time ns, message)]), its
+    image topics ``cameras`` and its ``custom`` data (see ``read_episode_bag``).
+
+    complete: False for what is left of a recording cut short (``salvage``). Without an end event
+    its steps then stop at the last one whose images and joint state were recorded (a command's
+    later points were never observed), and it is not successful: custom_data's success describes
+    the whole recording.
+    """
     events = sorted(((_stamp_ns(m, ns), m) for ns, m in messages[EVENT_TOPIC]), key=lambda e: e[0])
     start = next(((ns, m) for ns, m in events if m.event == _START), None)
     end = next(((ns, m) for ns, m in events if m.event in (_SUCCESS, _FAILURE)
@@ -332,8 +357,13 @@ def read_episode_bag(path: str | Path) -> Episode:
         keep &= steps_ns >= start[0] - _ALIGN_TOLERANCE_NS
     if end is not None:
         keep &= steps_ns < end[0] - _ALIGN_TOLERANCE_NS
+    elif not complete:
+        observed = min(max((_stamp_ns(m, ns) for ns, m in messages[t]), default=-1)
+                       for t in (*cameras, JOINT_STATES_TOPIC))
+        keep &= steps_ns <= observed + _ALIGN_TOLERANCE_NS
     if not keep.any():
-        raise BagError(f'{path}: no command falls between the START and the end event')
+        raise BagError(f'{path}: no command falls between the START and the end event'
+                       + ('' if complete else ' (or the last recorded observation)'))
     steps_ns, actions, calls = steps_ns[keep], actions[keep], calls[keep]
     per_camera = [_latest(messages[t], steps_ns, t, path) for t in cameras]
     tiles = [[_image(m, path) for m in msgs] for msgs in per_camera]
@@ -349,7 +379,7 @@ def read_episode_bag(path: str | Path) -> Episode:
         raise BagError(f'{path}: no task: neither a START event on {EVENT_TOPIC} nor custom_data task')
     instructions = [m.data for _, m in messages[INSTRUCTION_TOPIC]]
     instruction = instructions[0] if instructions else (start[1].instruction if start is not None else '')
-    success = end[1].event == _SUCCESS if end is not None else custom.get('success') == 'true'
+    success = end[1].event == _SUCCESS if end is not None else complete and custom.get('success') == 'true'
     if 'control_dt' in custom:
         control_dt = float(custom['control_dt'])
     elif len(steps_ns) > 1:

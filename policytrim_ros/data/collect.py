@@ -161,27 +161,32 @@ def _collect_and_write(env: ArmEnv | MetaWorldEnv, operator: Operator, out_dir: 
 
 
 # Per pool worker: (env, operator, out_dir, only_successful, max_steps, takeover, policy), built
-# once by _init_worker.
-_WORKER: tuple | None = None
+# once by _init_worker, or the exception that stopped building it.
+_WORKER: tuple | Exception | None = None
 
 
 def _init_worker(tasks: Sequence[str], env_config: EnvConfig | None, metaworld_config: MetaWorldConfig | None,
                  style: str, teleop: TeleopConfig | None, out_dir: str, only_successful: bool,
                  max_steps: int, takeover: Takeover | None) -> None:
     global _WORKER
-    env = make_env(tasks, env_config, metaworld_config)
-    # free the GL context before the interpreter tears down (else mujoco prints EGL errors at exit)
-    multiprocessing.util.Finalize(env, env.close, exitpriority=10)
-    operator = make_operator(style, teleop, task_suite(tasks))
-    policy = None
-    if takeover is not None:
-        import torch
-        torch.set_num_threads(1)  # one core per worker process
-        policy = takeover.make_policy(tuple(env.joint_names))
-    _WORKER = (env, operator, Path(out_dir), only_successful, max_steps, takeover, policy)
+    try:
+        env = make_env(tasks, env_config, metaworld_config)
+        # free the GL context before the interpreter tears down (else mujoco prints EGL errors at exit)
+        multiprocessing.util.Finalize(env, env.close, exitpriority=10)
+        operator = make_operator(style, teleop, task_suite(tasks))
+        policy = None
+        if takeover is not None:
+            import torch
+            torch.set_num_threads(1)  # one core per worker process
+            policy = takeover.make_policy(tuple(env.joint_names))
+        _WORKER = (env, operator, Path(out_dir), only_successful, max_steps, takeover, policy)
+    except Exception as err:  # noqa: BLE001 - a Pool restarts a failing initializer forever (a hang):
+        _WORKER = err         # the worker's first job raises it instead, in the caller
 
 
 def _run_job(job: tuple[str, int]) -> dict:
+    if isinstance(_WORKER, Exception):
+        raise _WORKER
     return _collect_and_write(*_WORKER, *job)
 
 
@@ -221,28 +226,36 @@ def collect_demonstrations(tasks: Sequence[str], episodes_per_task: int, style: 
     args = (tuple(tasks), env_config, metaworld_config, style, teleop, str(out_dir), only_successful, max_steps,
             takeover)
     started = time.perf_counter()
-    bar = tqdm(total=len(jobs), desc=f'{style} demos', unit='episode', disable=not progress)
-    results = []
+    episodes = _episodes(args, jobs, workers)
+    results = [next(episodes)]   # a worker's setup error (a bad takeover checkpoint) stops here, before the bar
+    bar = tqdm(total=len(jobs), initial=1, desc=f'{style} demos', unit='episode', disable=not progress)
+    for result in episodes:
+        results.append(result)
+        bar.update()
+    bar.close()
+    _update_index(out_dir, style, tasks, results, time.perf_counter() - started, takeover is not None)
+    return sorted(Path(r['path']) for r in results if r['path'] is not None)
+
+
+def _episodes(args: tuple, jobs: list[tuple[str, int]], workers: int):
+    """Yield the result of each job (in job order in this process, as they finish in a pool);
+    ``args`` are ``_init_worker``'s."""
     if workers == 1:
-        env, operator = make_env(tasks, env_config, metaworld_config), make_operator(style, teleop, suite)
-        policy = takeover.make_policy(tuple(env.joint_names)) if takeover is not None else None
+        tasks, env_config, metaworld_config, style, teleop, out_dir, only_successful, max_steps, takeover = args
+        env = make_env(tasks, env_config, metaworld_config)
         try:
+            operator = make_operator(style, teleop, task_suite(tasks))
+            policy = takeover.make_policy(tuple(env.joint_names)) if takeover is not None else None
             for job in jobs:
-                results.append(_collect_and_write(env, operator, out_dir, only_successful, max_steps,
-                                                  takeover, policy, *job))
-                bar.update()
+                yield _collect_and_write(env, operator, Path(out_dir), only_successful, max_steps, takeover, policy,
+                                         *job)
         finally:
             env.close()
     else:
         with multiprocessing.get_context('spawn').Pool(workers, _init_worker, args) as pool:
-            for result in pool.imap_unordered(_run_job, jobs):
-                results.append(result)
-                bar.update()
+            yield from pool.imap_unordered(_run_job, jobs)
             pool.close()
             pool.join()
-    bar.close()
-    _update_index(out_dir, style, tasks, results, time.perf_counter() - started, takeover is not None)
-    return sorted(Path(r['path']) for r in results if r['path'] is not None)
 
 
 def _update_index(out_dir: Path, style: str, tasks: Sequence[str], results: list[dict],

@@ -2,30 +2,87 @@
 
 Every step t of every episode starts one window. All arrays live in memory (a 96x96 step is about
 28 kB of image, so a few hundred episodes of up to 150 steps take a few hundred MB).
+
+No bag is dropped in silence: a bag that does not open (truncated, corrupt, no metadata.yaml) is
+salvaged when its MCAP file still holds an episode (``data.salvage``), and one that yields nothing
+usable is skipped; both are listed, with the reason, in ``ChunkDataset.report`` and one
+``BagWarning``. ``strict`` raises at the first such bag instead.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from policytrim_ros.data.bag import bag_custom_data, read_episode_bag
+from policytrim_ros.data.bag import BagError, UnreadableBagError, bag_custom_data, read_episode_bag
 from policytrim_ros.data.episode import Episode
+from policytrim_ros.data.salvage import salvage_episode_bag
 from policytrim_ros.envs.base import camera_tiles, select_tiles
 
 _MIN_STD = 1e-6  # floor of the statistics' std, so normalizing a constant dimension stays finite
 
 
+class BagWarning(UserWarning):
+    """Demonstration bags were skipped, or only partly recovered, while loading a dataset."""
+
+
+@dataclass
+class LoadReport:
+    """What loading demonstrations found.
+
+    bags: bag directories (and bare bag files) found; skipped: (bag, why) of those that yielded no
+    usable episode; recovered: (bag, what) of damaged ones salvaged (``data.salvage``); episodes,
+    steps: what the dataset holds after the styles and success filters.
+    """
+
+    bags: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    recovered: list[tuple[str, str]] = field(default_factory=list)
+    episodes: int = 0
+    steps: int = 0
+
+    def summary(self) -> str:
+        """One line of counts, then one line per skipped or recovered bag with the reason."""
+        lines = [f'{self.episodes} episodes, {self.steps} steps from {self.bags} bags; skipped {len(self.skipped)} '
+                 f'of {self.bags} bags, recovered {len(self.recovered)} from damaged bags']
+        lines += [f'  skipped {bag}: {why}' for bag, why in self.skipped]
+        lines += [f'  recovered {bag}: {what}' for bag, what in self.recovered]
+        return '\n'.join(lines)
+
+
 def find_bags(root: str | Path) -> list[Path]:
-    """Bag directories (those with a metadata.yaml) at or below ``root``, sorted."""
+    """Bag directories at or below ``root``, sorted: those with a metadata.yaml, and those holding
+    .mcap or .db3 files without one (a recording that never finished, or lost it)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f'no directory {root}')
-    if (root / 'metadata.yaml').is_file():
-        return [root]
-    return sorted(meta.parent for meta in root.rglob('metadata.yaml'))
+    found = {meta.parent for meta in root.rglob('metadata.yaml')}
+    found |= {storage.parent for pattern in ('*.mcap', '*.db3') for storage in root.rglob(pattern)}
+    return [root] if root in found else sorted(found)
+
+
+def _read_bag(bag: Path, strict: bool, report: LoadReport) -> Episode:
+    """The episode of ``bag``, salvaged if the bag does not open (unless ``strict``); BagError if
+    nothing usable is left."""
+    if bag.is_dir() and not (bag / 'metadata.yaml').is_file():
+        error: BagError = UnreadableBagError(f'{bag}: no metadata.yaml (rosbag2 writes it when a recording ends; '
+                                             '`ros2 bag reindex` rebuilds it)')
+    else:
+        try:
+            return read_episode_bag(bag)
+        except UnreadableBagError as err:
+            error = err
+    if strict:
+        raise error
+    try:
+        episode, note = salvage_episode_bag(bag)
+    except BagError as err:
+        raise BagError(f'{error}; salvaging it: {err}') from None
+    report.recovered.append((str(bag), f'{error}; {note}'))
+    return episode
 
 
 def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -47,22 +104,29 @@ class ChunkDataset:
     cameras: train on these of the episodes' cameras, tiled in this order (None keeps the images
         as recorded); every episode must name them (``Episode.cameras``).
     only_successful: drop episodes that did not succeed.
+    strict: raise BagError at the first bag that does not yield its whole episode (unreadable,
+        damaged, missing topics or data) instead of salvaging what it holds or skipping it.
 
     Item i is a dict: image (h, w, 3) uint8 at step t; state (A,) float32 observed joint positions
     at t; instruction str; actions (H, A) float32 commanded targets of steps t..t+H-1, padded past
     the episode's end with its last action; action_mask (H,) bool, False on that padding.
+    ``report`` (a LoadReport) says what was loaded, skipped and recovered.
     """
 
     def __init__(self, source: str | Path | Sequence[str | Path | Episode], chunk_size: int,
                  image_size: tuple[int, int] | None = None, styles: Sequence[str] | None = None,
-                 only_successful: bool = True, cameras: Sequence[str] | None = None) -> None:
+                 only_successful: bool = True, cameras: Sequence[str] | None = None, strict: bool = False) -> None:
         if chunk_size < 1:
             raise ValueError(f'chunk_size ({chunk_size}) must be >= 1')
         if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
             raise ValueError(f'image_size ({image_size}) must be (height, width) in pixels')
         self.chunk_size = int(chunk_size)
         items = [source] if isinstance(source, (str, Path)) else list(source)
-        episodes = [e for e in self._load(items, styles) if e.success or not only_successful]
+        self.report = LoadReport()
+        episodes = [e for e in self._load(items, styles, strict, self.report) if e.success or not only_successful]
+        self.report.episodes, self.report.steps = len(episodes), sum(e.steps for e in episodes)
+        if self.report.skipped or self.report.recovered:
+            warnings.warn(BagWarning(f'demonstrations in {source}: {self.report.summary()}'), stacklevel=2)
         if not episodes:
             raise ValueError(f'no episodes to train on in {source} (styles={styles}, '
                              f'only_successful={only_successful})')
@@ -102,7 +166,8 @@ class ChunkDataset:
         return out
 
     @staticmethod
-    def _load(items: list[str | Path | Episode], styles: Sequence[str] | None) -> list[Episode]:
+    def _load(items: list[str | Path | Episode], styles: Sequence[str] | None, strict: bool,
+              report: LoadReport) -> list[Episode]:
         episodes = []
         for item in items:
             if isinstance(item, Episode):
@@ -113,9 +178,23 @@ class ChunkDataset:
             if not path.exists():
                 raise FileNotFoundError(f'no demonstrations at {path}')
             bags = find_bags(path) if path.is_dir() else [path]
+            report.bags += len(bags)
             for bag in bags:
-                if styles is None or bag_custom_data(bag).get('style', 'recorded') in styles:
-                    episodes.append(read_episode_bag(bag))
+                try:
+                    custom = bag_custom_data(bag)
+                except BagError:
+                    custom = {}   # a corrupt metadata.yaml: reading the bag reports it
+                if custom and styles is not None and custom.get('style', 'recorded') not in styles:
+                    continue      # another style: not read at all
+                try:
+                    episode = _read_bag(bag, strict, report)
+                except BagError as err:
+                    if strict:
+                        raise
+                    report.skipped.append((str(bag), str(err)))
+                    continue
+                if styles is None or episode.style in styles:
+                    episodes.append(episode)
         return episodes
 
     @staticmethod

@@ -99,13 +99,19 @@ def _init_worker(config: SweepConfig) -> None:
     from policytrim_ros.envs.factory import make_env
     from policytrim_ros.policy.factory import make_policy
     torch.set_num_threads(1)  # one core per worker process
-    env = make_env(config.tasks, config.env, config.metaworld)
-    _worker.update(config=config, env=env,
-                   policy=make_policy(config.policy, config.chunk_size, config.control_dt, env.joint_names))
+    _worker.clear()           # this process may have run an earlier sweep
+    try:
+        env = make_env(config.tasks, config.env, config.metaworld)
+        _worker.update(config=config, env=env,
+                       policy=make_policy(config.policy, config.chunk_size, config.control_dt, env.joint_names))
+    except Exception as err:  # noqa: BLE001 - a Pool restarts a failing initializer forever (a hang):
+        _worker['error'] = err  # the worker's first job raises it instead, in the caller
 
 
 def _run(job: tuple[int, str, int]) -> tuple[EpisodeMetrics, dict]:
     from policytrim_ros.execution.episode import run_episode
+    if 'error' in _worker:
+        raise _worker['error']
     h, task, k = job
     cfg: SweepConfig = _worker['config']
     metrics, _ = run_episode(_worker['env'], _worker['policy'], cfg.execution(h), task, cfg.seed + k,
@@ -113,23 +119,30 @@ def _run(job: tuple[int, str, int]) -> tuple[EpisodeMetrics, dict]:
     return metrics, _worker['env'].end_state()
 
 
-def run_sweep_end_states(config: SweepConfig, progress: bool = True
-                         ) -> dict[int, list[tuple[EpisodeMetrics, dict]]]:
-    """{h: (episode, its env's ``end_state()``) in (task, k) order} for every h of the sweep."""
-    jobs = [(h, task, k) for h in config.n_action_steps for task in config.tasks for k in range(config.episodes)]
-    workers = config.workers or os.cpu_count() or 1
-    results: dict[tuple, tuple[EpisodeMetrics, dict]] = {}
-    bar = tqdm(total=len(jobs), desc='episodes', unit='ep', disable=not progress)
+def _episodes(config: SweepConfig, jobs: list[tuple[int, str, int]], workers: int):
+    """Yield (job, (metrics, end_state)) in job order, from this process (workers 1) or a pool."""
     if workers == 1:
         _init_worker(config)
         for job in jobs:
-            results[job] = _run(job)
-            bar.update()
+            yield job, _run(job)
     else:
         with mp.get_context('spawn').Pool(workers, _init_worker, (config,)) as pool:
-            for job, result in zip(jobs, pool.imap(_run, jobs, chunksize=4)):
-                results[job] = result
-                bar.update()
+            yield from zip(jobs, pool.imap(_run, jobs, chunksize=4))
+
+
+def run_sweep_end_states(config: SweepConfig, progress: bool = True
+                         ) -> dict[int, list[tuple[EpisodeMetrics, dict]]]:
+    """{h: (episode, its env's ``end_state()``) in (task, k) order} for every h of the sweep.
+
+    A worker that cannot build its env or policy (e.g. a damaged checkpoint) raises its error here.
+    """
+    jobs = [(h, task, k) for h in config.n_action_steps for task in config.tasks for k in range(config.episodes)]
+    episodes = _episodes(config, jobs, config.workers or os.cpu_count() or 1)
+    results = dict([next(episodes)])   # a worker's setup error stops the sweep before the progress bar shows
+    bar = tqdm(total=len(jobs), initial=1, desc='episodes', unit='ep', disable=not progress)
+    for job, result in episodes:
+        results[job] = result
+        bar.update()
     bar.close()
     return {h: [results[(h, t, k)] for t in config.tasks for k in range(config.episodes)]
             for h in config.n_action_steps}

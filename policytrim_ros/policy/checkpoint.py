@@ -3,8 +3,14 @@
 A VLA checkpoint is a directory:
     model.safetensors   the model's state dict (weights and normalization buffers)
     config.json         {"format": "policytrim-vla", "version": 1, "config": VLAConfig as a dict,
-                         "metadata": {...caller's JSON...}, "weights_sha256": hex digest of model.safetensors}
+                         "metadata": {...caller's JSON...}, "weights_sha256": hex digest of model.safetensors,
+                         "integrity_sha256": {"config.<field>": hex digest, ..., "metadata": hex digest}}
     model.onnx          optional, written by ``policytrim export-onnx``
+Every config field changes what the weights output (action_offsets decides whether the head's
+output is added to the state, action_low/high clamp the targets, joint_names and cameras order
+the inputs), so each one, and the metadata, is sealed to the weights: its digest is the SHA-256
+of (weights_sha256, name, value) in canonical JSON. Loading recomputes them and names any field
+that was changed, added or deleted since the save (``integrity_record``).
 Trainers store optimizer and RNG state the same way (``save_trainer_state``). Files are
 written to a temporary name and renamed, so an interrupted save never leaves a half-written file.
 """
@@ -32,8 +38,14 @@ TRAINER_TENSORS_FILE = 'trainer.safetensors'
 TRAINER_META_FILE = 'trainer.json'
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt, or does not fit the model; the message names the file and key."""
+INTEGRITY_KEY = 'integrity_sha256'
+SEAL_COMMAND = 'python scripts/seal_checkpoint.py'
+"""Adds the integrity record to a checkpoint saved before there was one (after checking its config)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, tampered with, or does not fit the model; the message names
+    the file and key. A ValueError: bad input, which the CLI and the nodes report in one line (rc 2)."""
 
 
 def file_sha256(path: str | Path) -> str:
@@ -106,10 +118,54 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, config: VLACo
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     save_tensors(directory / WEIGHTS_FILE, tensors)
-    save_json(directory / CONFIG_FILE, {'format': FORMAT, 'version': VERSION, 'config': config.to_dict(),
-                                        'metadata': dict(metadata or {}),
-                                        'weights_sha256': file_sha256(directory / WEIGHTS_FILE)})
+    info = {'format': FORMAT, 'version': VERSION, 'config': config.to_dict(), 'metadata': dict(metadata or {}),
+            'weights_sha256': file_sha256(directory / WEIGHTS_FILE)}
+    info = json.loads(json.dumps(info))   # seal what loading will read (int keys become strings, tuples lists)
+    save_json(directory / CONFIG_FILE, {**info, INTEGRITY_KEY: integrity_record(info)})
     return directory
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(',', ':'), ensure_ascii=True).encode()
+
+
+def integrity_record(data: dict[str, Any]) -> dict[str, str]:
+    """{'config.<field>': digest for each field of ``data['config']``, 'metadata': digest} of a
+    config.json object, each digest the hex SHA-256 of [weights_sha256, name, value] in canonical
+    JSON (sorted keys, no spaces): a value cannot change, appear or vanish, and the config cannot
+    move to other weights, without a digest changing."""
+    entries = {f'config.{k}': v for k, v in data['config'].items()}
+    entries['metadata'] = data['metadata']
+    return {name: hashlib.sha256(_canonical([data['weights_sha256'], name, value])).hexdigest()
+            for name, value in sorted(entries.items())}
+
+
+def verify_integrity(data: dict[str, Any], source: str) -> None:
+    """Raise CheckpointError naming every field of config.json object ``data`` (read from
+    ``source``) that differs from what was saved with the weights, or if it has no record."""
+    record = data.get(INTEGRITY_KEY)
+    if record is None:
+        fix = (f're-export it from its (sealed) checkpoint: policytrim export-onnx' if source.endswith('.onnx') else
+               'if it is (compare it with the run that made it), seal it: '
+               f'{SEAL_COMMAND} {Path(source).parent}')
+        raise CheckpointError(f'{source} has no {INTEGRITY_KEY!r} record (saved before config.json was sealed '
+                              'to its weights), so nothing shows that its config is the one the weights were '
+                              f'trained with; {fix}')
+    if not isinstance(record, dict) or not all(isinstance(v, str) for v in record.values()):
+        raise CheckpointError(f'{source}: {INTEGRITY_KEY!r} must map field names to hex digests')
+    expected = integrity_record(data)
+    changes = ([f'{k} changed' for k in sorted(expected.keys() & record.keys()) if expected[k] != record[k]]
+               + [f'{k} deleted' for k in sorted(record.keys() - expected.keys())]
+               + [f'{k} added' for k in sorted(expected.keys() - record.keys())])
+    if len(changes) == len(expected) == len(record):
+        raise CheckpointError(f'{source}: no field matches its {INTEGRITY_KEY!r} digest: weights_sha256 was '
+                              'edited, or this config.json belongs to other weights; restore the config.json '
+                              f'saved with {WEIGHTS_FILE}')
+    if changes:
+        raise CheckpointError(f"{source} was edited after it was saved ({', '.join(changes)}); these fields "
+                              'change what the weights output, and the weights were trained with the saved values. '
+                              'Restore the config.json saved with the weights; to change a field, load the '
+                              'checkpoint, change it and save it anew (save_checkpoint)')
 
 
 def save_trainer_state(directory: str | Path, optimizer: torch.optim.Optimizer, meta: dict[str, Any],
@@ -141,8 +197,7 @@ def load_trainer_state(directory: str | Path,
     return meta, tensors
 
 
-def parse_checkpoint_info(data: dict[str, Any], source: str) -> tuple[VLAConfig, dict[str, Any], str]:
-    """(config, metadata, weights_sha256) from a ``config.json`` object read from ``source`` (for messages)."""
+def _parse(data: dict[str, Any], source: str) -> VLAConfig:
     if not isinstance(data, dict):
         raise CheckpointError(f'{source}: must hold a JSON object, got {type(data).__name__}')
     if data.get('format') != FORMAT:
@@ -154,10 +209,40 @@ def parse_checkpoint_info(data: dict[str, Any], source: str) -> tuple[VLAConfig,
         if not isinstance(data.get(key), kind):
             raise CheckpointError(f'{source}: key {key!r} must be a {kind.__name__}, got {data.get(key)!r}')
     try:
-        config = VLAConfig.from_dict(data['config'])
+        return VLAConfig.from_dict(data['config'])
     except ConfigError as err:
         raise CheckpointError(f'{source}: config: {err}') from None
+
+
+def parse_checkpoint_info(data: dict[str, Any], source: str) -> tuple[VLAConfig, dict[str, Any], str]:
+    """(config, metadata, weights_sha256) from a ``config.json`` object read from ``source`` (for
+    messages), its integrity record verified."""
+    config = _parse(data, source)
+    verify_integrity(data, source)
     return config, data['metadata'], data['weights_sha256']
+
+
+def seal_checkpoint(directory: str | Path) -> bool:
+    """Add the integrity record to the config.json of a checkpoint saved before there was one; True
+    if it was added, False if the checkpoint was sealed already (and is intact).
+
+    Only the record is written: the weights and every other byte of meaning stay. It vouches for
+    the config as it is now, so check first that it is the one the weights were trained with.
+    CheckpointError if config.json is invalid, the weights do not match weights_sha256, or an
+    existing record does not match.
+    """
+    directory = Path(directory)
+    path = directory / CONFIG_FILE
+    data = load_json(path)
+    _parse(data, str(path))
+    if file_sha256(directory / WEIGHTS_FILE) != data['weights_sha256']:
+        raise CheckpointError(f'{directory / WEIGHTS_FILE} does not match the weights_sha256 in {path}: '
+                              'these weights are not the ones config.json was saved with; not sealing')
+    if INTEGRITY_KEY in data:
+        verify_integrity(data, str(path))
+        return False
+    save_json(path, {**data, INTEGRITY_KEY: integrity_record(data)})
+    return True
 
 
 def read_checkpoint_config(directory: str | Path) -> tuple[VLAConfig, dict[str, Any], str]:
@@ -190,7 +275,8 @@ def load_checkpoint(directory: str | Path, device: str = 'cpu'):
     """(model in eval mode, VLAConfig, metadata dict) from a checkpoint directory.
 
     Raises CheckpointError when a file is missing or corrupt, the format or version is unknown, the
-    config is invalid, or the tensors do not fit the configured model (missing, unexpected, shape).
+    config is invalid or was edited after the save (``verify_integrity``), or the tensors do not fit
+    the configured model (missing, unexpected, shape).
     """
     from policytrim_ros.policy.vla.modeling_vla import VLAModel
     directory = Path(directory)

@@ -13,7 +13,6 @@ size come from the dataset, and evaluation runs the dataset's tasks in their env
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
 import time
@@ -28,14 +27,17 @@ from policytrim_ros import resources
 from policytrim_ros.config import to_dict
 from policytrim_ros.data.dataset import ChunkDataset
 from policytrim_ros.envs.factory import suite_control_dt, task_suite
-from policytrim_ros.policy.checkpoint import (load_checkpoint, load_trainer_state, save_checkpoint,
-                                              save_trainer_state)
+from policytrim_ros.policy.checkpoint import (load_checkpoint, load_json, load_trainer_state, save_checkpoint,
+                                              save_json, save_trainer_state)
 from policytrim_ros.policy.vla.configuration_vla import preset
 from policytrim_ros.policy.vla.instruction import InstructionEncoder
 from policytrim_ros.policy.vla.modeling_vla import VLAModel
+from policytrim_ros.training.runstate import open_scalars, recover, save_atomically
 
 RAW_DIR = 'raw'
 """With ``ema_decay``, the run folder's copy of the trained (not averaged) weights."""
+DATASET_FILE = 'dataset.json'
+"""The run folder's record of the demonstrations it trained on (``_dataset_manifest``)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ class BCConfig:
     extra_demos: more folders of bags trained on together with ``demos`` (e.g. takeover
         demonstrations, ``policytrim collect --takeover``); same robot, same styles filter.
     styles: operator styles of the bags to train on (efficient, teleop; recorded for robot bags).
+    strict_bags: stop at the first bag that does not yield its whole episode (BagError naming it)
+        instead of training without it: by default a damaged MCAP bag gives what its intact chunks
+        hold (``data.salvage``), one with nothing usable is skipped, and both are listed in a
+        warning and in the run's dataset.json.
     cameras: the demos' cameras the policy sees, tiled in this order (e.g. [scene_camera,
         wrist_camera]); [] = every camera the demos recorded, in their order.
     model: VLA preset (vla-2m or vla-10m).
@@ -98,12 +104,14 @@ class BCConfig:
     eval_seed: seed of the first evaluation episode (evaluation seeds start at 1000).
     num_threads: torch CPU threads for training. 1 by default: with 2 threads on a 2-core machine
         that also runs anything else, OpenMP spin-waits made a step 25x slower (6.8 s vs 0.26 s).
-    out_dir: run folder: checkpoints/, last/, raw/ (with ema_decay), scalars.csv, config.json.
+    out_dir: run folder: checkpoints/, last/, raw/ (with ema_decay), scalars.csv, config.json, and
+        dataset.json (the episodes and steps trained on, the bags skipped or salvaged and why).
     """
 
     demos: str = 'runs/demos'
     extra_demos: tuple[str, ...] = ()
     styles: tuple[str, ...] = ('teleop',)
+    strict_bags: bool = False
     cameras: tuple[str, ...] = ()
     model: str = 'vla-2m'
     chunk_size: int = 16
@@ -247,16 +255,22 @@ class WeightAverage:
 
 def _save(out: Path, model: VLAModel, optimizer, step: int, rng, generator, cfg: BCConfig, scalars: dict,
           average: WeightAverage | None = None):
-    """Checkpoint ``step`` into checkpoints/step_<n> and refresh last/ (model + resumable state); with
-    a weight average, those two hold the average and raw/ the trained weights."""
+    """Checkpoint ``step`` into checkpoints/step_<n> and replace last/ (model + resumable state); with
+    a weight average, those two hold the average and raw/ the trained weights. One atomic save
+    (``runstate.save_atomically``): a kill leaves the previous or this state, never a mix."""
     meta = {'step': step, 'bc_config': to_dict(cfg), **scalars}
-    for target in (out / 'checkpoints' / f'step_{step:06d}', out / 'last'):
-        save_checkpoint(target, model if average is None else average.model, model.config,
-                        {**meta, 'ema_decay': cfg.ema_decay} if average else meta)
+    saved, saved_meta = (model, meta) if average is None else (average.model, {**meta, 'ema_decay': cfg.ema_decay})
+
+    def last(directory: Path) -> None:
+        save_checkpoint(directory, saved, model.config, saved_meta)
+        save_trainer_state(directory, optimizer, {'step': step, 'numpy_rng': rng.bit_generator.state},
+                           {'torch_rng': torch.get_rng_state(), 'augment_rng': generator.get_state()})
+
+    writers = {f'checkpoints/step_{step:06d}': lambda d: save_checkpoint(d, saved, model.config, saved_meta),
+               'last': last}
     if average is not None:
-        save_checkpoint(out / RAW_DIR, model, model.config, {**meta, 'ema_decay': 0.0})
-    save_trainer_state(out / 'last', optimizer, {'step': step, 'numpy_rng': rng.bit_generator.state},
-                       {'torch_rng': torch.get_rng_state(), 'augment_rng': generator.get_state()})
+        writers[RAW_DIR] = lambda d: save_checkpoint(d, model, model.config, {**meta, 'ema_decay': 0.0})
+    save_atomically(out, writers)
 
 
 def _restore(out: Path, optimizer, rng, generator) -> int:
@@ -266,6 +280,25 @@ def _restore(out: Path, optimizer, rng, generator) -> int:
     generator.set_state(tensors['augment_rng'])
     rng.bit_generator.state = meta['numpy_rng']
     return meta['step']
+
+
+def _dataset_manifest(out: Path, dataset: ChunkDataset, resume: bool) -> dict:
+    """What the run trains on (printed; written to dataset.json at its start). A resumed run must
+    see the same episodes and steps, else it would not continue the same training."""
+    report = dataset.report
+    manifest = {'episodes': report.episodes, 'steps': report.steps, 'bags': report.bags,
+                'skipped': [{'bag': b, 'reason': r} for b, r in report.skipped],
+                'recovered': [{'bag': b, 'note': n} for b, n in report.recovered]}
+    print(f'bc: training on {report.episodes} episodes, {report.steps} steps from {report.bags} bags '
+          f'({len(report.skipped)} skipped, {len(report.recovered)} recovered; listed in {out / DATASET_FILE})',
+          flush=True)
+    if resume and (out / DATASET_FILE).is_file():
+        before = load_json(out / DATASET_FILE)
+        if (before['episodes'], before['steps']) != (report.episodes, report.steps):
+            raise ValueError(f"{out} trained on {before['episodes']} episodes, {before['steps']} steps; the demos now "
+                             f'give {report.episodes} and {report.steps}: resume needs the same demonstrations '
+                             '(restore them, or start a new run with init_from)')
+    return manifest
 
 
 def _evaluate(checkpoint: Path, cfg: BCConfig, tasks: list[str]) -> dict[str, float]:
@@ -290,6 +323,7 @@ def _evaluate(checkpoint: Path, cfg: BCConfig, tasks: list[str]) -> dict[str, fl
 def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train; return the folder of the final checkpoint (``<out_dir>/last``)."""
     out = Path(cfg.out_dir)
+    recover(out)   # a save a kill interrupted: finished if it was complete, else the previous state stays
     if (out / 'last').exists() and not resume:
         raise FileExistsError(f'{out} already holds a run; pass resume=True (--resume) or pick another out_dir')
     torch.set_num_threads(cfg.num_threads)
@@ -297,7 +331,8 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
     rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     dataset = ChunkDataset([cfg.demos, *cfg.extra_demos], cfg.chunk_size, styles=cfg.styles,
-                           cameras=cfg.cameras or None)
+                           cameras=cfg.cameras or None, strict=cfg.strict_bags)
+    manifest = _dataset_manifest(out, dataset, resume)
     first = dataset[0]
     joint_names = tuple(dataset.joint_names)
     stats = dataset.statistics(cfg.action_offsets)
@@ -344,46 +379,44 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
         start = 0
         average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
         out.mkdir(parents=True, exist_ok=True)
-        (out / 'config.json').write_text(json.dumps(to_dict(cfg), indent=2))
+        save_json(out / 'config.json', to_dict(cfg))
+        save_json(out / DATASET_FILE, manifest)
     # the weights follow the model's own normalization (an init_from model keeps its statistics)
     weights = (step_weights(model.delta_std.numpy(), stats['step_delta_std']) if cfg.step_weighting else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg), last_epoch=start - 1)
-    log = (out / 'scalars.csv').open('a', newline='')
-    writer = csv.writer(log)
-    if start == 0:
-        writer.writerow(['step', 'metric', 'value', 'wall_clock_s'])
-    started = time.monotonic()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc='bc', disable=not progress)
-    model.train()
-    for step in bar:
-        batch = batches.sample(rng, cfg.batch_size)
-        image = _shift(batch['image'], cfg.image_shift, generator) if cfg.image_shift else batch['image']
-        error = model.normalized_error(model(image, batch['text'], batch['state']), batch['actions'])
-        loss = chunk_loss(error, batch['mask'], cfg.hold_after_end, weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if average is not None:
-            average.update(model, step)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            elapsed = round(time.monotonic() - started, 1)
-            for name, value in (('loss', loss.item()), ('grad_norm', grad_norm.item()),
-                                ('lr', scheduler.get_last_lr()[0])):
-                writer.writerow([done, name, f'{value:.6g}', elapsed])
-            log.flush()
-            bar.set_postfix(loss=f'{loss.item():.4f}')
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            scalars = {}
-            if cfg.eval_episodes and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
-                _save(out, model, optimizer, done, rng, generator, cfg, {}, average)
-                scalars = _evaluate(out / 'last', cfg, tasks)
-                for name, value in scalars.items():
-                    writer.writerow([done, name, f'{value:.4g}', round(time.monotonic() - started, 1)])
+    log, writer = open_scalars(out / 'scalars.csv', ['step', 'metric', 'value', 'wall_clock_s'], start)
+    with log:   # closed also when the run stops on an error
+        started = time.monotonic()
+        bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc='bc', disable=not progress)
+        model.train()
+        for step in bar:
+            batch = batches.sample(rng, cfg.batch_size)
+            image = _shift(batch['image'], cfg.image_shift, generator) if cfg.image_shift else batch['image']
+            error = model.normalized_error(model(image, batch['text'], batch['state']), batch['actions'])
+            loss = chunk_loss(error, batch['mask'], cfg.hold_after_end, weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            if average is not None:
+                average.update(model, step)
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                elapsed = round(time.monotonic() - started, 1)
+                for name, value in (('loss', loss.item()), ('grad_norm', grad_norm.item()),
+                                    ('lr', scheduler.get_last_lr()[0])):
+                    writer.writerow([done, name, f'{value:.6g}', elapsed])
                 log.flush()
-                bar.write(f'step {done}: ' + ', '.join(f'{k} {v:.2f}' for k, v in scalars.items()))
-            _save(out, model, optimizer, done, rng, generator, cfg, scalars, average)
-    log.close()
+                bar.set_postfix(loss=f'{loss.item():.4f}')
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                scalars = {}
+                if cfg.eval_episodes and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
+                    _save(out, model, optimizer, done, rng, generator, cfg, {}, average)
+                    scalars = _evaluate(out / 'last', cfg, tasks)
+                    for name, value in scalars.items():
+                        writer.writerow([done, name, f'{value:.4g}', round(time.monotonic() - started, 1)])
+                    log.flush()
+                    bar.write(f'step {done}: ' + ', '.join(f'{k} {v:.2f}' for k, v in scalars.items()))
+                _save(out, model, optimizer, done, rng, generator, cfg, scalars, average)
     return out / 'last'

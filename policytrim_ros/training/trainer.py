@@ -8,8 +8,6 @@ are functions of (seed, iteration), so a run resumed from its last checkpoint co
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,12 +24,13 @@ from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.envs.factory import suite_control_dt, suite_joint_names, task_suite
 from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.execution.config import SafetyConfig
-from policytrim_ros.policy.checkpoint import (load_checkpoint, load_trainer_state, save_checkpoint,
+from policytrim_ros.policy.checkpoint import (load_checkpoint, load_trainer_state, save_checkpoint, save_json,
                                               save_trainer_state)
 from policytrim_ros.training.exploration import ChunkNoise, ExplorationConfig
 from policytrim_ros.training.grpo import GRPOConfig, grpo_update
 from policytrim_ros.training.rewards import (ExtensionRewardConfig, StepRewardConfig, extension_rewards,
                                              step_rewards)
+from policytrim_ros.training.runstate import open_scalars, recover, save_atomically
 from policytrim_ros.training.stages import SelectionConfig, acceptance_horizons, acceptance_ratios, group_jobs
 from policytrim_ros.training.workers import RolloutPool, RolloutSetup
 
@@ -148,10 +147,16 @@ def trajectory_rewards(cfg: PolicyTrimConfig, rollouts: list, chunk_size: int) -
 
 
 def _save(out: Path, model, optimizer, iteration: int, cfg: PolicyTrimConfig, scalars: dict) -> None:
+    """checkpoints/iter_<n> and last/ (with the optimizer state), as one atomic save."""
     metadata = {'policytrim_stage': cfg.stage, 'iteration': iteration, 'policytrim_config': to_dict(cfg), **scalars}
-    for target in (out / 'checkpoints' / f'iter_{iteration:05d}', out / 'last'):
-        save_checkpoint(target, model, model.config, metadata)
-    save_trainer_state(out / 'last', optimizer, {'iteration': iteration})
+
+    def last(directory: Path) -> None:
+        save_checkpoint(directory, model, model.config, metadata)
+        save_trainer_state(directory, optimizer, {'iteration': iteration})
+
+    save_atomically(out, {f'checkpoints/iter_{iteration:05d}': lambda d: save_checkpoint(d, model, model.config,
+                                                                                         metadata),
+                          'last': last})
 
 
 def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety: SafetyConfig | None = None,
@@ -162,6 +167,7 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
     defaults); ``safety`` checks every chunk (None = no limits, what Meta-World's own clipping needs).
     """
     out = Path(cfg.out_dir)
+    recover(out)   # a save a kill interrupted: finished if it was complete, else the previous state stays
     if (out / 'last').exists() and not resume:
         raise FileExistsError(f'{out} already holds a run; pass resume=True (--resume) or pick another out_dir')
     torch.set_num_threads(1)
@@ -185,21 +191,18 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
         return out / 'last'   # resumed a finished run: nothing left to do
     if start == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / 'config.json').write_text(json.dumps(to_dict(cfg), indent=2))
+        save_json(out / 'config.json', to_dict(cfg))
     horizons = stage_horizons(cfg, model_cfg.chunk_size)
     env = env or EnvConfig()
     setup = RolloutSetup(model_cfg, env, safety or SafetyConfig(), cfg.max_episode_steps,
                          suite_control_dt(task_suite(cfg.tasks), env), tuple(cfg.tasks),
                          metaworld or MetaWorldConfig(), cfg.exploration)
     noise = ChunkNoise(cfg.exploration)
-    log = (out / 'scalars.csv').open('a', newline='')
-    writer = csv.writer(log)
-    if start == 0:
-        writer.writerow(['iteration', 'metric', 'value', 'wall_clock_s'])
+    log, writer = open_scalars(out / 'scalars.csv', ['iteration', 'metric', 'value', 'wall_clock_s'], start)
     started = time.monotonic()
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=f'stage {cfg.stage}',
                disable=not progress)
-    with RolloutPool(setup, cfg.workers) as pool:
+    with log, RolloutPool(setup, cfg.workers) as pool:   # the log closes also when the run stops on an error
         for iteration in bar:
             jobs = iteration_jobs(cfg, iteration, horizons)
             rollouts = pool.collect(model.state_dict(), jobs)
@@ -233,5 +236,4 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
             done = iteration + 1
             if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
                 _save(out, model, optimizer, done, cfg, scalars)
-    log.close()
     return out / 'last'

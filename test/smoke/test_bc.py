@@ -2,13 +2,15 @@
 a resumed run ends with exactly the weights of an uninterrupted one, and takeover demonstrations
 start where the trained policy handed over."""
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from policytrim_ros.data.bag import read_episode_bag
+from policytrim_ros.data.bag import BagError, read_episode_bag
+from policytrim_ros.data.dataset import BagWarning
 from policytrim_ros.data.collect import Takeover, collect_demonstrations, collect_episode
 from policytrim_ros.config import ConfigError, from_dict
 from policytrim_ros.envs.arm import ArmEnv
@@ -259,3 +261,70 @@ def test_extra_demos_are_trained_on_with_the_demos(demos, tmp_path):
     collect_demonstrations(['push'], 1, 'teleop', 0, extra, workers=1, progress=False)
     final = train_bc(replace(config(demos, tmp_path / 'run', 2), extra_demos=(str(extra),)), progress=False)
     assert json.loads((final.parent / 'config.json').read_text())['extra_demos'] == [str(extra)]
+
+
+def test_bc_records_what_it_trained_on_and_strict_bags_stops_at_a_damaged_bag(demos, tmp_path, capsys):
+    mixed = tmp_path / 'demos'
+    shutil.copytree(demos, mixed)
+    garbage = mixed / 'reach' / 'teleop-9'
+    garbage.mkdir()
+    (garbage / 'teleop-9.mcap').write_bytes(b'not an mcap file')
+    steps = read_episode_bag(demos / 'reach' / 'teleop-0').steps
+    with pytest.warns(BagWarning, match=f'skipped {garbage}'):
+        train_bc(config(mixed, tmp_path / 'run', 2), progress=False)
+    assert f'bc: training on 1 episodes, {steps} steps from 2 bags (1 skipped, 0 recovered' in capsys.readouterr().out
+    manifest = json.loads((tmp_path / 'run' / 'dataset.json').read_text())
+    assert (manifest['episodes'], manifest['steps'], manifest['bags']) == (1, steps, 2)
+    assert manifest['skipped'][0]['bag'] == str(garbage) and 'no metadata.yaml' in manifest['skipped'][0]['reason']
+    with pytest.raises(BagError, match=f'{garbage}: no metadata.yaml'):
+        train_bc(replace(config(mixed, tmp_path / 'strict', 2), strict_bags=True), progress=False)
+    shutil.rmtree(mixed / 'reach' / 'teleop-0')   # the demos changed under a run: it cannot resume the same
+    shutil.rmtree(garbage)
+    collect_demonstrations(['reach'], 1, 'teleop', 5, mixed, workers=1, progress=False)
+    with pytest.raises(ValueError, match=f'trained on 1 episodes, {steps} steps; the demos now give 1 and'):
+        train_bc(config(mixed, tmp_path / 'run', 4), resume=True, progress=False)
+
+
+def scalar_rows(run):
+    """(step, metric, value) of each scalars.csv row, the header included once per header written."""
+    return [tuple(line.split(',')[:3]) for line in (run / 'scalars.csv').read_text().splitlines()]
+
+
+@pytest.mark.parametrize('phase', ['first-save', 'second-save'])
+def test_a_bc_run_killed_at_any_file_step_resumes_exactly(demos, tmp_path, file_steps, phase):
+    """Kill a run with a weight average (last/, raw/ and checkpoints/ change together) before each
+    file-system step of its first or second save, resume it, and get the uninterrupted run."""
+    ema = lambda out, steps: replace(config(demos, out, steps), ema_decay=0.5)   # noqa: E731
+    train_bc(ema(tmp_path / 'full', 4), progress=False)
+    base = tmp_path / 'base'
+    if phase == 'second-save':
+        train_bc(ema(base, 2), progress=False)
+
+    def killed_run(k):
+        run = tmp_path / f'kill-{k}'
+        if base.exists():
+            shutil.copytree(base, run)
+        file_steps.count, file_steps.kill_at = 0, k
+        try:
+            train_bc(ema(run, 2 if phase == 'first-save' else 4), resume=True, progress=False)
+        finally:
+            file_steps.kill_at = 0
+        return run, file_steps.count
+
+    _, total = killed_run(0)
+    assert total > 10
+    for k in range(1, total + 1):
+        with pytest.raises(file_steps.Killed):
+            killed_run(k)
+        run = tmp_path / f'kill-{k}'
+        if (run / 'scalars.csv').exists():
+            with (run / 'scalars.csv').open('a') as f:
+                f.write('3,lo')                               # and a row cut short
+        train_bc(ema(run, 4), resume=True, progress=False)
+        for folder in ('last', 'raw', 'checkpoints/step_000004'):
+            full, resumed = (load_tensors(r / folder / 'model.safetensors') for r in (tmp_path / 'full', run))
+            for key in full:
+                assert np.array_equal(full[key].numpy(), resumed[key].numpy()), (k, folder, key)
+        assert scalar_rows(run) == scalar_rows(tmp_path / 'full'), k   # one header, each step once
+        assert sorted(p.name for p in run.iterdir()) == ['checkpoints', 'config.json', 'dataset.json', 'last', 'raw',
+                                                        'scalars.csv'], k

@@ -1,5 +1,6 @@
 """Smoke tests of the `policytrim` command with tiny budgets (CleanRL-style)."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 from policytrim_ros import launcher
 
 CLI = [str(Path(sys.executable).parent / 'policytrim')]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(*args):
@@ -81,7 +83,7 @@ def test_a_two_camera_policy_runs_the_same_through_ros_as_in_the_core_loop(tmp_p
 def test_cli_reports_bad_arguments_clearly(tmp_path):
     result = subprocess.run(CLI + ['eval', '--n-action-steps', '4', '64', '--out', str(tmp_path)],
                             capture_output=True, text=True, env=launcher.ros_env())
-    assert result.returncode == 1 and 'n_action_steps (64) must be in [1, chunk_size (32)]' in result.stderr
+    assert result.returncode == 2 and 'n_action_steps (64) must be in [1, chunk_size (32)]' in result.stderr
 
 
 def test_eval_runs_a_learned_checkpoint_at_its_own_chunk_size(tmp_path):
@@ -202,3 +204,38 @@ def test_collect_takeover_lets_a_shipped_baseline_drive_first_at_its_own_chunk_s
     summary = json.loads((tmp_path / 'demos' / 'index.json').read_text())['efficient']['tasks']['pick_place']
     assert summary['mean_policy_steps'] == 8 and summary['policy_successes'] == 0
     assert summary['bags'] == ['pick_place/efficient-0']
+
+
+def edit_action_offsets(directory):
+    path = directory / 'config.json'
+    data = json.loads(path.read_text())
+    data['config']['action_offsets'] = not data['config']['action_offsets']
+    path.write_text(json.dumps(data))
+
+
+def truncate_weights(directory):
+    path = directory / 'model.safetensors'
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+@pytest.mark.parametrize('command, damage', [
+    (['release', '{ckpt}', '{tmp}/out'], lambda d: shutil.rmtree(d)),
+    (['export-onnx', '{ckpt}'], edit_action_offsets),
+    (['train', '--stage', '1', '--set', 'init={ckpt}', 'out_dir={tmp}/run', 'workers=0'], edit_action_offsets),
+    # the weights load in the worker processes: a pool whose workers fail to start used to hang
+    (['eval', '--backend', 'torch', '--checkpoint', '{ckpt}', '--tasks', 'reach', '--episodes', '1',
+      '--n-action-steps', '4', '--workers', '2', '--out', '{tmp}/eval'], truncate_weights),
+    (['collect', '--tasks', 'reach', '--episodes', '2', '--workers', '2', '--takeover', '{ckpt}',
+      '--out', '{tmp}/demos'], truncate_weights),
+], ids=['release-missing', 'export-edited', 'train-edited', 'eval-truncated', 'collect-truncated'])
+def test_a_bad_checkpoint_stops_a_command_with_one_line_and_rc_2(tmp_path, command, damage):
+    checkpoint = tmp_path / 'ckpt'
+    shutil.copytree(REPO / 'models' / 'bc-teleop', checkpoint)
+    damage(checkpoint)
+    args = [a.format(ckpt=checkpoint, tmp=tmp_path) for a in command]
+    # this checkout's cli (the installed `policytrim` may be another build)
+    result = subprocess.run([sys.executable, '-m', 'policytrim_ros.cli', *args], cwd=REPO, env=launcher.ros_env(),
+                            capture_output=True, text=True, timeout=240)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith(f'policytrim {args[0]}: error: ') and str(checkpoint) in lines[0]

@@ -85,7 +85,7 @@ def test_bc_trains_and_evaluates_on_meta_world_demos_then_eval_runs_the_checkpoi
 
 def test_eval_through_ros_refuses_meta_world_tasks(tmp_path):
     result = run('eval', '--tasks', 'reach-v3', '--ros', '--out', str(tmp_path))
-    assert result.returncode == 1 and '--ros runs the embedded arm' in result.stderr
+    assert result.returncode == 2 and '--ros runs the embedded arm' in result.stderr
 
 
 def test_policytrim_stage1_iteration_runs_on_meta_world(demos, tmp_path):

@@ -2,6 +2,7 @@
 and a resumed run that ends with exactly the weights of an uninterrupted one."""
 import csv
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -93,7 +94,7 @@ def test_policytrim_train_command_runs_a_stage_from_the_shipped_config(tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert 'final checkpoint' in done.stdout and (tmp_path / 'run' / 'last' / 'config.json').is_file()
     bad = subprocess.run(command[:-1] + ['grpo={clp: 0.1}'], env=launcher.ros_env(), capture_output=True, text=True)
-    assert bad.returncode == 1 and "unknown config key 'grpo.clp' (did you mean 'clip'?)" in bad.stderr
+    assert bad.returncode == 2 and "unknown config key 'grpo.clp' (did you mean 'clip'?)" in bad.stderr
 
 
 def test_stage_all_selects_h_and_per_task_budgets_then_runs_stage2_and_resumes_without_rework(tmp_path):
@@ -148,3 +149,35 @@ def test_gradient_signal_script_compares_the_gradients_of_disjoint_groups(capsys
     norms = [float(line.split()[-1]) for line in lines[2:4]]
     cosine = float(lines[4].split('=')[1])
     assert all(n > 0 for n in norms) and -1.0 <= cosine <= 1.0   # both parts carried a gradient
+
+
+def test_a_policytrim_run_killed_at_any_file_step_of_a_save_resumes_exactly(tmp_path, file_steps):
+    """Kill the run before each file-system step of its second save (checkpoints/ and last/ with
+    the optimizer state change together), resume it, and get the uninterrupted run."""
+    two = lambda out: replace(TINY, iterations=2, out_dir=str(out))   # noqa: E731
+    train_policytrim(two(tmp_path / 'full'), progress=False)
+    train_policytrim(replace(TINY, iterations=1, out_dir=str(tmp_path / 'base')), progress=False)
+
+    def killed_run(k):
+        run = tmp_path / f'kill-{k}'
+        shutil.copytree(tmp_path / 'base', run)
+        file_steps.count, file_steps.kill_at = 0, k
+        try:
+            train_policytrim(two(run), resume=True, progress=False)
+        finally:
+            file_steps.kill_at = 0
+        return run, file_steps.count
+
+    _, total = killed_run(0)
+    assert total > 5
+    rows = lambda run: [line.split(',')[:3] for line in (run / 'scalars.csv').read_text().splitlines()]  # noqa: E731
+    for k in range(1, total + 1):
+        with pytest.raises(file_steps.Killed):
+            killed_run(k)
+        run = tmp_path / f'kill-{k}'
+        train_policytrim(two(run), resume=True, progress=False)
+        for folder in ('last', 'checkpoints/iter_00002'):
+            full, resumed = (load_tensors(r / folder / 'model.safetensors') for r in (tmp_path / 'full', run))
+            for key in full:
+                assert np.array_equal(full[key].numpy(), resumed[key].numpy()), (k, folder, key)
+        assert rows(run) == rows(tmp_path / 'full'), k   # one header, each iteration once

@@ -1,6 +1,7 @@
 """Demonstration operators, episode bags (rosbag2 MCAP) and the training-window dataset."""
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +13,8 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from policytrim_ros.data import BagError, Episode, read_episode_bag, typestore, write_episode_bag
 from policytrim_ros.data.bag import COMMAND_TOPIC, IMAGE_TOPIC, JOINT_STATES_TOPIC, TOPIC_TYPES
 from policytrim_ros.data.collect import collect_demonstrations, collect_episode
-from policytrim_ros.data.dataset import ChunkDataset
+from policytrim_ros.data.dataset import BagWarning, ChunkDataset
+from policytrim_ros.data.salvage import salvage_episode_bag
 from policytrim_ros.envs import JOINT_NAMES, ArmEnv, EnvConfig
 from policytrim_ros.envs.operators import OPERATOR_STYLES, TeleopConfig, make_operator
 
@@ -228,6 +230,98 @@ def test_unreadable_bags_raise_bag_error(tmp_path, reach_episodes):
     no_camera = write_bag(tmp_path / 'no_camera', [(0.0, [(0.1, 1.0)])], with_images=False)
     with pytest.raises(BagError, match="lacks the topics \\['/camera/image_raw'\\]"):
         read_episode_bag(no_camera)
+
+
+def noisy_episode(steps=100, seed=0, style='teleop'):
+    """A synthetic successful episode whose random (incompressible) images span several of the
+    bag's 1 MiB MCAP chunks."""
+    rng = np.random.default_rng(seed)
+    positions = rng.normal(size=(steps, 7))
+    return Episode(task='reach', instruction='reach the goal', seed=seed, style=style, success=True, control_dt=0.05,
+                   joint_names=JOINT_NAMES, images=rng.integers(0, 256, (steps, 96, 96, 3), dtype=np.uint8),
+                   joint_positions=positions, actions=positions + 0.01, times=np.arange(steps) * 0.05,
+                   call_index=np.arange(steps))
+
+
+def truncate_mcap(bag, keep):
+    mcap = next(bag.glob('*.mcap'))
+    data = mcap.read_bytes()
+    mcap.write_bytes(data[:keep(data)])
+
+
+def data_end(data):
+    """Offset of the MCAP DataEnd record: what precedes it is every chunk (the summary and footer follow)."""
+    return data.rindex(b'\x0f\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00')
+
+
+def test_a_truncated_bag_yields_the_steps_its_intact_chunks_hold(tmp_path):
+    episode = noisy_episode()
+    # cut mid-recording: the first chunks hold a prefix of the steps, and no end event
+    bag = write_episode_bag(episode, tmp_path / 'cut')
+    truncate_mcap(bag, lambda data: len(data) // 2)
+    with pytest.raises(BagError, match='cannot read the bag'):
+        read_episode_bag(bag)
+    prefix, note = salvage_episode_bag(bag)
+    assert 0 < prefix.steps < episode.steps and not prefix.success   # the end event was lost with the rest
+    assert f'recovered {prefix.steps} of the steps' in note and 'no end event' in note
+    for name in ('images', 'joint_positions', 'actions'):
+        np.testing.assert_array_equal(getattr(prefix, name), getattr(episode, name)[:prefix.steps], err_msg=name)
+    assert (prefix.task, prefix.style, prefix.seed) == ('reach', 'teleop', 0)
+    # cut after the last chunk (a recorder killed before it wrote the summary): the whole episode
+    bag = write_episode_bag(episode, tmp_path / 'unfinished')
+    truncate_mcap(bag, data_end)
+    whole, note = salvage_episode_bag(bag)
+    assert_same_episode(whole, episode)
+    assert 'the whole episode' in note
+    with pytest.raises(BagError, match='not an MCAP file'):
+        salvage_episode_bag(write_garbage(tmp_path / 'garbage'))
+
+
+def write_garbage(bag):
+    bag.mkdir()
+    (bag / 'garbage.mcap').write_bytes(b'\x00not an mcap file' * 100)
+    (bag / 'metadata.yaml').write_text('rosbag2_bagfile_information: {version: 9, storage_identifier: mcap, '
+                                       'relative_file_paths: [garbage.mcap], custom_data: {style: teleop}}\n')
+    return bag
+
+
+@pytest.fixture()
+def damaged_demos(tmp_path):
+    """A demos folder: 2 good bags, a bag without metadata.yaml, a truncated one and a garbage one."""
+    root = tmp_path / 'demos'
+    good = [write_episode_bag(noisy_episode(30, seed), root / 'reach' / f'teleop-{seed}') for seed in (0, 1)]
+    orphan = write_episode_bag(noisy_episode(30, 2), root / 'reach' / 'teleop-2')
+    (orphan / 'metadata.yaml').unlink()
+    truncated = write_episode_bag(noisy_episode(100, 3), root / 'reach' / 'teleop-3')
+    truncate_mcap(truncated, data_end)
+    garbage = write_garbage(root / 'reach' / 'teleop-4')
+    return root, good, orphan, truncated, garbage
+
+
+def test_a_demos_folder_loads_every_usable_bag_and_reports_the_rest(damaged_demos):
+    root, good, orphan, truncated, garbage = damaged_demos
+    with pytest.warns(BagWarning) as caught:
+        data = ChunkDataset(root, chunk_size=4)
+    message = str(caught[0].message)
+    assert 'skipped 1 of 5 bags' in message and str(garbage) in message and 'not an MCAP file' in message
+    assert 'recovered 2' in message and str(orphan) in message and str(truncated) in message
+    assert sorted(e.seed for e in data.episodes) == [0, 1, 2, 3]   # the orphan's metadata is in its .mcap
+    assert len(data) == 30 + 30 + 30 + 100
+    report = data.report
+    assert (report.episodes, report.steps, len(report.skipped), len(report.recovered)) == (4, 190, 1, 2)
+    assert report.skipped[0][0] == str(garbage)
+
+
+def test_strict_loading_stops_at_the_first_unusable_bag(damaged_demos):
+    root, good, orphan, truncated, garbage = damaged_demos
+    with pytest.raises(BagError, match=f'{orphan}: no metadata.yaml'):
+        ChunkDataset(root, chunk_size=4, strict=True)
+    for bag in (orphan, garbage):
+        shutil.rmtree(bag)
+    with pytest.raises(BagError, match=f'cannot read the bag {truncated}'):
+        ChunkDataset(root, chunk_size=4, strict=True)
+    shutil.rmtree(truncated)
+    assert len(ChunkDataset(root, chunk_size=4, strict=True)) == 60
 
 
 # -- dataset ----------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ import torch
 from policytrim_ros.config import ConfigError
 from policytrim_ros.envs.base import JOINT_NAMES, Observation
 from policytrim_ros.policy.base import PolicyInputError, PolicyMetadata, camera_mismatch
-from policytrim_ros.policy.checkpoint import (CheckpointError, file_sha256, load_checkpoint, load_tensors,
-                                              save_checkpoint, save_tensors)
+from policytrim_ros.policy.checkpoint import (CheckpointError, file_sha256, integrity_record, load_checkpoint,
+                                              load_tensors, save_checkpoint, save_tensors, seal_checkpoint)
 from policytrim_ros.policy.factory import PolicyConfig, make_policy
 from policytrim_ros.policy.onnx import OnnxVLAPolicy, export_onnx
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
@@ -228,9 +228,16 @@ def test_float16_checkpoint_is_half_the_size_and_loads_as_float32(tmp_path):
 
 
 def rewrite_weights(directory, tensors):
-    """Write tensors as model.safetensors and update the hash, as a consistent but wrong save would."""
+    """Write tensors as model.safetensors and update the hashes, as a consistent but wrong save would."""
     save_tensors(directory / 'model.safetensors', tensors)
-    edit_config(directory, lambda data: data.update(weights_sha256=file_sha256(directory / 'model.safetensors')))
+    reseal(directory)
+
+
+def reseal(directory):
+    def update(data):
+        data.update(weights_sha256=file_sha256(directory / 'model.safetensors'))
+        data.update(integrity_sha256=integrity_record(data))
+    edit_config(directory, update)
 
 
 def edit_config(directory, change):
@@ -246,7 +253,7 @@ def truncate(directory):
 
 def garbage_with_matching_hash(directory):
     (directory / 'model.safetensors').write_bytes(b'not a safetensors file')
-    edit_config(directory, lambda data: data.update(weights_sha256=file_sha256(directory / 'model.safetensors')))
+    reseal(directory)
 
 
 def drop_tensor(directory):
@@ -280,6 +287,56 @@ def test_damaged_checkpoints_raise_checkpoint_error(tmp_path, damage, message):
     damage(tmp_path)
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(tmp_path)
+
+
+BOUNDED = replace(TINY, action_low=(-0.5, -0.5, -0.5), action_high=(0.5, 0.5, 0.5))
+
+
+def flip_action_offsets(data):
+    data['config']['action_offsets'] = not data['config']['action_offsets']
+
+
+def delete_action_bounds(data):
+    del data['config']['action_low'], data['config']['action_high']
+
+
+@pytest.mark.parametrize('edit, message', [
+    (flip_action_offsets, r'edited after it was saved \(config.action_offsets changed\)'),
+    (delete_action_bounds, r'\(config.action_high deleted, config.action_low deleted\)'),
+    (lambda data: data['config'].update(cameras=['wrist_camera']), r'\(config.cameras changed\)'),
+    (lambda data: data['metadata'].update(policytrim_stage=2), r'\(metadata changed\)'),
+    (lambda data: data.update(weights_sha256='0' * 64), 'no field matches .* belongs to other weights'),
+], ids=['action-offsets', 'action-bounds', 'cameras', 'metadata', 'other-weights'])
+def test_a_config_json_edited_after_the_save_does_not_load(tmp_path, edit, message):
+    """Each edit loads a valid config that changes what the same weights output (the first target
+    moves by the state itself when action_offsets flips, by the clamp when the bounds go)."""
+    model = tiny_model()
+    model.config = BOUNDED
+    save_checkpoint(tmp_path, model, BOUNDED, {'step': 3})
+    edit_config(tmp_path, edit)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match=message):
+        TorchVLAPolicy(tmp_path)
+
+
+def test_a_checkpoint_saved_before_the_integrity_record_loads_once_sealed(tmp_path):
+    save_checkpoint(tmp_path, tiny_model(), TINY, {'task': 'push'})
+    edit_config(tmp_path, lambda data: data.pop('integrity_sha256'))
+    with pytest.raises(CheckpointError, match=f"no 'integrity_sha256' record .* seal it: python "
+                                              f'scripts/seal_checkpoint.py {tmp_path}'):
+        load_checkpoint(tmp_path)
+    weights = (tmp_path / 'model.safetensors').read_bytes()
+    assert seal_checkpoint(tmp_path) and not seal_checkpoint(tmp_path)   # sealed once, then only checked
+    assert load_checkpoint(tmp_path)[2] == {'task': 'push'}
+    assert (tmp_path / 'model.safetensors').read_bytes() == weights
+    edit_config(tmp_path, flip_action_offsets)
+    with pytest.raises(CheckpointError, match='config.action_offsets changed'):
+        seal_checkpoint(tmp_path)                       # never re-seals an edited config
+    edit_config(tmp_path, lambda data: data.pop('integrity_sha256'))
+    truncate(tmp_path)
+    with pytest.raises(CheckpointError, match='not the ones config.json was saved with; not sealing'):
+        seal_checkpoint(tmp_path)
 
 
 def test_onnx_runtime_matches_torch(exported):
