@@ -22,8 +22,7 @@ from policytrim_ros.envs.base import (ARM_JOINT_NAMES, JOINT_NAMES, WORKSPACE_HI
 from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.envs.registry import make_task
 from policytrim_ros.envs.streams import episode_rngs, sensor_rng
-from policytrim_ros.execution.trajectory import (TimedTrajectory, sample_trajectory,
-                                                 validate_trajectory)
+from policytrim_ros.trajectory import TimedTrajectory, sample_trajectory, validate_trajectory
 
 SCENE_PATH = Path(__file__).parent / 'assets' / 'arm_scene.xml'
 """The MJCF scene shared by ``ArmEnv`` and ``ScriptedExpert``."""

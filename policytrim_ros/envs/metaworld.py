@@ -24,7 +24,7 @@ from policytrim_ros.envs.base import Observation
 from policytrim_ros.envs.metaworld_config import (ACTION_NAMES, METAWORLD_TASKS, WORKSPACE_VIEW, MetaWorldConfig,
                                                   MetaWorldDisturbanceConfig, check_task)
 from policytrim_ros.envs.streams import episode_rngs, sensor_rng
-from policytrim_ros.execution.trajectory import TimedTrajectory, TrajectoryError, validate_trajectory
+from policytrim_ros.trajectory import TimedTrajectory, TrajectoryError, validate_trajectory
 
 __all__ = ['ACTION_NAMES', 'METAWORLD_TASKS', 'MW_OBS_DIM', 'N_VARIANTS', 'STATE_SPEC', 'MetaWorldConfig',
            'MetaWorldDisturbanceConfig', 'MetaWorldEnv', 'check_task', 'make_metaworld_env']

@@ -7,7 +7,7 @@ import pytest
 from policytrim_ros.envs import (ENVIRONMENT_STATE_LAYOUT, JOINT_NAMES, TASKS, WORKSPACE_HIGH, WORKSPACE_LOW,
                                  ArmEnv, DisturbanceConfig, EnvConfig, ScriptedExpert, UnknownTaskError,
                                  make_task, task_for_instruction, task_names)
-from policytrim_ros.execution.trajectory import TimedTrajectory, TrajectoryError, window_trajectory
+from policytrim_ros.trajectory import TimedTrajectory, TrajectoryError, window_trajectory
 
 ALL_TASKS = task_names()
 CUBE = ENVIRONMENT_STATE_LAYOUT['cube_position']

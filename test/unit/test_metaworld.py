@@ -16,8 +16,8 @@ from policytrim_ros.envs.operators import OPERATOR_STYLES, TeleopConfig, make_op
 from policytrim_ros.envs.registry import UnknownTaskError
 from policytrim_ros.execution.config import ExecutionConfig
 from policytrim_ros.execution.episode import run_episode
-from policytrim_ros.execution.trajectory import TimedTrajectory, TrajectoryError
 from policytrim_ros.policy.base import PolicyInputError
+from policytrim_ros.trajectory import TimedTrajectory, TrajectoryError
 
 ALL_TASKS = tuple(METAWORLD_TASKS)
 QUIET = MetaWorldConfig(disturbances=MetaWorldDisturbanceConfig.none())
