@@ -12,20 +12,18 @@ import atexit
 import os
 import weakref
 from dataclasses import dataclass
-from pathlib import Path
 
 import mujoco
 import numpy as np
 
-from policytrim_ros.envs.base import (ARM_JOINT_NAMES, JOINT_NAMES, WORKSPACE_HIGH, WORKSPACE_LOW,
-                                      Observation, Task)
+from policytrim_ros.envs.base import WORKSPACE_HIGH, WORKSPACE_LOW, Task
 from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.envs.registry import make_task
 from policytrim_ros.envs.streams import episode_rngs, sensor_rng
+from policytrim_ros.policy.base import Observation
+from policytrim_ros.robots.arm import ARM_JOINT_NAMES, JOINT_NAMES, SCENE_PATH
 from policytrim_ros.trajectory import TimedTrajectory, sample_trajectory, validate_trajectory
 
-SCENE_PATH = Path(__file__).parent / 'assets' / 'arm_scene.xml'
-"""The MJCF scene shared by ``ArmEnv`` and ``ScriptedExpert``."""
 SETTLE_TIME = 0.3
 """Seconds of physics run at reset, holding the home pose, so the cube comes to rest."""
 _RESTING_HEIGHT_TOLERANCE = 0.005  # m above its resting height: the cube still lies on the table

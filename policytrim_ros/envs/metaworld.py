@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import pickle
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import metaworld
@@ -20,21 +19,13 @@ import mujoco
 import numpy as np
 
 from policytrim_ros.envs.arm import _release_gl_context  # shared: same GL threading rules
-from policytrim_ros.envs.base import Observation
-from policytrim_ros.envs.metaworld_config import (ACTION_NAMES, METAWORLD_TASKS, WORKSPACE_VIEW, MetaWorldConfig,
-                                                  MetaWorldDisturbanceConfig, check_task)
+from policytrim_ros.envs.metaworld_config import WORKSPACE_VIEW, MetaWorldConfig
 from policytrim_ros.envs.streams import episode_rngs, sensor_rng
+from policytrim_ros.policy.base import Observation
+from policytrim_ros.robots.metaworld import (ACTION_NAMES, METAWORLD_TASKS, MW_OBS_DIM, STATE_SPEC, check_task,
+                                             make_metaworld_env, mt1_variants)
 from policytrim_ros.trajectory import TimedTrajectory, TrajectoryError, validate_trajectory
 
-__all__ = ['ACTION_NAMES', 'METAWORLD_TASKS', 'MW_OBS_DIM', 'N_VARIANTS', 'STATE_SPEC', 'MetaWorldConfig',
-           'MetaWorldDisturbanceConfig', 'MetaWorldEnv', 'check_task', 'make_metaworld_env']
-
-MW_OBS_DIM = 39
-"""Meta-World's observation: hand xyz, gripper opening, object poses, previous frame, goal xyz."""
-STATE_SPEC = (mujoco.mjtState.mjSTATE_QPOS | mujoco.mjtState.mjSTATE_QVEL | mujoco.mjtState.mjSTATE_ACT
-              | mujoco.mjtState.mjSTATE_WARMSTART | mujoco.mjtState.mjSTATE_CTRL
-              | mujoco.mjtState.mjSTATE_MOCAP_POS | mujoco.mjtState.mjSTATE_MOCAP_QUAT)
-"""The ``mj_getState`` spec appended to ``environment_state``: enough to replay the physics."""
 N_VARIANTS = 50
 """Task variants (object and goal spots) per MT1 benchmark."""
 _MIN_OBJECT_GOAL_DISTANCE = 0.15  # m in xy: Meta-World's reset loops forever on closer spots
@@ -43,23 +34,6 @@ _RESTING_HEIGHT_TOLERANCE = 0.005  # m above its initial height: the object stil
 # can tip over, which no expert recovers from.
 _KICK_CLEARANCE = 0.06
 _TABLE_CENTRE_XY = np.array([0.0, 0.7])  # m: kicks point within +-90 deg of this direction
-
-
-@lru_cache(maxsize=None)
-def _variants(task: str, benchmark_seed: int) -> tuple[type, tuple[dict[str, Any], ...]]:
-    """(env class, the MT1 variants' unpickled data) of ``task``; building MT1 takes ~0.6 s."""
-    mt1 = metaworld.MT1(task, seed=benchmark_seed)
-    return mt1.train_classes[task], tuple(pickle.loads(t.data) for t in mt1.train_tasks)
-
-
-def make_metaworld_env(task: str, benchmark_seed: int = 0, max_path_length: int = 500):
-    """A reset Meta-World env of ``task`` (goal observable), set to its first MT1 variant."""
-    env_cls, variants = _variants(task, benchmark_seed)
-    env = env_cls()
-    env.max_path_length = max_path_length
-    env.set_task(metaworld.Task(env_name=task, data=pickle.dumps(variants[0])))
-    env.reset()
-    return env
 
 
 def _workspace_camera() -> mujoco.MjvCamera:
@@ -147,7 +121,7 @@ class MetaWorldEnv:
         self._seed = int(seed)
         self._rng = episode_rngs(self._seed)
         self._randomize_physics(loaded, self._rng['physics'])
-        data = dict(_variants(task, self.config.benchmark_seed)[1][self._seed % N_VARIANTS])
+        data = dict(mt1_variants(task, self.config.benchmark_seed)[1][self._seed % N_VARIANTS])
         data['rand_vec'] = self._shift_spot(loaded, data['rand_vec'], self._rng['layout'])
         loaded.env.set_task(metaworld.Task(env_name=task, data=pickle.dumps(data)))
         self._obs, _ = loaded.env.reset()

@@ -9,20 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from policytrim_ros.data.bag import BagError, read_episode_bag
-from policytrim_ros.data.dataset import BagWarning
-from policytrim_ros.data.collect import Takeover, collect_demonstrations, collect_episode
 from policytrim_ros.config import ConfigError, from_dict
+from policytrim_ros.data.bag import BagError, read_episode_bag
+from policytrim_ros.data.collect import Takeover, collect_demonstrations, collect_episode
+from policytrim_ros.data.dataset import BagWarning
 from policytrim_ros.envs.arm import ArmEnv
 from policytrim_ros.envs.config import EnvConfig
-from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.envs.operators import EfficientOperator
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.episode import run_episode
 from policytrim_ros.policy.base import PolicyInputError
-from policytrim_ros.policy.factory import PolicyConfig
 from policytrim_ros.policy.checkpoint import load_tensors
+from policytrim_ros.policy.factory import PolicyConfig
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
+from policytrim_ros.robots.arm import JOINT_NAMES
 from policytrim_ros.training.bc import BCConfig, WeightAverage, _Batches, chunk_loss, step_weights, train_bc
 
 

@@ -4,8 +4,8 @@ import sys
 CORE = ['policytrim_ros.config', 'policytrim_ros.constants', 'policytrim_ros.launcher', 'policytrim_ros.cli',
         'policytrim_ros.execution.executor', 'policytrim_ros.execution.episode', 'policytrim_ros.execution.metrics',
         'policytrim_ros.execution.jtc', 'policytrim_ros.nodes.policy_config',
-        'policytrim_ros.envs.arm', 'policytrim_ros.envs.experts', 'policytrim_ros.policy.factory',
-        'policytrim_ros.policy.expert', 'policytrim_ros.policy.replay',
+        'policytrim_ros.envs.arm', 'policytrim_ros.policy.arm_expert', 'policytrim_ros.policy.factory',
+        'policytrim_ros.policy.replay',
         'policytrim_ros.policy.torch_policy', 'policytrim_ros.policy.onnx', 'policytrim_ros.policy.checkpoint',
         'policytrim_ros.evaluation.sweep', 'policytrim_ros.evaluation.report', 'policytrim_ros.evaluation.ros']
 
