@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from policytrim_ros import launcher, resources
-from policytrim_ros.cli import _with_overrides
+from policytrim_ros.cli.overrides import with_overrides
 from policytrim_ros.config import from_dict, load_yaml
 from policytrim_ros.envs.factory import suite_control_dt, task_suite
 from policytrim_ros.evaluation.sweep import sim_configs
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.parts < 2 or args.groups < args.parts:
         parser.error(f'need --parts >= 2 and --groups >= --parts (got {args.parts}, {args.groups})')
-    cfg = from_dict(PolicyTrimConfig, _with_overrides(load_yaml(args.config), args.set))
+    cfg = from_dict(PolicyTrimConfig, with_overrides(load_yaml(args.config), args.set))
     cfg = replace(cfg, groups_per_iteration=args.groups)
     torch.set_num_threads(1)
     model, model_cfg, _ = load_checkpoint(resources.resolve(args.checkpoint or cfg.init))

@@ -9,9 +9,12 @@ ROS_SIDE = ('policytrim_ros.nodes', 'policytrim_ros.launch_support')
 
 
 def core_modules() -> list[str]:
-    """Every hand-written module outside ``ROS_SIDE``, by its dotted name."""
+    """Every hand-written module outside ``ROS_SIDE``, by its dotted name (``__main__`` scripts left out:
+    importing one runs it)."""
     names = []
     for path in sorted(ROOT.rglob('*.py')):
+        if path.name == '__main__.py':
+            continue
         parts = list(path.relative_to(ROOT.parent).with_suffix('').parts)
         name = '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
         if not any(name == side or name.startswith(side + '.') for side in ROS_SIDE):
