@@ -18,8 +18,8 @@ import metaworld
 import mujoco
 import numpy as np
 
-from policytrim_ros.envs.arm import _release_gl_context  # shared: same GL threading rules
 from policytrim_ros.envs.metaworld_config import WORKSPACE_VIEW, MetaWorldConfig
+from policytrim_ros.envs.rendering import OffscreenRenderer, add_pixel_noise
 from policytrim_ros.envs.streams import episode_rngs, sensor_rng
 from policytrim_ros.policy.base import Observation
 from policytrim_ros.robots.metaworld import (ACTION_NAMES, METAWORLD_TASKS, MW_OBS_DIM, STATE_SPEC, check_task,
@@ -47,7 +47,7 @@ def _workspace_camera() -> mujoco.MjvCamera:
 
 @dataclass
 class _Loaded:
-    """One task's Meta-World env and its renderer (created on first render)."""
+    """One task's Meta-World env and its renderer (its GL context is created on the first render)."""
 
     env: Any
     object_body: int
@@ -55,7 +55,7 @@ class _Loaded:
     nominal_friction: float
     nominal_mass: float
     nominal_inertia: np.ndarray
-    renderer: mujoco.Renderer | None = None
+    renderer: OffscreenRenderer
 
 
 class MetaWorldEnv:
@@ -101,7 +101,8 @@ class MetaWorldEnv:
             body = int(m.geom('objGeom').bodyid[0])
             self._loaded[task] = _Loaded(
                 env, body, int(m.jnt_dofadr[m.body_jntadr[body]]), float(m.geom('objGeom').friction[0]),
-                float(m.body_mass[body]), m.body_inertia[body].copy())
+                float(m.body_mass[body]), m.body_inertia[body].copy(),
+                OffscreenRenderer(m, self.config.image_height, self.config.image_width))
         return self._loaded[task]
 
     @property
@@ -169,9 +170,7 @@ class MetaWorldEnv:
     def close(self) -> None:
         """Free the renderers (GL contexts) and the Meta-World envs."""
         for loaded in self._loaded.values():
-            if loaded.renderer is not None:
-                loaded.renderer.close()
-                loaded.renderer = None
+            loaded.renderer.close()
             loaded.env.close()
         self._loaded.clear()
         self.task = ''
@@ -301,24 +300,12 @@ class MetaWorldEnv:
 
     def _render(self, loaded: _Loaded) -> np.ndarray:
         """(H, W, 3) uint8 RGB from the configured camera, upright, plus the configured pixel noise."""
-        cfg = self.config
-        try:
-            if loaded.renderer is None:
-                loaded.renderer = mujoco.Renderer(loaded.env.model, cfg.image_height, cfg.image_width)
-            loaded.renderer.update_scene(loaded.env.data, camera=self._camera)
-            flags = loaded.renderer.scene.flags
-            for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
-                         mujoco.mjtRndFlag.mjRND_SKYBOX):
-                flags[flag] = 0  # several times faster on a software GL (env.render() keeps them)
-            image = loaded.renderer.render()
-        finally:
-            _release_gl_context()
+        image = loaded.renderer.render(loaded.env.data, [self._camera])[0]
         if self._upside_down:
             image = np.ascontiguousarray(image[::-1, ::-1])  # a 180 deg roll, not a mirror
-        std = cfg.disturbances.image_noise_std
+        std = self.config.disturbances.image_noise_std
         if std > 0.0:
-            noisy = image + sensor_rng(self._seed, 'image', self.step_count).normal(0.0, std, image.shape)
-            image = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+            image = add_pixel_noise(image, std, sensor_rng(self._seed, 'image', self.step_count))
         return image
 
     @property
