@@ -35,8 +35,8 @@ def add_parsers(sub) -> None:
 
 def train_bc(args) -> int:
     from policytrim_ros.config import from_dict
-    from policytrim_ros.training.bc import BCConfig
     from policytrim_ros.training.bc import train_bc as run
+    from policytrim_ros.training.bc_config import BCConfig
     values = load_yaml(args.config) if args.config else {}
     config = from_dict(BCConfig, with_overrides(values, args.set))
     final = run(config, resume=args.resume)

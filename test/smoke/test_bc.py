@@ -23,7 +23,8 @@ from policytrim_ros.policy.checkpoint import load_tensors
 from policytrim_ros.policy.factory import PolicyConfig
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
 from policytrim_ros.robots.arm import JOINT_NAMES
-from policytrim_ros.training.bc import BCConfig, WeightAverage, _Batches, chunk_loss, step_weights, train_bc
+from policytrim_ros.training.bc import WeightAverage, _Batches, chunk_loss, step_weights, train_bc
+from policytrim_ros.training.bc_config import BCConfig
 
 
 @pytest.fixture(scope='module')

@@ -17,7 +17,8 @@ from policytrim_ros.envs.metaworld import MetaWorldEnv
 from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep_end_states
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
 from policytrim_ros.robots.metaworld import ACTION_NAMES, CONTROL_DT, METAWORLD_TASKS
-from policytrim_ros.training.bc import BCConfig, train_bc
+from policytrim_ros.training.bc import train_bc
+from policytrim_ros.training.bc_config import BCConfig
 from policytrim_ros.training.grpo import GRPOConfig
 from policytrim_ros.training.trainer import PolicyTrimConfig, train_policytrim
 

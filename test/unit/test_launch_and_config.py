@@ -132,7 +132,7 @@ def test_shipped_safety_limits_match_the_embedded_arm(name):
 def test_training_configs_load_into_their_dataclasses(path):
     from policytrim_ros import resources
     from policytrim_ros.config import from_dict, load_yaml
-    from policytrim_ros.training.bc import BCConfig
+    from policytrim_ros.training.bc_config import BCConfig
     from policytrim_ros.training.trainer import PolicyTrimConfig
     values = load_yaml(path)
     if path.name.startswith('bc'):
