@@ -33,7 +33,7 @@ from policytrim_ros.evaluation.sweep import sim_configs
 from policytrim_ros.policy.checkpoint import load_checkpoint
 from policytrim_ros.policy.vla.instruction import shared_encoder
 from policytrim_ros.training.exploration import ChunkNoise
-from policytrim_ros.training.grpo import _windows, ppo_clip_loss
+from policytrim_ros.training.grpo import credited_windows, ppo_clip_loss
 from policytrim_ros.training.trainer import (PolicyTrimConfig, iteration_jobs, stage_horizons,
                                              trajectory_rewards)
 from policytrim_ros.training.workers import RolloutPool, RolloutSetup
@@ -42,7 +42,7 @@ from policytrim_ros.training.workers import RolloutPool, RolloutSetup
 def policy_gradient(model, groups, cfg: PolicyTrimConfig, noise: ChunkNoise) -> tuple[torch.Tensor, int, int]:
     """The flattened gradient of the GRPO surrogate -sum(w A log pi) / sum(w) over ``groups``
     (the PPO-clip loss at ratio 1), the groups kept and the windows in it."""
-    data, kept = _windows(groups, cfg.grpo.min_group_success_rate, shared_encoder().encode, cfg.grpo.credit_refused)
+    data, kept = credited_windows(groups, cfg.grpo.min_group_success_rate, shared_encoder().encode, cfg.grpo.credit_refused)
     model.zero_grad(set_to_none=True)
     if not data:
         return torch.zeros(sum(p.numel() for p in model.parameters())), kept, 0

@@ -96,7 +96,7 @@ class ArmEnv:
         """Start an episode of ``task``: home pose, gripper open, layout and physics from ``seed``.
 
         The physics then runs ``SETTLE_TIME`` with the arm holding, so the cube rests; time and
-        step count start at 0 afterwards. Raises the registry's UnknownTaskError for an unknown task.
+        step count start at 0 afterwards. Raises UnknownTaskError (from the registry) for an unknown task.
         """
         self.task = make_task(task)
         self.instruction = self.task.instruction

@@ -79,7 +79,7 @@ def _shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.
     return out.permute(0, 2, 3, 1).to(torch.uint8)
 
 
-class _Batches:
+class Batches:
     """Random training batches from a ChunkDataset, with the instruction embeddings looked up.
 
     balance_tasks: draw each window's task uniformly (or in proportion to ``task_weights``, tasks
@@ -231,7 +231,7 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
                        action_low=tuple(stats['action_min'].tolist()),
                        action_high=tuple(stats['action_max'].tolist()), cameras=cameras)
     encoder = InstructionEncoder()
-    batches = _Batches(dataset, {text: encoder.encode(text) for text in dataset.instructions()},
+    batches = Batches(dataset, {text: encoder.encode(text) for text in dataset.instructions()},
                        cfg.balance_tasks, cfg.task_weights)
     tasks = sorted({episode.task for episode in dataset.episodes})
     if cfg.eval_episodes:

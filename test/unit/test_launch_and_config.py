@@ -13,7 +13,7 @@ import yaml
 
 from policytrim_ros import launcher
 from policytrim_ros.nodes.episode_runner import EpisodeRunnerConfig
-from policytrim_ros.nodes.params import _fields
+from policytrim_ros.nodes.params import config_fields
 from policytrim_ros.nodes.policy_config import PolicyNodeConfig
 from policytrim_ros.nodes.sim_node import SimNodeConfig
 
@@ -26,7 +26,7 @@ NODE_CONFIG_FILES = [p for p in CONFIG_FILES if p.name != 'controllers.yaml']   
 
 
 def declared(executable):
-    return {name for name, _, _ in _fields(NODE_CONFIGS[executable])} | BUILTIN_PARAMETERS
+    return {name for name, _, _ in config_fields(NODE_CONFIGS[executable])} | BUILTIN_PARAMETERS
 
 
 def flat(d, prefix=''):
