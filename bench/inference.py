@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime
 import torch
 
-from policytrim_ros.envs.base import Observation
+from policytrim_ros.policy.base import Observation
 from policytrim_ros.policy.checkpoint import save_checkpoint
 from policytrim_ros.policy.onnx import OnnxVLAPolicy, export_onnx
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy

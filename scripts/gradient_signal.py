@@ -26,14 +26,14 @@ import numpy as np
 import torch
 
 from policytrim_ros import launcher, resources
-from policytrim_ros.cli import _with_overrides
+from policytrim_ros.cli.overrides import with_overrides
 from policytrim_ros.config import from_dict, load_yaml
 from policytrim_ros.envs.factory import suite_control_dt, task_suite
 from policytrim_ros.evaluation.sweep import sim_configs
 from policytrim_ros.policy.checkpoint import load_checkpoint
 from policytrim_ros.policy.vla.instruction import shared_encoder
 from policytrim_ros.training.exploration import ChunkNoise
-from policytrim_ros.training.grpo import _windows, ppo_clip_loss
+from policytrim_ros.training.grpo import credited_windows, ppo_clip_loss
 from policytrim_ros.training.trainer import (PolicyTrimConfig, iteration_jobs, stage_horizons,
                                              trajectory_rewards)
 from policytrim_ros.training.workers import RolloutPool, RolloutSetup
@@ -42,7 +42,7 @@ from policytrim_ros.training.workers import RolloutPool, RolloutSetup
 def policy_gradient(model, groups, cfg: PolicyTrimConfig, noise: ChunkNoise) -> tuple[torch.Tensor, int, int]:
     """The flattened gradient of the GRPO surrogate -sum(w A log pi) / sum(w) over ``groups``
     (the PPO-clip loss at ratio 1), the groups kept and the windows in it."""
-    data, kept = _windows(groups, cfg.grpo.min_group_success_rate, shared_encoder().encode, cfg.grpo.credit_refused)
+    data, kept = credited_windows(groups, cfg.grpo.min_group_success_rate, shared_encoder().encode, cfg.grpo.credit_refused)
     model.zero_grad(set_to_none=True)
     if not data:
         return torch.zeros(sum(p.numel() for p in model.parameters())), kept, 0
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.parts < 2 or args.groups < args.parts:
         parser.error(f'need --parts >= 2 and --groups >= --parts (got {args.parts}, {args.groups})')
-    cfg = from_dict(PolicyTrimConfig, _with_overrides(load_yaml(args.config), args.set))
+    cfg = from_dict(PolicyTrimConfig, with_overrides(load_yaml(args.config), args.set))
     cfg = replace(cfg, groups_per_iteration=args.groups)
     torch.set_num_threads(1)
     model, model_cfg, _ = load_checkpoint(resources.resolve(args.checkpoint or cfg.init))

@@ -36,8 +36,8 @@ from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.envs.operators import Operator, TeleopConfig, make_operator
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.episode import run_episode
-from policytrim_ros.execution.trajectory import window_trajectory
 from policytrim_ros.policy.factory import PolicyConfig, checkpoint_chunk_size, make_policy
+from policytrim_ros.trajectory import window_trajectory
 
 if TYPE_CHECKING:
     from policytrim_ros.envs.arm import ArmEnv

@@ -1,70 +1,31 @@
 """``ArmEnv``: the embedded MuJoCo arm, commanded with timed joint trajectories like a JTC.
 
-The arm follows ``TimedTrajectory`` messages with joint_trajectory_controller semantics (validate
-and reject whole, replace the remaining trajectory, deferred start times, smooth takeover from
-the commanded state, hold the last knot). Disturbances come from ``EnvConfig.disturbances`` and
-every random stream is spawned from the episode seed, so a seed plus a command sequence replays
-bit for bit. No ROS imports here: ``nodes/sim_node.py`` wraps this class.
+The arm follows ``TimedTrajectory`` messages with joint_trajectory_controller semantics
+(``envs.follower``: validate and reject whole, replace the remaining trajectory, deferred start
+times, smooth takeover from the commanded state, hold the last knot); its cameras render offscreen
+(``envs.rendering``). Disturbances come from ``EnvConfig.disturbances`` and every random stream
+is spawned from the episode seed, so a seed plus a command sequence replays bit for bit. No ROS
+imports here: ``nodes/sim_node.py`` wraps this class.
 """
 from __future__ import annotations
-
-import atexit
-import os
-import weakref
-from dataclasses import dataclass
-from pathlib import Path
 
 import mujoco
 import numpy as np
 
-from policytrim_ros.envs.base import (ARM_JOINT_NAMES, JOINT_NAMES, WORKSPACE_HIGH, WORKSPACE_LOW,
-                                      Observation, Task)
+from policytrim_ros.envs.base import WORKSPACE_HIGH, WORKSPACE_LOW, Task
 from policytrim_ros.envs.config import EnvConfig
+from policytrim_ros.envs.follower import TrajectoryFollower
 from policytrim_ros.envs.registry import make_task
+from policytrim_ros.envs.rendering import OffscreenRenderer, add_pixel_noise
 from policytrim_ros.envs.streams import episode_rngs, sensor_rng
-from policytrim_ros.execution.trajectory import (TimedTrajectory, sample_trajectory,
-                                                 validate_trajectory)
+from policytrim_ros.policy.base import Observation
+from policytrim_ros.robots.arm import ARM_JOINT_NAMES, JOINT_NAMES, SCENE_PATH
+from policytrim_ros.trajectory import TimedTrajectory
 
-SCENE_PATH = Path(__file__).parent / 'assets' / 'arm_scene.xml'
-"""The MJCF scene shared by ``ArmEnv`` and ``ScriptedExpert``."""
 SETTLE_TIME = 0.3
 """Seconds of physics run at reset, holding the home pose, so the cube comes to rest."""
 _RESTING_HEIGHT_TOLERANCE = 0.005  # m above its resting height: the cube still lies on the table
 _RESTING_SPEED = 0.05  # m/s: slower than this, a cube on the table counts as at rest
-
-
-def _release_gl_context() -> None:
-    """Unbind the calling thread's GL context so that the next render may come from any thread.
-
-    An EGL or GLFW context is current in one thread at a time, and ROS executors call from thread
-    pools: without this, rendering from a second thread fails with EGL_BAD_ACCESS.
-    """
-    backend = os.environ.get('MUJOCO_GL', 'egl').lower()
-    if backend == 'egl':
-        from mujoco import egl  # the backend modules only import under their own MUJOCO_GL
-        egl.EGL.eglMakeCurrent(egl.EGL_DISPLAY, egl.EGL.EGL_NO_SURFACE, egl.EGL.EGL_NO_SURFACE,
-                               egl.EGL.EGL_NO_CONTEXT)
-    elif backend == 'osmesa':
-        from OpenGL import GL, osmesa
-        osmesa.OSMesaMakeCurrent(None, None, GL.GL_FLOAT, 0, 0)
-    elif backend == 'glfw':
-        import glfw
-        glfw.make_context_current(None)
-
-
-def _close_if_alive(env: weakref.ref) -> None:
-    if env() is not None:
-        env().close()
-
-
-@dataclass(frozen=True)
-class _ActiveTrajectory:
-    """A trajectory being executed: started at ``start`` (env s) from the commanded state."""
-
-    trajectory: TimedTrajectory
-    start: float
-    start_position: np.ndarray
-    start_velocity: np.ndarray
 
 
 class ArmEnv:
@@ -83,9 +44,6 @@ class ArmEnv:
         self.data = mujoco.MjData(self.model)
         self.joint_names: tuple[str, ...] = JOINT_NAMES
         self.control_dt = self.config.control_dt
-        # Times closer than half a physics step are the same instant: physics time accumulates
-        # float error, and ROS stamps have ns resolution.
-        self._time_tolerance = 0.5 * self.config.physics_dt
         m = self.model
         cameras = [m.camera(i).name for i in range(m.ncam)]
         unknown = [c for c in self.config.cameras if c not in cameras]
@@ -117,7 +75,11 @@ class ArmEnv:
         self._nominal_friction = float(m.geom_friction[self._cube_geom, 0])
         self._nominal_mass = float(m.body_mass[self._cube_body])
         self._nominal_inertia = m.body_inertia[self._cube_body].copy()
-        self._renderer: mujoco.Renderer | None = None
+        self._renderer = OffscreenRenderer(m, self.config.image_height, self.config.image_width,
+                                           close_at_exit=True)
+        # Times closer than half a physics step are the same instant: physics time accumulates
+        # float error, and ROS stamps have ns resolution.
+        self._follower = TrajectoryFollower(JOINT_NAMES, time_tolerance=0.5 * self.config.physics_dt)
         self.task: Task | None = None
         self.cube_was_grasped = False
         """Whether both fingers have touched the cube at some step of this episode."""
@@ -128,17 +90,13 @@ class ArmEnv:
         self._seed = 0
         self._rng: dict[str, np.random.Generator] = {}
         self._noise = np.zeros(len(ARM_JOINT_NAMES))
-        self._cmd_position = np.zeros(len(JOINT_NAMES))
-        self._cmd_velocity = np.zeros(len(JOINT_NAMES))
-        self._active: _ActiveTrajectory | None = None
-        self._pending: tuple[TimedTrajectory, float] | None = None
 
     # ----------------------------------------------------------------- episode
     def reset(self, task: str, seed: int, render: bool = True) -> Observation:
         """Start an episode of ``task``: home pose, gripper open, layout and physics from ``seed``.
 
         The physics then runs ``SETTLE_TIME`` with the arm holding, so the cube rests; time and
-        step count start at 0 afterwards. Raises the registry's UnknownTaskError for an unknown task.
+        step count start at 0 afterwards. Raises UnknownTaskError (from the registry) for an unknown task.
         """
         self.task = make_task(task)
         self.instruction = self.task.instruction
@@ -147,12 +105,10 @@ class ArmEnv:
         self._randomize_physics(self._rng['physics'])
         mujoco.mj_resetDataKeyframe(self.model, self.data, self._home)
         self.task.initialize(self, self._rng['layout'])
-        self._cmd_position = self.data.qpos[self._qpos_adr].copy()
-        self._cmd_velocity = np.zeros(len(JOINT_NAMES))
-        self._active, self._pending = None, None
+        self._follower.reset(self.data.qpos[self._qpos_adr].copy())
         self._noise = (self.config.disturbances.actuation_noise_std
                        * self._rng['actuation'].standard_normal(len(ARM_JOINT_NAMES)))
-        self.data.ctrl[self._actuators] = self._cmd_position
+        self.data.ctrl[self._actuators] = self._follower.position
         for _ in range(round(SETTLE_TIME / self.config.physics_dt)):
             mujoco.mj_step(self.model, self.data)
         self.data.time = 0.0
@@ -174,9 +130,7 @@ class ArmEnv:
 
     def close(self) -> None:
         """Free the renderer (the GL context)."""
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._renderer.close()
 
     # ----------------------------------------------------------------- commands
     def set_trajectory(self, traj: TimedTrajectory) -> None:
@@ -189,57 +143,21 @@ class ArmEnv:
         TrajectoryError on a malformed trajectory and then changes nothing (the arm keeps its
         current command).
         """
-        checked = validate_trajectory(traj, self.joint_names)
-        start = self.time if checked.start_time is None else float(checked.start_time)
-        if start > self.time + self._time_tolerance:
-            self._pending = (checked, start)
-        else:
-            self._pending = None
-            self._activate(checked, start)
+        self._follower.follow(traj, self.time)
 
     def hold(self) -> None:
         """Drop any trajectory and hold the commanded position, at zero velocity."""
-        self._active, self._pending = None, None
-        self._cmd_velocity = np.zeros(len(JOINT_NAMES))
+        self._follower.hold()
 
     @property
     def commanded_position(self) -> np.ndarray:
         """The position the trajectory follower commands now (a JTC's desired state)."""
-        return self._cmd_position.copy()
+        return self._follower.position.copy()
 
     @property
     def trajectory_active(self) -> bool:
         """Whether a trajectory still has knots ahead (including one waiting for its start)."""
-        if self._pending is not None:
-            return True
-        active = self._active
-        if active is None:
-            return False
-        return self.time - active.start < active.trajectory.duration - self._time_tolerance
-
-    def _activate(self, traj: TimedTrajectory, start: float) -> None:
-        """Make ``traj`` the executed trajectory now, taking over from the commanded state."""
-        if abs(start - self.time) <= self._time_tolerance:
-            start = self.time  # snap to this physics step
-        self._active = _ActiveTrajectory(traj, start, self._cmd_position.copy(), self._cmd_velocity.copy())
-
-    def _update_command(self) -> None:
-        """Sample the trajectory at the current physics time into the commanded state."""
-        t = self.data.time
-        if self._pending is not None and t >= self._pending[1] - self._time_tolerance:
-            self._activate(*self._pending)
-            self._pending = None
-        active = self._active
-        if active is None:
-            return
-        elapsed = t - active.start
-        if elapsed >= active.trajectory.duration - self._time_tolerance:
-            self._cmd_position = active.trajectory.positions[-1].copy()  # held from now on
-            self._cmd_velocity = np.zeros(len(JOINT_NAMES))
-            self._active = None
-            return
-        self._cmd_position, self._cmd_velocity = sample_trajectory(
-            active.trajectory, elapsed, active.start_position, active.start_velocity)
+        return self._follower.active(self.time)
 
     def step(self) -> bool:
         """Advance one control period; return whether the task is solved afterwards.
@@ -255,11 +173,11 @@ class ArmEnv:
             self._rng['actuation'].standard_normal(len(ARM_JOINT_NAMES))
         self._maybe_kick_cube()
         for _ in range(self.config.substeps):
-            self._update_command()
-            target = self._cmd_position.copy()
+            self._follower.update(self.data.time)
+            target = self._follower.position.copy()
             target[:len(ARM_JOINT_NAMES)] += self._noise
             target = np.clip(target, self._lower, self._upper)
-            self.data.ctrl[self._actuators] = target + self._velocity_feedforward * self._cmd_velocity
+            self.data.ctrl[self._actuators] = target + self._velocity_feedforward * self._follower.velocity
             mujoco.mj_step(self.model, self.data)
         mujoco.mj_forward(self.model, self.data)  # kinematics and contacts of the final state
         self.step_count += 1
@@ -326,27 +244,11 @@ class ArmEnv:
         """(H, N * W, 3) uint8 RGB: the N configured cameras tiled left to right, each with its own
         pixel noise (camera i's from sensor stream i, so the first camera's image is the same however
         many others are rendered)."""
-        try:
-            if self._renderer is None:
-                self._renderer = mujoco.Renderer(self.model, self.config.image_height,
-                                                 self.config.image_width)
-                # free the GL context before the interpreter tears EGL down (else an error at exit)
-                atexit.register(_close_if_alive, weakref.ref(self))
-            tiles = []
-            for camera in self.config.cameras:
-                self._renderer.update_scene(self.data, camera=camera)
-                flags = self._renderer.scene.flags
-                for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
-                             mujoco.mjtRndFlag.mjRND_SKYBOX):
-                    flags[flag] = 0  # about 5x faster on a software GL; the scene needs none of them
-                tiles.append(self._renderer.render())
-        finally:
-            _release_gl_context()
+        tiles = self._renderer.render(self.data, self.config.cameras)
         std = self.config.disturbances.image_noise_std
         if std > 0.0:
             for i, tile in enumerate(tiles):
-                noisy = tile + sensor_rng(self._seed, 'image', self.step_count, i).normal(0.0, std, tile.shape)
-                tiles[i] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+                tiles[i] = add_pixel_noise(tile, std, sensor_rng(self._seed, 'image', self.step_count, i))
         return tiles[0] if len(tiles) == 1 else np.concatenate(tiles, axis=1)
 
     @property

@@ -1,4 +1,4 @@
-"""The task contract of the embedded arm: joint names, the observation, the workspace, ``Task``.
+"""The task contract of the embedded arm: the workspace, ``Task``, and the tiles of an observation's image.
 
 A task places the cube and the goal at reset and judges success; the arm, physics, noise and
 rendering belong to ``ArmEnv``. Tasks only use the small ``ArmEnv`` surface listed in ``Task``.
@@ -6,7 +6,6 @@ rendering belong to ``ArmEnv``. Tasks only use the small ``ArmEnv`` surface list
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -14,48 +13,10 @@ import numpy as np
 if TYPE_CHECKING:
     from policytrim_ros.envs.arm import ArmEnv
 
-ARM_JOINT_NAMES: tuple[str, ...] = ('joint1', 'joint2', 'joint3', 'joint4', 'joint5', 'joint6')
-"""The six revolute arm joints, base to tool (rad)."""
-JOINT_NAMES: tuple[str, ...] = ARM_JOINT_NAMES + ('gripper',)
-"""Controlled joints, the A = 7 columns of every action: six arm joints (rad), then the opening of
-each finger (m, 0 = closed, 0.04 = open)."""
-
-ENVIRONMENT_STATE_LAYOUT: dict[str, slice] = {
-    'cube_position': slice(0, 3),
-    'cube_quaternion': slice(3, 7),
-    'goal_position': slice(7, 10),
-}
-"""Slices of ``Observation.environment_state`` (10,): cube position (m, world), cube orientation
-(unit quaternion w, x, y, z) and goal position (m, world)."""
-
 WORKSPACE_LOW = np.array([0.32, -0.2])
 """Lower xy corner (m) of the table area where cubes and goals are placed."""
 WORKSPACE_HIGH = np.array([0.55, 0.2])
 """Upper xy corner (m) of that area; all of it is reachable with the gripper pointing down."""
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What the arm reports after a control step.
-
-    image: (H, N * W, 3) uint8 RGB: the env's N cameras tiled left to right in their configured
-        order (one camera by default; zeros when not rendered).
-    joint_positions: (A,) float64 joint readings, with sensor noise (rad; gripper opening in m).
-    joint_velocities: (A,) float64 true joint velocities (rad/s; m/s for the gripper).
-    environment_state: (10,) float64 privileged true state, see ``ENVIRONMENT_STATE_LAYOUT``;
-        for scripted experts and metrics only, never a policy input.
-    instruction: the task's language instruction.
-    time: simulated seconds since reset.
-    step: control steps since reset.
-    """
-
-    image: np.ndarray
-    joint_positions: np.ndarray
-    joint_velocities: np.ndarray
-    environment_state: np.ndarray
-    instruction: str
-    time: float
-    step: int
 
 
 def camera_tiles(available: tuple[str, ...], wanted: tuple[str, ...]) -> tuple[int, ...]:

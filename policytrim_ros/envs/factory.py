@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING
 
 from policytrim_ros.config import suggest
 from policytrim_ros.envs.arm import ArmEnv
-from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.envs.config import EnvConfig
-from policytrim_ros.envs.metaworld_config import ACTION_NAMES as METAWORLD_ACTION_NAMES
-from policytrim_ros.envs.metaworld_config import CONTROL_DT as METAWORLD_CONTROL_DT
-from policytrim_ros.envs.metaworld_config import METAWORLD_TASKS, MetaWorldConfig
-from policytrim_ros.envs.registry import TASKS, UnknownTaskError
+from policytrim_ros.envs.metaworld_config import MetaWorldConfig
+from policytrim_ros.envs.registry import TASKS
+from policytrim_ros.robots import UnknownTaskError
+from policytrim_ros.robots.arm import JOINT_NAMES
+from policytrim_ros.robots.metaworld import ACTION_NAMES as METAWORLD_ACTION_NAMES
+from policytrim_ros.robots.metaworld import CONTROL_DT as METAWORLD_CONTROL_DT
+from policytrim_ros.robots.metaworld import METAWORLD_TASKS
 
 if TYPE_CHECKING:
     from policytrim_ros.envs.metaworld import MetaWorldEnv

@@ -12,29 +12,20 @@ from __future__ import annotations
 import math
 import pickle
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import metaworld
 import mujoco
 import numpy as np
 
-from policytrim_ros.envs.arm import _release_gl_context  # shared: same GL threading rules
-from policytrim_ros.envs.base import Observation
-from policytrim_ros.envs.metaworld_config import (ACTION_NAMES, METAWORLD_TASKS, WORKSPACE_VIEW, MetaWorldConfig,
-                                                  MetaWorldDisturbanceConfig, check_task)
+from policytrim_ros.envs.metaworld_config import WORKSPACE_VIEW, MetaWorldConfig
+from policytrim_ros.envs.rendering import OffscreenRenderer, add_pixel_noise
 from policytrim_ros.envs.streams import episode_rngs, sensor_rng
-from policytrim_ros.execution.trajectory import TimedTrajectory, TrajectoryError, validate_trajectory
+from policytrim_ros.policy.base import Observation
+from policytrim_ros.robots.metaworld import (ACTION_NAMES, METAWORLD_TASKS, MW_OBS_DIM, STATE_SPEC, check_task,
+                                             make_metaworld_env, mt1_variants)
+from policytrim_ros.trajectory import TimedTrajectory, TrajectoryError, validate_trajectory
 
-__all__ = ['ACTION_NAMES', 'METAWORLD_TASKS', 'MW_OBS_DIM', 'N_VARIANTS', 'STATE_SPEC', 'MetaWorldConfig',
-           'MetaWorldDisturbanceConfig', 'MetaWorldEnv', 'check_task', 'make_metaworld_env']
-
-MW_OBS_DIM = 39
-"""Meta-World's observation: hand xyz, gripper opening, object poses, previous frame, goal xyz."""
-STATE_SPEC = (mujoco.mjtState.mjSTATE_QPOS | mujoco.mjtState.mjSTATE_QVEL | mujoco.mjtState.mjSTATE_ACT
-              | mujoco.mjtState.mjSTATE_WARMSTART | mujoco.mjtState.mjSTATE_CTRL
-              | mujoco.mjtState.mjSTATE_MOCAP_POS | mujoco.mjtState.mjSTATE_MOCAP_QUAT)
-"""The ``mj_getState`` spec appended to ``environment_state``: enough to replay the physics."""
 N_VARIANTS = 50
 """Task variants (object and goal spots) per MT1 benchmark."""
 _MIN_OBJECT_GOAL_DISTANCE = 0.15  # m in xy: Meta-World's reset loops forever on closer spots
@@ -43,23 +34,6 @@ _RESTING_HEIGHT_TOLERANCE = 0.005  # m above its initial height: the object stil
 # can tip over, which no expert recovers from.
 _KICK_CLEARANCE = 0.06
 _TABLE_CENTRE_XY = np.array([0.0, 0.7])  # m: kicks point within +-90 deg of this direction
-
-
-@lru_cache(maxsize=None)
-def _variants(task: str, benchmark_seed: int) -> tuple[type, tuple[dict[str, Any], ...]]:
-    """(env class, the MT1 variants' unpickled data) of ``task``; building MT1 takes ~0.6 s."""
-    mt1 = metaworld.MT1(task, seed=benchmark_seed)
-    return mt1.train_classes[task], tuple(pickle.loads(t.data) for t in mt1.train_tasks)
-
-
-def make_metaworld_env(task: str, benchmark_seed: int = 0, max_path_length: int = 500):
-    """A reset Meta-World env of ``task`` (goal observable), set to its first MT1 variant."""
-    env_cls, variants = _variants(task, benchmark_seed)
-    env = env_cls()
-    env.max_path_length = max_path_length
-    env.set_task(metaworld.Task(env_name=task, data=pickle.dumps(variants[0])))
-    env.reset()
-    return env
 
 
 def _workspace_camera() -> mujoco.MjvCamera:
@@ -73,7 +47,7 @@ def _workspace_camera() -> mujoco.MjvCamera:
 
 @dataclass
 class _Loaded:
-    """One task's Meta-World env and its renderer (created on first render)."""
+    """One task's Meta-World env and its renderer (its GL context is created on the first render)."""
 
     env: Any
     object_body: int
@@ -81,7 +55,7 @@ class _Loaded:
     nominal_friction: float
     nominal_mass: float
     nominal_inertia: np.ndarray
-    renderer: mujoco.Renderer | None = None
+    renderer: OffscreenRenderer
 
 
 class MetaWorldEnv:
@@ -127,7 +101,8 @@ class MetaWorldEnv:
             body = int(m.geom('objGeom').bodyid[0])
             self._loaded[task] = _Loaded(
                 env, body, int(m.jnt_dofadr[m.body_jntadr[body]]), float(m.geom('objGeom').friction[0]),
-                float(m.body_mass[body]), m.body_inertia[body].copy())
+                float(m.body_mass[body]), m.body_inertia[body].copy(),
+                OffscreenRenderer(m, self.config.image_height, self.config.image_width))
         return self._loaded[task]
 
     @property
@@ -147,7 +122,7 @@ class MetaWorldEnv:
         self._seed = int(seed)
         self._rng = episode_rngs(self._seed)
         self._randomize_physics(loaded, self._rng['physics'])
-        data = dict(_variants(task, self.config.benchmark_seed)[1][self._seed % N_VARIANTS])
+        data = dict(mt1_variants(task, self.config.benchmark_seed)[1][self._seed % N_VARIANTS])
         data['rand_vec'] = self._shift_spot(loaded, data['rand_vec'], self._rng['layout'])
         loaded.env.set_task(metaworld.Task(env_name=task, data=pickle.dumps(data)))
         self._obs, _ = loaded.env.reset()
@@ -195,9 +170,7 @@ class MetaWorldEnv:
     def close(self) -> None:
         """Free the renderers (GL contexts) and the Meta-World envs."""
         for loaded in self._loaded.values():
-            if loaded.renderer is not None:
-                loaded.renderer.close()
-                loaded.renderer = None
+            loaded.renderer.close()
             loaded.env.close()
         self._loaded.clear()
         self.task = ''
@@ -327,24 +300,12 @@ class MetaWorldEnv:
 
     def _render(self, loaded: _Loaded) -> np.ndarray:
         """(H, W, 3) uint8 RGB from the configured camera, upright, plus the configured pixel noise."""
-        cfg = self.config
-        try:
-            if loaded.renderer is None:
-                loaded.renderer = mujoco.Renderer(loaded.env.model, cfg.image_height, cfg.image_width)
-            loaded.renderer.update_scene(loaded.env.data, camera=self._camera)
-            flags = loaded.renderer.scene.flags
-            for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
-                         mujoco.mjtRndFlag.mjRND_SKYBOX):
-                flags[flag] = 0  # several times faster on a software GL (env.render() keeps them)
-            image = loaded.renderer.render()
-        finally:
-            _release_gl_context()
+        image = loaded.renderer.render(loaded.env.data, [self._camera])[0]
         if self._upside_down:
             image = np.ascontiguousarray(image[::-1, ::-1])  # a 180 deg roll, not a mirror
-        std = cfg.disturbances.image_noise_std
+        std = self.config.disturbances.image_noise_std
         if std > 0.0:
-            noisy = image + sensor_rng(self._seed, 'image', self.step_count).normal(0.0, std, image.shape)
-            image = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+            image = add_pixel_noise(image, std, sensor_rng(self._seed, 'image', self.step_count))
         return image
 
     @property

@@ -1,4 +1,4 @@
-"""Configuration of the Meta-World adapter: supported tasks, disturbances in Meta-World units.
+"""Configuration of the Meta-World adapter: rendering, episode length, disturbances in Meta-World units.
 
 Meta-World actions are in [-1, 1] (1 unit = 1 cm of hand motion per step), not joint targets, so
 ``MetaWorldDisturbanceConfig`` keeps ``DisturbanceConfig``'s fields and rules with Meta-World
@@ -7,24 +7,18 @@ success at h = 1 while longer open-loop windows lose success and take more steps
 seeds, 200-step limit: pick-place 1.00 / 59 steps at h = 1 -> 0.90 / 72 at h = 16, push 1.00 / 67
 -> 0.97 / 80). Stronger noise mostly breaks the expert itself: at the prototype's 0.12 it drops
 to 0.83-0.87 at h = 1 (its half-closed fingers tip the puck over). ``MetaWorldDisturbanceConfig.none()``
-switches everything off; then H = 16 chunks replay the step-wise expert exactly.
-``MetaWorldTeleopConfig`` and ``METAWORLD_LAYOUT`` are the teleop demonstration style in the same
-units. Nothing here imports ``metaworld``.
+switches everything off; then H = 16 chunks replay the step-wise expert exactly. The tasks and
+action columns are ``robots.metaworld``'s; the teleop style in the same units is
+``operators.MetaWorldTeleopConfig``. Nothing here imports ``metaworld``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, Mapping
 
 from policytrim_ros.config import from_dict, suggest
 from policytrim_ros.envs.config import DisturbanceConfig
-from policytrim_ros.envs.operators import ActionLayout, TeleopConfig
-from policytrim_ros.envs.registry import UnknownTaskError
 
-ACTION_NAMES: tuple[str, ...] = ('dx', 'dy', 'dz', 'grip')
-"""The A = 4 action columns: hand mocap delta xyz (1 unit = 1 cm per step), gripper effort."""
-CONTROL_DT = 0.0125
-"""Seconds per Meta-World step: frame_skip (5) x timestep (2.5 ms) of the supported Sawyer scenes."""
 CAMERAS = ('corner', 'corner2', 'corner3', 'corner4', 'topview', 'behindGripper', 'gripperPOV', 'workspace')
 """Cameras of the Sawyer scenes, plus ``workspace``: ours, see ``WORKSPACE_VIEW``."""
 
@@ -32,33 +26,6 @@ WORKSPACE_VIEW = {'lookat': (0.0, 0.72, 0.12), 'distance': 0.75, 'azimuth': 130.
 """The ``workspace`` camera (a MuJoCo free camera; m and deg): it frames the hand's start, the
 objects and the goals of the supported tasks, so a 4.5 cm puck is about 6 px wide at 96 px where
 ``corner`` (the whole table and robot) shows it at 2-3 px."""
-
-
-@dataclass(frozen=True)
-class MetaWorldTask:
-    """A supported Meta-World task: its instruction and which rand_vec spot the layout noise moves.
-
-    randomized: 'object' (rand_vec[0:2], the object's xy) or 'goal' (rand_vec[3:5], the goal's xy).
-    """
-
-    instruction: str
-    randomized: str
-
-
-METAWORLD_TASKS: dict[str, MetaWorldTask] = {
-    'reach-v3': MetaWorldTask('reach the red target', 'goal'),
-    'push-v3': MetaWorldTask('push the puck to the green goal', 'object'),
-    'pick-place-v3': MetaWorldTask('pick up the puck and place it at the blue goal', 'object'),
-}
-"""Meta-World env name -> task; the goal site is drawn red, green or blue in those scenes."""
-
-
-def check_task(name: str) -> MetaWorldTask:
-    """The registered task ``name``; raises UnknownTaskError with a "did you mean" hint."""
-    if name not in METAWORLD_TASKS:
-        raise UnknownTaskError(f"unknown Meta-World task '{name}'{suggest(str(name), METAWORLD_TASKS)} "
-                               f'(tasks: {list(METAWORLD_TASKS)})')
-    return METAWORLD_TASKS[name]
 
 
 @dataclass(frozen=True)
@@ -136,32 +103,3 @@ class MetaWorldConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> MetaWorldConfig:
         """Build from a (YAML) mapping; unknown keys raise ConfigError with a suggestion."""
         return from_dict(cls, dict(d))
-
-
-@dataclass(frozen=True)
-class MetaWorldTeleopConfig(TeleopConfig):
-    """``TeleopConfig`` for Meta-World (same fields and rules): detours in cm of hand motion.
-
-    detour_size: distance (cm, i.e. action units) a detour drifts the hand in a random xyz
-        direction, spread evenly over its steps and added to the expert's motion (the sum is
-        clipped to Meta-World's [-1, 1] per axis).
-    The other fields are step counts and probabilities, as on the arm. With the defaults and the
-    default disturbances (seeds 0-59, 150-step limit, paired with the efficient operator) episodes
-    are longer: reach-v3 x1.16, push-v3 x1.39, pick-place-v3 x1.27, and succeed in 0.95 / 0.83 /
-    0.87 of them (efficient: 1.00 / 0.93 / 0.95; a longer episode gets more kicks of the puck).
-    """
-
-    _detour_limit: ClassVar[tuple[float, str]] = (10.0, 'cm')
-    detour_size: float = 3.0
-
-
-METAWORLD_LAYOUT = ActionLayout(
-    arm=slice(0, 3), detour=slice(0, 3), relative=True,
-    moving_step=0.1,     # cm per step: the experts move up to 1 cm per axis and step
-    slowing_ratio=0.9,   # the experts' proportional control decays by ~0.9 per step near a waypoint
-    # The experts start closing while still descending (0.4-0.65 cm per step), so any motion below
-    # the top speed of one axis counts as still enough for a grasp pause.
-    arm_still=1.0,
-    gripper_moving=0.1,  # effort units: the experts switch between 0 and 0.6 or 1
-)
-"""How the teleop operator reads Meta-World actions: relative hand motion, then a gripper effort."""

@@ -1,4 +1,4 @@
-"""Tasks of the embedded arm by name, and by instruction."""
+"""Tasks of the embedded arm by name (their instructions: ``robots.arm.TASK_INSTRUCTIONS``)."""
 from __future__ import annotations
 
 import difflib
@@ -7,16 +7,14 @@ from policytrim_ros.envs.base import Task
 from policytrim_ros.envs.tasks.pick_place import PickPlaceTask
 from policytrim_ros.envs.tasks.push import PushTask
 from policytrim_ros.envs.tasks.reach import ReachTask
+from policytrim_ros.robots import UnknownTaskError
+from policytrim_ros.robots.arm import TASK_INSTRUCTIONS
 
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ReachTask, PushTask, PickPlaceTask)}
-"""Task name -> class."""
-
-
-class UnknownTaskError(KeyError, ValueError):
-    """A task name that is not registered; the message suggests the closest one."""
-
-    def __str__(self) -> str:  # KeyError would print the message with quotes around it
-        return str(self.args[0])
+"""Task name -> class, in the order of ``robots.arm.TASK_INSTRUCTIONS`` (what the scripted expert plans)."""
+if tuple(TASKS) != tuple(TASK_INSTRUCTIONS):
+    raise RuntimeError(f'the tasks {list(TASKS)} must be those of robots.arm.TASK_INSTRUCTIONS, in its order '
+                       f'{list(TASK_INSTRUCTIONS)}')
 
 
 def task_names() -> tuple[str, ...]:
@@ -32,16 +30,3 @@ def make_task(name: str) -> Task:
         close = difflib.get_close_matches(str(name), TASKS, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ''
         raise UnknownTaskError(f"unknown task '{name}'{hint} (tasks: {list(TASKS)})") from None
-
-
-def _normalize(text: str) -> str:
-    return ' '.join(text.lower().split())
-
-
-def task_for_instruction(instruction: str) -> str | None:
-    """The task whose instruction matches (case and whitespace ignored), or None."""
-    wanted = _normalize(instruction)
-    for name, cls in TASKS.items():
-        if _normalize(cls.instruction) == wanted:
-            return name
-    return None

@@ -35,7 +35,7 @@ class SweepConfig:
     episodes: episodes per task and h.
     seed: seed of each task's first episode (evaluation seeds start at 1000, demos use 0-999).
     control_dt: seconds per control step; must equal the env's (env.control_dt on the arm,
-        ``metaworld_config.CONTROL_DT`` = 0.0125 s on Meta-World).
+        ``robots.metaworld.CONTROL_DT`` = 0.0125 s on Meta-World).
     max_episode_steps: step limit per episode.
     workers: worker processes (0 = one per CPU core).
     env: the embedded arm's env (used for arm tasks).

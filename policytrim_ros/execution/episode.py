@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 from policytrim_ros import constants as C
 from policytrim_ros.config import ConfigError
-from policytrim_ros.envs.base import Observation, camera_tiles, select_tiles
+from policytrim_ros.envs.base import camera_tiles, select_tiles
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.executor import ChunkExecutor, ChunkRecord
 from policytrim_ros.execution.metrics import EpisodeMetrics
 from policytrim_ros.execution.safety import UnsafeChunkError
-from policytrim_ros.policy.base import ChunkPolicy, PolicyInputError
+from policytrim_ros.policy.base import ChunkPolicy, Observation, PolicyInputError
 
 if TYPE_CHECKING:
     from policytrim_ros.envs.arm import ArmEnv

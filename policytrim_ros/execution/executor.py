@@ -15,7 +15,7 @@ import numpy as np
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.metrics import EpisodeMetrics
 from policytrim_ros.execution.safety import UnsafeChunkError, check_chunk
-from policytrim_ros.execution.trajectory import WINDOW_ENDS, TimedTrajectory, window_trajectory
+from policytrim_ros.trajectory import WINDOW_ENDS, TimedTrajectory, window_trajectory
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ The parameters that decide acceptance, with each distro's default:
 
 On every distro an empty trajectory is rejected ("Empty trajectory received."), also on the topic:
 a hold is a one-point trajectory at the measured positions with zero velocity
-(:func:`policytrim_ros.execution.trajectory.hold_trajectory`), or a cancel of the active goal.
+(:func:`policytrim_ros.trajectory.hold_trajectory`), or a cancel of the active goal.
 Beyond the real controller this check also rejects duplicate joint names and NaN/inf values
 (``strict``): a real JTC would execute them.
 """

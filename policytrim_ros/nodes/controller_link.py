@@ -25,10 +25,10 @@ from policytrim_ros import constants as C
 from policytrim_ros.config import ConfigError
 from policytrim_ros.execution import jtc
 from policytrim_ros.execution.executor import ChunkExecutor
-from policytrim_ros.execution.trajectory import hold_trajectory
 from policytrim_ros.nodes import conversions as conv
 from policytrim_ros.nodes.policy_config import ControllerConfig
 from policytrim_ros.nodes.runtime import RELIABLE, CauseLog
+from policytrim_ros.trajectory import hold_trajectory
 
 PARAMETERS = ('joints', 'allow_nonzero_velocity_at_trajectory_end')
 

@@ -10,8 +10,8 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from policytrim_ros.execution.executor import ChunkRecord
 from policytrim_ros.execution.metrics import EpisodeMetrics
-from policytrim_ros.execution.trajectory import TimedTrajectory, TrajectoryError
 from policytrim_ros.msg import ChunkStats, EpisodeStats
+from policytrim_ros.trajectory import TimedTrajectory, TrajectoryError
 
 
 class ObservationError(ValueError):

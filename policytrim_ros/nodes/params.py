@@ -45,14 +45,14 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
-def _fields(cls, prefix: str = ''):
+def config_fields(cls, prefix: str = ''):
     """(dotted name, annotated type, description) for every leaf field of a nested dataclass."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            yield from _fields(tp, f'{prefix}{f.name}.')
+            yield from config_fields(tp, f'{prefix}{f.name}.')
         else:
             yield prefix + f.name, tp, docs.get(f.name, '')
 
@@ -65,7 +65,7 @@ def declare_config(node: Node, config_cls, defaults=None):
     """
     default_values = flatten(to_dict(defaults if defaults is not None else config_cls()))
     values = {}
-    for name, tp, doc in _fields(config_cls):
+    for name, tp, doc in config_fields(config_cls):
         default = default_values[name]
         if isinstance(default, list) and not default:  # an empty list has no type: name it
             item = (typing.get_args(tp) or (float,))[0]

@@ -9,9 +9,9 @@ import math
 from dataclasses import dataclass, field
 
 from policytrim_ros.config import suggest
-from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.policy.factory import PolicyConfig
+from policytrim_ros.robots.arm import JOINT_NAMES
 
 CONTROLLER_INTERFACES = ('topic', 'action')
 WINDOW_ENDS = ('auto', 'moving', 'rest')

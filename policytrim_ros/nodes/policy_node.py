@@ -26,7 +26,6 @@ from std_msgs.msg import String
 from policytrim_ros import constants as C
 from policytrim_ros.config import ConfigError
 from policytrim_ros.constants import camera_topic
-from policytrim_ros.envs.base import Observation
 from policytrim_ros.execution.executor import ChunkExecutor
 from policytrim_ros.execution.metrics import JsonlLog, read_jsonl
 from policytrim_ros.execution.safety import UnsafeChunkError
@@ -36,7 +35,7 @@ from policytrim_ros.nodes.controller_link import ControllerLink
 from policytrim_ros.nodes.params import declare_config
 from policytrim_ros.nodes.policy_config import PolicyNodeConfig
 from policytrim_ros.nodes.runtime import LATCHED, RELIABLE, CauseLog, run_node
-from policytrim_ros.policy.base import PolicyInputError, camera_mismatch
+from policytrim_ros.policy.base import Observation, PolicyInputError, camera_mismatch
 from policytrim_ros.policy.factory import make_policy
 
 VERDICT_WAIT_S = 0.25

@@ -25,10 +25,10 @@ from trajectory_msgs.msg import JointTrajectory
 from policytrim_ros.config import ConfigError
 from policytrim_ros.envs.arm import ArmEnv
 from policytrim_ros.execution import jtc
-from policytrim_ros.execution.trajectory import TrajectoryError
 from policytrim_ros.nodes import conversions as conv
 from policytrim_ros.nodes.params import reject_unknown_overrides
 from policytrim_ros.nodes.runtime import RELIABLE, CauseLog
+from policytrim_ros.trajectory import TrajectoryError
 
 try:   # control_msgs is not among the ros-* PyPI wheels; ../shared/ros2-extras builds Kilted's
     from control_msgs.action import FollowJointTrajectory

@@ -1,4 +1,4 @@
-"""The policy backend contract: ``observation -> chunk (H, A)`` of absolute joint targets.
+"""The policy backend contract: ``Observation -> chunk (H, A)`` of absolute joint targets.
 
 h (``n_action_steps``) is not the policy's business: the executor decides how much of the chunk runs
 (openpi's ActionChunkBroker shape). Backends say what they need from an observation in
@@ -11,7 +11,30 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from policytrim_ros.envs.base import Observation
+
+@dataclass(frozen=True)
+class Observation:
+    """What the robot (or its simulator) reports after a control step: a policy's input.
+
+    image: (H, N * W, 3) uint8 RGB: the env's N cameras tiled left to right in their configured
+        order (one camera by default; zeros when not rendered).
+    joint_positions: (A,) float64 joint readings, with sensor noise (rad; gripper opening in m).
+    joint_velocities: (A,) float64 true joint velocities (rad/s; m/s for the gripper).
+    environment_state: float64 privileged true state, for scripted experts and metrics only, never a
+        learned policy's input: (10,) on the embedded arm, see ``robots.arm.ENVIRONMENT_STATE_LAYOUT``;
+        Meta-World's observation and physics state on ``MetaWorldEnv``.
+    instruction: the task's language instruction.
+    time: simulated seconds since reset.
+    step: control steps since reset.
+    """
+
+    image: np.ndarray
+    joint_positions: np.ndarray
+    joint_velocities: np.ndarray
+    environment_state: np.ndarray
+    instruction: str
+    time: float
+    step: int
 
 
 class PolicyInputError(ValueError):

@@ -65,11 +65,11 @@ def make_policy(config: PolicyConfig, chunk_size: int, control_dt: float,
     ``joint_names`` names: Meta-World's action columns get ``MetaWorldSuiteExpertPolicy``.
     """
     if config.backend == 'expert':
-        from policytrim_ros.envs.metaworld_config import ACTION_NAMES as METAWORLD_ACTION_NAMES
+        from policytrim_ros.robots.metaworld import ACTION_NAMES as METAWORLD_ACTION_NAMES
         if tuple(joint_names) == METAWORLD_ACTION_NAMES:
-            from policytrim_ros.envs.metaworld_expert import MetaWorldSuiteExpertPolicy
+            from policytrim_ros.policy.metaworld_expert import MetaWorldSuiteExpertPolicy
             return MetaWorldSuiteExpertPolicy(chunk_size)
-        from policytrim_ros.policy.expert import ScriptedExpertPolicy
+        from policytrim_ros.policy.arm_expert import ScriptedExpertPolicy
         return ScriptedExpertPolicy(chunk_size=chunk_size, control_dt=control_dt)
     checkpoint = resources.resolve(config.checkpoint)
     if config.backend == 'replay':

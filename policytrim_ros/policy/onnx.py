@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from policytrim_ros.envs.base import Observation
+from policytrim_ros.policy.base import Observation
 from policytrim_ros.policy.checkpoint import (CONFIG_FILE, ONNX_FILE, CheckpointError, load_checkpoint, load_json,
                                               parse_checkpoint_info)
 from policytrim_ros.policy.torch_policy import vla_inputs, vla_metadata

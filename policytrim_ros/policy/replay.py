@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from policytrim_ros.envs.base import Observation
-from policytrim_ros.policy.base import PolicyMetadata
+from policytrim_ros.policy.base import Observation, PolicyMetadata
 
 
 class ReplayPolicy:

@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policytrim_ros.envs.base import Observation
-from policytrim_ros.policy.base import PolicyInputError, PolicyMetadata
+from policytrim_ros.policy.base import Observation, PolicyInputError, PolicyMetadata
 from policytrim_ros.policy.checkpoint import load_checkpoint
 from policytrim_ros.policy.vla.configuration_vla import VLAConfig
 from policytrim_ros.policy.vla.instruction import InstructionEncoder, shared_encoder

@@ -1,1 +1,2 @@
-"""Training: behaviour cloning now; PolicyTrim Stage 1/2 GRPO with issue #4."""
+"""Training: behaviour cloning (``bc``, configured by ``bc_config.BCConfig``) and PolicyTrim's Stage 1/2
+GRPO post-training (``trainer``, ``pipeline``)."""

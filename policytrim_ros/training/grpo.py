@@ -126,7 +126,7 @@ class GRPOConfig:
                              f'min_group_success_rate ({self.min_group_success_rate}) in [0, 1]')
 
 
-def _windows(groups, min_success_rate: float, encode, credit_refused: bool = False
+def credited_windows(groups, min_success_rate: float, encode, credit_refused: bool = False
              ) -> tuple[dict[str, torch.Tensor], int]:
     """Stack the credited windows of the kept groups: inputs, chunks, masks, advantages, weights."""
     from policytrim_ros.training.rewards import group_advantages, group_kept
@@ -173,7 +173,7 @@ def grpo_update(model, optimizer: torch.optim.Optimizer, groups, config: GRPOCon
         from policytrim_ros.policy.vla.instruction import shared_encoder
         encode = shared_encoder().encode
     noise = noise or ChunkNoise()
-    data, kept = _windows(groups, config.min_group_success_rate, encode, config.credit_refused)
+    data, kept = credited_windows(groups, config.min_group_success_rate, encode, config.credit_refused)
     stats = {'groups_kept': kept / max(1, len(groups)), 'windows': float(len(data.get('chunk', ())))}
     names = ('pg_loss', 'approx_kl', 'clip_fraction', 'kl')
     if not data:

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from policytrim_ros import constants as C
-from policytrim_ros.envs.base import Observation
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.episode import run_episode
 from policytrim_ros.execution.metrics import EpisodeMetrics
+from policytrim_ros.policy.base import Observation
 from policytrim_ros.policy.torch_policy import vla_inputs, vla_metadata
 from policytrim_ros.policy.vla.instruction import InstructionEncoder, shared_encoder
 from policytrim_ros.policy.vla.modeling_vla import VLAModel

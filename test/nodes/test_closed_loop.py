@@ -24,7 +24,7 @@ from policytrim_ros.execution.episode import run_episode
 from policytrim_ros.execution.metrics import read_jsonl
 from policytrim_ros.launcher import NodeSpec
 from policytrim_ros.nodes.sim_controller import FollowJointTrajectory
-from policytrim_ros.policy.expert import ScriptedExpertPolicy
+from policytrim_ros.policy.arm_expert import ScriptedExpertPolicy
 
 from conftest import node_log, wait_for
 

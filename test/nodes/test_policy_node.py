@@ -8,11 +8,11 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
-from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.launcher import NodeSpec
 from policytrim_ros.msg import ChunkStats, EpisodeEvent, EpisodeStats
 from policytrim_ros.nodes.conversions import to_seconds, to_time
 from policytrim_ros.nodes.runtime import LATCHED
+from policytrim_ros.robots.arm import JOINT_NAMES
 
 from conftest import node_log, wait_for
 

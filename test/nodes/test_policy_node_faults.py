@@ -18,10 +18,10 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from policytrim_ros import launcher
-from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.msg import EpisodeEvent, EpisodeStats
 from policytrim_ros.nodes.conversions import to_time
 from policytrim_ros.nodes.runtime import LATCHED
+from policytrim_ros.robots.arm import JOINT_NAMES
 
 from conftest import node_log, wait_for
 from test_policy_node import good_chunks, h, joint_state, policy_spec

@@ -10,16 +10,16 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
-from policytrim_ros.envs.base import JOINT_NAMES
-from policytrim_ros.execution import jtc
-from policytrim_ros.execution.trajectory import hold_trajectory, window_trajectory
-from policytrim_ros.nodes.sim_controller import FollowJointTrajectory
 from policytrim_ros import launcher
+from policytrim_ros.execution import jtc
 from policytrim_ros.launcher import NodeSpec
 from policytrim_ros.msg import EpisodeEvent
 from policytrim_ros.nodes.conversions import to_seconds, trajectory_to_msg
 from policytrim_ros.nodes.runtime import LATCHED
+from policytrim_ros.nodes.sim_controller import FollowJointTrajectory
+from policytrim_ros.robots.arm import JOINT_NAMES
 from policytrim_ros.srv import ResetEpisode
+from policytrim_ros.trajectory import hold_trajectory, window_trajectory
 
 from conftest import node_log, wait_for
 

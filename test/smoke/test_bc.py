@@ -9,21 +9,22 @@ import numpy as np
 import pytest
 import torch
 
-from policytrim_ros.data.bag import BagError, read_episode_bag
-from policytrim_ros.data.dataset import BagWarning
-from policytrim_ros.data.collect import Takeover, collect_demonstrations, collect_episode
 from policytrim_ros.config import ConfigError, from_dict
+from policytrim_ros.data.bag import BagError, read_episode_bag
+from policytrim_ros.data.collect import Takeover, collect_demonstrations, collect_episode
+from policytrim_ros.data.dataset import BagWarning
 from policytrim_ros.envs.arm import ArmEnv
 from policytrim_ros.envs.config import EnvConfig
-from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.envs.operators import EfficientOperator
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.episode import run_episode
 from policytrim_ros.policy.base import PolicyInputError
-from policytrim_ros.policy.factory import PolicyConfig
 from policytrim_ros.policy.checkpoint import load_tensors
+from policytrim_ros.policy.factory import PolicyConfig
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
-from policytrim_ros.training.bc import BCConfig, WeightAverage, _Batches, chunk_loss, step_weights, train_bc
+from policytrim_ros.robots.arm import JOINT_NAMES
+from policytrim_ros.training.bc import Batches, WeightAverage, chunk_loss, step_weights, train_bc
+from policytrim_ros.training.bc_config import BCConfig
 
 
 @pytest.fixture(scope='module')
@@ -204,14 +205,14 @@ class _TwoTasks:
                                                            (True, {'short': 3.0}, 0.75),
                                                            (True, {'long': 0.25}, 0.8)])
 def test_task_balanced_batches_draw_tasks_in_proportion_to_their_weights(balance, weights, short_share):
-    batches = _Batches(_TwoTasks(), {'x': np.zeros(3, np.float32)}, balance_tasks=balance, task_weights=weights)
+    batches = Batches(_TwoTasks(), {'x': np.zeros(3, np.float32)}, balance_tasks=balance, task_weights=weights)
     windows = batches.sample(np.random.default_rng(0), 4000)['actions'][:, 0, 0]
     assert (windows >= 90).float().mean().item() == pytest.approx(short_share, abs=0.03)
 
 
 def test_task_weights_are_checked_against_the_demos_and_the_config():
     with pytest.raises(ValueError, match=r"\['shrot'\], which the demos do not hold; their tasks: \['long', 'short'\]"):
-        _Batches(_TwoTasks(), {'x': np.zeros(3, np.float32)}, balance_tasks=True, task_weights={'shrot': 2.0})
+        Batches(_TwoTasks(), {'x': np.zeros(3, np.float32)}, balance_tasks=True, task_weights={'shrot': 2.0})
     with pytest.raises(ConfigError, match='finite numbers > 0'):
         from_dict(BCConfig, {'task_weights': {'push': 0}})
     with pytest.raises(ConfigError, match='set balance_tasks: true'):

@@ -105,19 +105,19 @@ def test_ros2_run_wrapper_runs_multi_process_commands(tmp_path):
 
 
 def test_set_overrides_read_yaml_values_and_plain_exponents():
-    from policytrim_ros.cli import _overrides
-    assert _overrides(['lr=5e-5', 'steps=10', 'tasks=[reach, push]', 'out_dir=runs/x', 'grpo={clip: 0.1}']) == {
+    from policytrim_ros.cli.overrides import parse_overrides
+    assert parse_overrides(['lr=5e-5', 'steps=10', 'tasks=[reach, push]', 'out_dir=runs/x', 'grpo={clip: 0.1}']) == {
         'lr': 5e-5, 'steps': 10, 'tasks': ['reach', 'push'], 'out_dir': 'runs/x', 'grpo': {'clip': 0.1}}
 
 
 def test_a_dotted_set_key_changes_one_field_of_a_nested_mapping():
-    from policytrim_ros.cli import _with_overrides
+    from policytrim_ros.cli.overrides import with_overrides
     values = {'lr': 1.0, 'grpo': {'clip': 0.2, 'epochs': 1}}
-    assert _with_overrides(values, ['grpo.log_ratio=mean', 'steps.step_weight=0.5', 'lr=2']) == {
+    assert with_overrides(values, ['grpo.log_ratio=mean', 'steps.step_weight=0.5', 'lr=2']) == {
         'lr': 2, 'grpo': {'clip': 0.2, 'epochs': 1, 'log_ratio': 'mean'}, 'steps': {'step_weight': 0.5}}
     assert values == {'lr': 1.0, 'grpo': {'clip': 0.2, 'epochs': 1}}   # the loaded config is left alone
     with pytest.raises(ValueError, match='lr is not a mapping'):
-        _with_overrides(values, ['lr.x=1'])
+        with_overrides(values, ['lr.x=1'])
 
 
 def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path):
@@ -162,23 +162,23 @@ def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path):
 def test_demo_runs_the_shipped_policytrim_model_at_its_trained_h_next_to_the_baseline():
     import argparse
 
-    from policytrim_ros.cli import _demo_runs
+    from policytrim_ros.cli.demo import demo_runs
     from policytrim_ros.evaluation.efficiency import trained_n_action_steps
     args = argparse.Namespace(backend=None, checkpoint=None, n_action_steps=None, chunk_size=None, compare=None)
     shown = {'backend': 'torch', 'checkpoint': 'package://policytrim_ros/models/bc-wrist-h32-dagger'}
-    runs = _demo_runs(args, shown, 32, 4)
+    runs = demo_runs(args, shown, 32, 4)
     trained = trained_n_action_steps('package://policytrim_ros/models/policytrim-wrist-h32-dagger')
     assert [(label, h, H) for label, _, h, H in runs] == [('bc-wrist-h32-dagger', 4, 32),
                                                           ('bc-wrist-h32-dagger', 32, 32), ('policytrim', trained, 32)]
     assert runs[2][1] == {'policy.backend': 'torch',
                           'policy.checkpoint': 'package://policytrim_ros/models/policytrim-wrist-h32-dagger'}
     expert = argparse.Namespace(**{**vars(args), 'backend': 'expert'})
-    assert [(label, h) for label, _, h, _ in _demo_runs(expert, {'backend': 'expert'}, 16, 4)] == [
+    assert [(label, h) for label, _, h, _ in demo_runs(expert, {'backend': 'expert'}, 16, 4)] == [
         ('expert', 4), ('expert', 16)]
-    assert [h for _, _, h, _ in _demo_runs(expert, {'backend': 'expert'}, 4, 4)] == [4]   # h = H once
+    assert [h for _, _, h, _ in demo_runs(expert, {'backend': 'expert'}, 4, 4)] == [4]   # h = H once
     # a --compare policy runs at its own H, whatever the first policy's
     other = argparse.Namespace(**{**vars(args), 'compare': ['short=package://policytrim_ros/models/bc-wrist-more-ft@16']})
-    assert [(h, H) for _, _, h, H in _demo_runs(other, shown, 32, 4)] == [(4, 32), (32, 32), (16, 16)]
+    assert [(h, H) for _, _, h, H in demo_runs(other, shown, 32, 4)] == [(4, 32), (32, 32), (16, 16)]
 
 
 def test_collect_runs_the_env_of_the_params_file(tmp_path):

@@ -14,10 +14,11 @@ from policytrim_ros.data.bag import bag_custom_data, read_episode_bag
 from policytrim_ros.data.collect import collect_demonstrations
 from policytrim_ros.data.dataset import ChunkDataset
 from policytrim_ros.envs.metaworld import MetaWorldEnv
-from policytrim_ros.envs.metaworld_config import ACTION_NAMES, CONTROL_DT, METAWORLD_TASKS
 from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep_end_states
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
-from policytrim_ros.training.bc import BCConfig, train_bc
+from policytrim_ros.robots.metaworld import ACTION_NAMES, CONTROL_DT, METAWORLD_TASKS
+from policytrim_ros.training.bc import train_bc
+from policytrim_ros.training.bc_config import BCConfig
 from policytrim_ros.training.grpo import GRPOConfig
 from policytrim_ros.training.trainer import PolicyTrimConfig, train_policytrim
 

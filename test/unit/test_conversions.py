@@ -4,8 +4,8 @@ import pytest
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from policytrim_ros.execution.trajectory import TrajectoryError, window_trajectory
 from policytrim_ros.nodes import conversions as conv
+from policytrim_ros.trajectory import TrajectoryError, window_trajectory
 
 NAMES = ('a', 'b', 'c')
 

@@ -15,8 +15,9 @@ from policytrim_ros.data.bag import COMMAND_TOPIC, IMAGE_TOPIC, JOINT_STATES_TOP
 from policytrim_ros.data.collect import collect_demonstrations, collect_episode
 from policytrim_ros.data.dataset import BagWarning, ChunkDataset
 from policytrim_ros.data.salvage import salvage_episode_bag
-from policytrim_ros.envs import JOINT_NAMES, ArmEnv, EnvConfig
+from policytrim_ros.envs import ArmEnv, EnvConfig
 from policytrim_ros.envs.operators import OPERATOR_STYLES, TeleopConfig, make_operator
+from policytrim_ros.robots.arm import JOINT_NAMES
 
 SEEDS = (0, 1, 2, 3)
 

@@ -2,17 +2,18 @@
 import pytest
 
 from policytrim_ros.envs.arm import ArmEnv
-from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.envs.factory import make_env, suite_control_dt, task_suite
 from policytrim_ros.envs.metaworld import MetaWorldEnv
-from policytrim_ros.envs.metaworld_config import ACTION_NAMES, CONTROL_DT, MetaWorldConfig
-from policytrim_ros.envs.metaworld_expert import MetaWorldSuiteExpertPolicy
+from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.envs.operators import make_operator
-from policytrim_ros.envs.registry import UnknownTaskError
 from policytrim_ros.evaluation.sweep import SweepConfig
-from policytrim_ros.policy.expert import ScriptedExpertPolicy
+from policytrim_ros.policy.arm_expert import ScriptedExpertPolicy
 from policytrim_ros.policy.factory import PolicyConfig, make_policy
+from policytrim_ros.policy.metaworld_expert import MetaWorldSuiteExpertPolicy
+from policytrim_ros.robots import UnknownTaskError
+from policytrim_ros.robots.arm import JOINT_NAMES
+from policytrim_ros.robots.metaworld import ACTION_NAMES, CONTROL_DT
 
 
 def test_task_names_pick_the_env_with_its_own_config():

@@ -4,10 +4,12 @@ import threading
 import numpy as np
 import pytest
 
-from policytrim_ros.envs import (ENVIRONMENT_STATE_LAYOUT, JOINT_NAMES, TASKS, WORKSPACE_HIGH, WORKSPACE_LOW,
-                                 ArmEnv, DisturbanceConfig, EnvConfig, ScriptedExpert, UnknownTaskError,
-                                 make_task, task_for_instruction, task_names)
-from policytrim_ros.execution.trajectory import TimedTrajectory, TrajectoryError, window_trajectory
+from policytrim_ros.envs import (TASKS, WORKSPACE_HIGH, WORKSPACE_LOW, ArmEnv, DisturbanceConfig, EnvConfig, make_task,
+                                 task_names)
+from policytrim_ros.policy.arm_expert import ScriptedExpert
+from policytrim_ros.robots import UnknownTaskError
+from policytrim_ros.robots.arm import ENVIRONMENT_STATE_LAYOUT, JOINT_NAMES, task_for_instruction
+from policytrim_ros.trajectory import TimedTrajectory, TrajectoryError, window_trajectory
 
 ALL_TASKS = task_names()
 CUBE = ENVIRONMENT_STATE_LAYOUT['cube_position']

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
-from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.policy.vla import VLAConfig
 from policytrim_ros.policy.vla.modeling_vla import VLAModel
+from policytrim_ros.robots.arm import JOINT_NAMES
 from policytrim_ros.training.exploration import ChunkNoise, ExplorationConfig, waypoint_basis
 
 H = 8

@@ -57,10 +57,10 @@ def _group(seeds=(1, 2), successes=(True, False), noise=None):
     import numpy as np
 
     from policytrim_ros.envs.arm import ArmEnv
-    from policytrim_ros.envs.base import JOINT_NAMES
     from policytrim_ros.execution.config import ExecutionConfig
     from policytrim_ros.policy.vla import VLAConfig
     from policytrim_ros.policy.vla.modeling_vla import VLAModel
+    from policytrim_ros.robots.arm import JOINT_NAMES
     from policytrim_ros.training.rollout import SamplingVLAPolicy, collect_rollout
     torch.manual_seed(0)
     model = VLAModel(VLAConfig(vision_channels=(4, 8, 8), vision_keypoints=4, hidden_size=32, num_layers=1,

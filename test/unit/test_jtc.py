@@ -10,10 +10,10 @@ import pytest
 import yaml
 from trajectory_msgs.msg import JointTrajectory
 
-from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.execution import jtc
-from policytrim_ros.execution.trajectory import TrajectoryError, hold_trajectory, window_trajectory
 from policytrim_ros.nodes.conversions import to_duration, to_time, trajectory_to_msg
+from policytrim_ros.robots.arm import JOINT_NAMES
+from policytrim_ros.trajectory import TrajectoryError, hold_trajectory, window_trajectory
 
 REPO = Path(__file__).resolve().parents[2]
 CHUNK = np.linspace(0.0, 0.3, 8)[:, None] * np.ones(len(JOINT_NAMES))   # moving: last velocity != 0

@@ -13,7 +13,7 @@ import yaml
 
 from policytrim_ros import launcher
 from policytrim_ros.nodes.episode_runner import EpisodeRunnerConfig
-from policytrim_ros.nodes.params import _fields
+from policytrim_ros.nodes.params import config_fields
 from policytrim_ros.nodes.policy_config import PolicyNodeConfig
 from policytrim_ros.nodes.sim_node import SimNodeConfig
 
@@ -26,7 +26,7 @@ NODE_CONFIG_FILES = [p for p in CONFIG_FILES if p.name != 'controllers.yaml']   
 
 
 def declared(executable):
-    return {name for name, _, _ in _fields(NODE_CONFIGS[executable])} | BUILTIN_PARAMETERS
+    return {name for name, _, _ in config_fields(NODE_CONFIGS[executable])} | BUILTIN_PARAMETERS
 
 
 def flat(d, prefix=''):
@@ -132,7 +132,7 @@ def test_shipped_safety_limits_match_the_embedded_arm(name):
 def test_training_configs_load_into_their_dataclasses(path):
     from policytrim_ros import resources
     from policytrim_ros.config import from_dict, load_yaml
-    from policytrim_ros.training.bc import BCConfig
+    from policytrim_ros.training.bc_config import BCConfig
     from policytrim_ros.training.trainer import PolicyTrimConfig
     values = load_yaml(path)
     if path.name.startswith('bc'):

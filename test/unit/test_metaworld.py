@@ -8,16 +8,16 @@ import pytest
 from policytrim_ros.config import ConfigError
 from policytrim_ros.data.collect import collect_episode
 from policytrim_ros.envs.config import DisturbanceConfig
-from policytrim_ros.envs.metaworld import (ACTION_NAMES, METAWORLD_TASKS, MW_OBS_DIM, MetaWorldConfig,
-                                           MetaWorldDisturbanceConfig, MetaWorldEnv)
-from policytrim_ros.envs.metaworld_config import MetaWorldTeleopConfig
-from policytrim_ros.envs.metaworld_expert import MetaWorldExpertPolicy, MetaWorldSuiteExpertPolicy
-from policytrim_ros.envs.operators import OPERATOR_STYLES, TeleopConfig, make_operator
-from policytrim_ros.envs.registry import UnknownTaskError
+from policytrim_ros.envs.metaworld import MetaWorldEnv
+from policytrim_ros.envs.metaworld_config import MetaWorldConfig, MetaWorldDisturbanceConfig
+from policytrim_ros.envs.operators import OPERATOR_STYLES, MetaWorldTeleopConfig, TeleopConfig, make_operator
 from policytrim_ros.execution.config import ExecutionConfig
 from policytrim_ros.execution.episode import run_episode
-from policytrim_ros.execution.trajectory import TimedTrajectory, TrajectoryError
 from policytrim_ros.policy.base import PolicyInputError
+from policytrim_ros.policy.metaworld_expert import MetaWorldExpertPolicy, MetaWorldSuiteExpertPolicy
+from policytrim_ros.robots import UnknownTaskError
+from policytrim_ros.robots.metaworld import ACTION_NAMES, METAWORLD_TASKS, MW_OBS_DIM
+from policytrim_ros.trajectory import TimedTrajectory, TrajectoryError
 
 ALL_TASKS = tuple(METAWORLD_TASKS)
 QUIET = MetaWorldConfig(disturbances=MetaWorldDisturbanceConfig.none())

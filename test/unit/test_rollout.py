@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from policytrim_ros.envs.arm import ArmEnv
-from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.policy.vla import VLAConfig
 from policytrim_ros.policy.vla.instruction import shared_encoder
 from policytrim_ros.policy.vla.modeling_vla import VLAModel
+from policytrim_ros.robots.arm import JOINT_NAMES
 from policytrim_ros.training.rollout import SamplingVLAPolicy, collect_rollout
 
 H = 16

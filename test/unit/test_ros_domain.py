@@ -2,7 +2,7 @@
 one is set; only when it is unset do they pick one (and say which)."""
 import pytest
 
-from policytrim_ros import cli
+from policytrim_ros.cli import evaluate
 
 
 class _Stop(Exception):
@@ -18,11 +18,11 @@ def ros_run_env(monkeypatch):
         seen['env'] = env
         raise _Stop
 
-    monkeypatch.setattr(cli, 'run_ros_episodes', fake_run_ros_episodes)
+    monkeypatch.setattr(evaluate, 'run_ros_episodes', fake_run_ros_episodes)
 
     def run(tmp_path):
         with pytest.raises(_Stop):
-            cli.evaluate(cli_args(tmp_path))
+            evaluate.run(cli_args(tmp_path))
         return seen['env']
     return run
 
@@ -30,7 +30,7 @@ def ros_run_env(monkeypatch):
 def cli_args(tmp_path):
     import argparse
     parser = argparse.ArgumentParser()
-    cli._eval_parser(parser.add_subparsers())
+    evaluate.add_parsers(parser.add_subparsers())
     return parser.parse_args(['eval', '--ros', '--tasks', 'reach', '--episodes', '1', '--n-action-steps', '4',
                               '--reference', '4', '--out', str(tmp_path)])
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from policytrim_ros.execution.trajectory import (TimedTrajectory, TrajectoryError, sample_trajectory,
-                                                 validate_trajectory, window_trajectory)
+from policytrim_ros.trajectory import (TimedTrajectory, TrajectoryError, sample_trajectory, validate_trajectory,
+                                       window_trajectory)
 
 NAMES = ('a', 'b')
 

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from policytrim_ros.config import ConfigError
-from policytrim_ros.envs.base import JOINT_NAMES, Observation
-from policytrim_ros.policy.base import PolicyInputError, PolicyMetadata, camera_mismatch
+from policytrim_ros.policy.base import Observation, PolicyInputError, PolicyMetadata, camera_mismatch
 from policytrim_ros.policy.checkpoint import (CheckpointError, file_sha256, integrity_record, load_checkpoint,
                                               load_tensors, save_checkpoint, save_tensors, seal_checkpoint)
 from policytrim_ros.policy.factory import PolicyConfig, make_policy
@@ -19,6 +18,7 @@ from policytrim_ros.policy.torch_policy import TorchVLAPolicy
 from policytrim_ros.policy.vla import PRESETS, VLAConfig, preset
 from policytrim_ros.policy.vla.instruction import shared_encoder
 from policytrim_ros.policy.vla.modeling_vla import VLAModel
+from policytrim_ros.robots.arm import JOINT_NAMES
 
 JOINTS = ('a', 'b', 'c')
 TINY = VLAConfig(image_height=32, image_width=32, vision_channels=(4, 8, 8), vision_keypoints=4, state_dim=3,

@@ -2,11 +2,11 @@
 import numpy as np
 import torch
 
-from policytrim_ros.envs.base import JOINT_NAMES
 from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.execution.config import SafetyConfig
 from policytrim_ros.policy.vla import VLAConfig
 from policytrim_ros.policy.vla.modeling_vla import VLAModel
+from policytrim_ros.robots.arm import JOINT_NAMES
 from policytrim_ros.training.workers import RolloutJob, RolloutPool, RolloutSetup
 
 CONFIG = VLAConfig(vision_channels=(4, 8, 8), vision_keypoints=4, hidden_size=32, num_layers=1, num_heads=2,

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from policytrim_ros.envs.base import Task, round_m, sample_goal_xy
+from policytrim_ros.robots.arm import TASK_INSTRUCTIONS
 
 if TYPE_CHECKING:
     from policytrim_ros.envs.arm import ArmEnv
@@ -20,7 +21,7 @@ class PickPlaceTask(Task):
     """
 
     name = 'pick_place'
-    instruction = 'put the cube on the green target'
+    instruction = TASK_INSTRUCTIONS[name]
     goal_marker = 'disc'
     cube_nominal_xy = (0.43, -0.05)
     goal_distance_range = (0.12, 0.25)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from policytrim_ros.envs.base import Task, round_m, sample_goal_xy
+from policytrim_ros.robots.arm import TASK_INSTRUCTIONS
 
 if TYPE_CHECKING:
     from policytrim_ros.envs.arm import ArmEnv
@@ -18,7 +19,7 @@ class PushTask(Task):
     """
 
     name = 'push'
-    instruction = 'push the cube to the green target'
+    instruction = TASK_INSTRUCTIONS[name]
     goal_marker = 'disc'
     cube_nominal_xy = (0.43, 0.0)
     goal_distance_range = (0.10, 0.18)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from policytrim_ros.envs.base import WORKSPACE_HIGH, WORKSPACE_LOW, Task, round_m
+from policytrim_ros.robots.arm import TASK_INSTRUCTIONS
 
 if TYPE_CHECKING:
     from policytrim_ros.envs.arm import ArmEnv
@@ -19,7 +20,7 @@ class ReachTask(Task):
     """
 
     name = 'reach'
-    instruction = 'reach the red target'
+    instruction = TASK_INSTRUCTIONS[name]
     goal_marker = 'sphere'
     cube_nominal_xy = (0.42, 0.0)
     goal_height_range = (0.08, 0.25)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from policytrim_ros.config import ConfigError, from_dict, suggest, to_dict
-from policytrim_ros.envs.base import JOINT_NAMES
+from policytrim_ros.robots.arm import JOINT_NAMES
 
 
 @dataclass(frozen=True)

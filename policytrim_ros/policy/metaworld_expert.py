@@ -19,10 +19,9 @@ import mujoco
 import numpy as np
 from metaworld.policies import ENV_POLICY_MAP
 
-from policytrim_ros.envs.base import Observation
-from policytrim_ros.envs.metaworld import (ACTION_NAMES, METAWORLD_TASKS, MW_OBS_DIM, STATE_SPEC,
-                                           check_task, make_metaworld_env)
-from policytrim_ros.policy.base import PolicyInputError, PolicyMetadata
+from policytrim_ros.policy.base import Observation, PolicyInputError, PolicyMetadata
+from policytrim_ros.robots.metaworld import (ACTION_NAMES, METAWORLD_TASKS, MW_OBS_DIM, STATE_SPEC, check_task,
+                                             make_metaworld_env)
 
 
 def expert_action(expert, mw_obs: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Scripted experts: Cartesian waypoints, damped-least-squares IK on MuJoCo, rolled out per chunk.
+"""The embedded arm's scripted experts: Cartesian waypoints, damped-least-squares IK on MuJoCo, rolled
+out per chunk; ``ScriptedExpertPolicy`` serves them as a policy backend (demo, data collection, references).
 
 ``ScriptedExpert.chunk`` is stateless: the phase of the task (approach, descend, close, carry,
 place, ...) is read off the observed joints and the privileged cube/goal state every call. It
@@ -16,9 +17,9 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from policytrim_ros.envs.arm import SCENE_PATH
-from policytrim_ros.envs.base import ARM_JOINT_NAMES, ENVIRONMENT_STATE_LAYOUT, JOINT_NAMES
-from policytrim_ros.envs.registry import TASKS
+from policytrim_ros.policy.base import Observation, PolicyInputError, PolicyMetadata
+from policytrim_ros.robots.arm import (ARM_JOINT_NAMES, ENVIRONMENT_STATE_LAYOUT, JOINT_NAMES, SCENE_PATH,
+                                       TASK_INSTRUCTIONS, task_for_instruction)
 
 OPEN = 0.04             # gripper opening per finger when open (m)
 PUSH_OPENING = 0.012    # per finger while pushing: both fingertips touch the cube's face (m)
@@ -91,8 +92,8 @@ class ScriptedExpert:
         self._jacp = np.zeros((3, self.model.nv))
         self._jacr = np.zeros((3, self.model.nv))
         self._planners = {'reach': self._reach, 'push': self._push, 'pick_place': self._pick_place}
-        if set(self._planners) != set(TASKS):
-            raise RuntimeError(f'experts {sorted(self._planners)} do not cover the tasks {sorted(TASKS)}')
+        if set(self._planners) != set(TASK_INSTRUCTIONS):
+            raise RuntimeError(f'experts {sorted(self._planners)} do not cover the tasks {sorted(TASK_INSTRUCTIONS)}')
 
     def chunk(self, task: str, joint_positions: np.ndarray, environment_state: np.ndarray,
               chunk_size: int, control_dt: float) -> np.ndarray:
@@ -298,3 +299,28 @@ class ScriptedExpert:
         if low:  # missed or closed on nothing: go up, opening
             return _Waypoint(np.r_[ee_xy, HOVER_Z], grasp_axis, OPEN)
         return _Waypoint(np.r_[cube_xy, HOVER_Z], grasp_axis, OPEN)
+
+
+class ScriptedExpertPolicy:
+    """Emits H future expert actions planned from the current (noisy) joint state.
+
+    The task is recognised from the instruction, as a VLA would; the expert also reads the
+    privileged environment state (cube and goal poses), so it needs ``uses_environment_state``.
+    """
+
+    def __init__(self, chunk_size: int, control_dt: float):
+        self.metadata = PolicyMetadata(name='expert', chunk_size=chunk_size, joint_names=JOINT_NAMES,
+                                       image_size=None, uses_environment_state=True)
+        self.control_dt = control_dt
+        self._expert = ScriptedExpert()
+
+    def reset(self) -> None:
+        """The expert is stateless."""
+
+    def predict_action_chunk(self, observation: Observation) -> np.ndarray:
+        task = task_for_instruction(observation.instruction)
+        if task is None:
+            raise PolicyInputError(f'the scripted expert knows the tasks {tuple(TASK_INSTRUCTIONS)}; instruction '
+                                   f'{observation.instruction!r} matches none of them')
+        return self._expert.chunk(task, observation.joint_positions, observation.environment_state,
+                                  self.metadata.chunk_size, self.control_dt)

@@ -4,7 +4,8 @@ A chunk's executed window becomes ONE timed trajectory: knot i at ``time_from_st
 with positions and velocities, so a JTC (or the embedded sim, which follows the same rules)
 interpolates it with cubic splines instead of jerking from knot to knot. Sampling follows JTC's
 semantics: start from the state the arm is in when the trajectory begins, cubic Hermite between
-knots, hold the last knot afterwards.
+knots, hold the last knot afterwards. A leaf of the package: the executor builds these, the
+simulated arms (``envs``) and the ROS conversions (``nodes``) follow or send them.
 """
 from __future__ import annotations
 

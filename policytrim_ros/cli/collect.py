@@ -1,0 +1,53 @@
+"""``policytrim collect``: scripted (or takeover) demonstrations as rosbag2 MCAP bags."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from policytrim_ros import launcher
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser('collect', help='scripted demonstrations (arm or Meta-World), one rosbag2 (MCAP) each',
+                       description='Runs the scripted expert as an operator (efficient, or teleop with '
+                                   'human-like dwell, hesitations, detours and corrections) without ROS and '
+                                   'writes each successful episode as a bag with the robot-side topics. On '
+                                   "Meta-World tasks the expert is Meta-World's bundled one and the bags' joint "
+                                   'names are its action columns (dx dy dz grip).')
+    p.add_argument('--tasks', nargs='+', default=['reach', 'push', 'pick_place'],
+                   help="tasks of one robot: the arm's (default reach push pick_place) or Meta-World's "
+                        '(reach-v3 push-v3 pick-place-v3)')
+    p.add_argument('--episodes', type=int, default=100, help='episodes per task (default 100)')
+    p.add_argument('--style', default='teleop', help='operator style: efficient or teleop (default teleop)')
+    p.add_argument('--seed', type=int, default=0, help='first seed (demonstration seeds are 0-999)')
+    p.add_argument('--workers', type=int, default=2, help='worker processes (default 2)')
+    p.add_argument('--out', type=Path, default=Path('runs/demos'), help='output root (default runs/demos)')
+    p.add_argument('--params', type=Path, default=None,
+                   help="ROS parameter file whose sim_node env (camera, image size, disturbances) the arm's "
+                        'episodes run in (default config/sim.yaml); Meta-World tasks ignore it. With --takeover '
+                        "also the policy node's execution (H, h) and safety limits the policy drives with")
+    p.add_argument('--takeover', default=None, metavar='CHECKPOINT',
+                   help='takeover demonstrations (HG-DAgger style): this VLA checkpoint drives each episode '
+                        'first, as in evaluation, then the operator takes over; only its part is recorded')
+    p.add_argument('--takeover-steps', type=int, nargs=2, default=(10, 100), metavar=('LO', 'HI'),
+                   help='control steps the policy drives before the takeover, drawn uniformly per seed '
+                        '(default 10 100)')
+    p.add_argument('--takeover-backend', choices=('torch', 'onnx'), default='torch',
+                   help='backend that runs the takeover checkpoint (default torch)')
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from policytrim_ros.data.collect import Takeover, collect_demonstrations
+    from policytrim_ros.evaluation.sweep import sim_configs
+    from policytrim_ros.policy.factory import PolicyConfig, run_chunk_size
+    env, execution, safety = sim_configs(launcher.params_file(args.params), args.tasks)
+    takeover = None
+    if args.takeover:
+        policy = PolicyConfig(args.takeover_backend, args.takeover)
+        execution = replace(execution, chunk_size=run_chunk_size(policy, execution.chunk_size))   # the checkpoint's H
+        takeover = Takeover(policy, execution, safety, tuple(args.takeover_steps))
+    paths = collect_demonstrations(args.tasks, args.episodes, args.style, args.seed, args.out, workers=args.workers,
+                                   env_config=env, takeover=takeover)
+    print(f'wrote {len(paths)} bags under {args.out} (summary: {args.out / "index.json"})')
+    return 0
