@@ -71,6 +71,7 @@ pkg=$(cd "$repo" && find policytrim_ros launch config models setup.py package.xm
         ! -name '*.pyc' ! -path '*__pycache__*' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
 if ! fresh package "$pkg"; then
   log "installing policytrim_ros into the venv"
+  rm -rf "$repo/build/lib"   # setuptools reuses it: a moved or deleted module would stay installed
   pip_q install --no-deps "$repo"
   mark package "$pkg"
 fi
