@@ -58,7 +58,9 @@ def run(args) -> int:
     config = SweepConfig(
         policy=policy, tasks=tuple(args.tasks), n_action_steps=tuple(args.n_action_steps),
         chunk_size=args.chunk_size, episodes=args.episodes, seed=args.seed, control_dt=execution.control_dt,
-        max_episode_steps=execution.max_episode_steps, workers=args.workers, env=env, safety=safety)
+        max_episode_steps=execution.max_episode_steps, workers=args.workers, env=env, safety=safety,
+        horizon=execution.horizon, replan_threshold=execution.replan_threshold,
+        replan_min_steps=execution.replan_min_steps)
     if args.reference not in config.n_action_steps:
         raise ValueError(f'--reference {args.reference} must be one of --n-action-steps {list(args.n_action_steps)}')
     out = args.out or Path('runs') / time.strftime('eval-%Y%m%d-%H%M%S')

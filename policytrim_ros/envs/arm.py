@@ -37,6 +37,8 @@ class ArmEnv:
     period of ``config.control_dt`` seconds. Call ``reset`` before anything else.
     """
 
+    joint_targets = True    # actions are absolute targets for joint_positions
+
     def __init__(self, config: EnvConfig | None = None) -> None:
         self.config = config if config is not None else EnvConfig()
         self.model = mujoco.MjModel.from_xml_path(str(SCENE_PATH))

@@ -69,6 +69,8 @@ class MetaWorldEnv:
     env per task is created on first use; ``reset`` may switch tasks.
     """
 
+    joint_targets = False   # actions are end-effector deltas, not targets for joint_positions
+
     def __init__(self, task: str, config: MetaWorldConfig | None = None) -> None:
         self.config = config if config is not None else MetaWorldConfig()
         # what the renderer is pointed at: our free camera, or a named camera of the scene

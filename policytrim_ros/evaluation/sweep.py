@@ -42,6 +42,8 @@ class SweepConfig:
     metaworld: the Meta-World env (used for Meta-World tasks).
     safety: limits every chunk is checked against (the arm's joint limits do not fit Meta-World's
         hand deltas; Meta-World clips actions to [-1, 1] itself).
+    horizon, replan_threshold, replan_min_steps: as in ExecutionConfig (divergence: each h of the
+        sweep is the longest a window runs).
     """
 
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -56,6 +58,9 @@ class SweepConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     metaworld: MetaWorldConfig = field(default_factory=MetaWorldConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    horizon: str = 'fixed'
+    replan_threshold: tuple[float, ...] = ()
+    replan_min_steps: int = 1
 
     def __post_init__(self):
         if not self.tasks or not self.n_action_steps:
@@ -66,12 +71,13 @@ class SweepConfig:
             raise ValueError(f'control_dt ({self.control_dt}) must equal the control step of the {suite} env '
                              f'({env_dt} s) for tasks {list(self.tasks)}')
         for h in self.n_action_steps:
-            ExecutionConfig(self.chunk_size, h, self.control_dt, self.max_episode_steps)  # validates h
+            self.execution(h)  # validates h (and the divergence settings for it)
         if self.episodes < 1:
             raise ValueError(f'episodes ({self.episodes}) must be >= 1')
 
     def execution(self, h: int) -> ExecutionConfig:
-        return ExecutionConfig(self.chunk_size, h, self.control_dt, self.max_episode_steps)
+        return ExecutionConfig(self.chunk_size, h, self.control_dt, self.max_episode_steps, self.horizon,
+                               self.replan_threshold, min(self.replan_min_steps, h))
 
 
 def sim_configs(params: str | Path, tasks: Sequence[str] | None = None) -> tuple[EnvConfig, ExecutionConfig, SafetyConfig]:

@@ -4,21 +4,33 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+HORIZONS = ('fixed', 'divergence')
+
 
 @dataclass(frozen=True)
 class ExecutionConfig:
     """How chunks are executed.
 
     chunk_size: H, actions the policy predicts per call (must match the policy).
-    n_action_steps: h, actions executed open-loop before re-planning (1 <= h <= H).
+    n_action_steps: h, actions executed open-loop before re-planning (1 <= h <= H); with horizon
+        divergence, the longest a window runs.
     control_dt: seconds per physical control step (1 / control rate).
     max_episode_steps: physical steps after which an unfinished episode ends (end_reason max_steps).
+    horizon: fixed (every window runs h steps) or divergence (a window is cut and the policy called
+        again as soon as, after replan_min_steps, the measured joint positions leave the window's
+        planned targets by more than replan_threshold: training-free, state-dependent h).
+    replan_threshold: per joint, in joint order (rad or m): the largest |measured - planned| a
+        divergence window tolerates; 0 = not watched (e.g. a gripper that stops on the object).
+    replan_min_steps: steps a divergence window always runs before it may be cut.
     """
 
     chunk_size: int = 16
     n_action_steps: int = 4
     control_dt: float = 0.1
     max_episode_steps: int = 150
+    horizon: str = 'fixed'
+    replan_threshold: tuple[float, ...] = ()
+    replan_min_steps: int = 4
 
     def __post_init__(self):
         if self.chunk_size < 1:
@@ -30,6 +42,16 @@ class ExecutionConfig:
             raise ValueError(f'control_dt ({self.control_dt}) must be > 0 seconds')
         if self.max_episode_steps < 1:
             raise ValueError(f'max_episode_steps ({self.max_episode_steps}) must be >= 1')
+        if self.horizon not in HORIZONS:
+            raise ValueError(f"horizon '{self.horizon}' must be one of {list(HORIZONS)}")
+        if any(not (t >= 0 and math.isfinite(t)) for t in self.replan_threshold):
+            raise ValueError(f'replan_threshold {list(self.replan_threshold)} must all be >= 0 (0 = not watched)')
+        if self.horizon == 'divergence' and not any(t > 0 for t in self.replan_threshold):
+            raise ValueError('horizon divergence needs replan_threshold: one value per joint, > 0 on the '
+                             'joints to watch')
+        if self.replan_min_steps < 1 or (self.horizon == 'divergence' and self.replan_min_steps > self.n_action_steps):
+            raise ValueError(f'replan_min_steps ({self.replan_min_steps}) must be in [1, n_action_steps '
+                             f'({self.n_action_steps})]')
 
     @property
     def chunk_utilization(self) -> float:

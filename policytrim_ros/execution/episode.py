@@ -37,7 +37,9 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
     its order (an env may render more; a policy that does not name its cameras sees the first ones,
     as policy_node's default topics give it); one the env does not render raises ConfigError: that
     is a setup mistake, not an episode that failed. ``window_end`` is how each window ends
-    ('moving' or 'rest', as policy_node sends them to a controller that needs it).
+    ('moving' or 'rest', as policy_node sends them to a controller that needs it). With
+    ``config.horizon`` divergence a window is cut once the measured joints leave its targets
+    (``ChunkExecutor.diverged``) and the policy is called again at once.
     """
     meta = policy.metadata
     render = meta.image_size is not None
@@ -57,6 +59,10 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
         return replace(obs, image=select_tiles(obs.image, len(cameras), tiles))
 
     executor = ChunkExecutor(config, env.joint_names, safety, window_end)
+    divergence = config.horizon == 'divergence'
+    if divergence and not env.joint_targets:
+        raise ConfigError(f'horizon divergence compares joint targets with measured joints; '
+                          f'{type(env).__name__} actions are not joint targets')
     observation = env.reset(task, seed, render=render)
     policy.reset()
     executor.start(episode_id or f'{task}-{seed}', task, env.instruction, time.perf_counter())
@@ -76,7 +82,9 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
             if env.step():
                 executor.complete_window(executed)
                 return executor.finish(True, C.END_SUCCESS, time.perf_counter()), records
-        executor.complete_window()
+            if divergence and executor.diverged(executed, env.observe(render=False).joint_positions):
+                break   # the arm left the plan: replan now (the next window replaces this one)
+        executor.complete_window(executed)
         if executor.out_of_steps:
             env.hold()
             return executor.finish(False, C.END_MAX_STEPS, time.perf_counter()), records

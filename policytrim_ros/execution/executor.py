@@ -73,6 +73,10 @@ class ChunkExecutor:
         self.joint_names = tuple(joint_names)
         self.safety = safety or SafetyConfig()
         self.safety.check_joints(self.joint_names)
+        if config.replan_threshold and len(config.replan_threshold) != len(self.joint_names):
+            raise ValueError(f'replan_threshold has {len(config.replan_threshold)} values for the '
+                             f'{len(self.joint_names)} joints {list(self.joint_names)}: give one per joint')
+        self._planned: np.ndarray | None = None   # the window's targets, one row per step
         self.window_end = window_end
         self._episode: _Episode | None = None
         self.window: Window | None = None
@@ -147,7 +151,19 @@ class ChunkExecutor:
                              ep.steps, ep.steps + n - 1, float(inference_latency_s))
         ep.inference_calls += 1
         self.window = Window(float(start_time), n, self.config.control_dt)
+        self._planned = traj.positions
         return traj, record
+
+    def diverged(self, executed: int, measured: np.ndarray) -> bool:
+        """With horizon divergence: whether the window should be cut after ``executed`` of its
+        steps, the joints measured then at ``measured`` (its own planned targets being the
+        reference: knot ``executed - 1``). Never before replan_min_steps, never at its last step."""
+        cfg, w = self.config, self.window
+        if cfg.horizon != 'divergence' or w is None or not cfg.replan_min_steps <= executed < w.n_steps:
+            return False
+        threshold = np.asarray(cfg.replan_threshold)
+        error = np.abs(np.asarray(measured, dtype=np.float64) - self._planned[executed - 1])
+        return bool(np.any((threshold > 0) & (error > threshold)))
 
     def steps_at(self, time: float) -> int:
         """Steps of the pending window executed by ``time`` (for a success seen mid-window)."""
