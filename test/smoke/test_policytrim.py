@@ -120,37 +120,6 @@ def test_stage_all_selects_h_and_per_task_budgets_then_runs_stage2_and_resumes_w
         run_policytrim(config, progress=False)
 
 
-def test_first_step_offsets_script_reads_a_checkpoint_and_the_limits(capsys):
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[2] / 'scripts' / 'first_step_offsets.py'
-    spec = importlib.util.spec_from_file_location('first_step_offsets', path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    script.main(['--checkpoint', 'package://policytrim_ros/models/bc-wrist-h32-dagger', '--tasks', 'reach',
-                 '--seeds', '1000', '1002'])
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split()[-7:] == ['0.150', '0.150', '0.150', '0.200', '0.200', '0.200', '0.020']  # sim.yaml x dt
-    offsets = [float(v) for v in lines[2].split()[-8:-1]]
-    assert all(abs(v) < 0.02 for v in offsets) and lines[2].endswith('0%')   # the BC model starts at the joints
-
-
-def test_gradient_signal_script_compares_the_gradients_of_disjoint_groups(capsys):
-    import importlib.util
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location('gradient_signal', root / 'scripts' / 'gradient_signal.py')
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    script.main(['--config', str(root / 'config/training/policytrim_wrist_h32_dagger.yaml'), '--set', 'tasks=[reach]',
-                 'group_size=3', 'max_episode_steps=40', 'workers=0', '--groups', '4', '--parts', '2'])
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith('4 groups of 3') and len(lines) >= 2 + 2 + 1 + 1   # header, 2 parts, 1 pair, mean, modules
-    norms = [float(line.split()[-1]) for line in lines[2:4]]
-    cosine = float(lines[4].split('=')[1])
-    assert all(n > 0 for n in norms) and -1.0 <= cosine <= 1.0   # both parts carried a gradient
-
-
 def test_a_policytrim_run_killed_at_any_file_step_of_a_save_resumes_exactly(tmp_path, file_steps):
     """Kill the run before each file-system step of its second save (checkpoints/ and last/ with
     the optimizer state change together), resume it, and get the uninterrupted run."""

@@ -8,7 +8,8 @@ gradient, so their cosine similarity measures the signal: about 0 when the batch
 millions of parameters two random directions are orthogonal), clearly positive when a gradient step
 from one part would also ascend the other's objective.
 
-    .venv/bin/python scripts/gradient_signal.py --config config/training/policytrim_wrist_h32_dagger.yaml \\
+    .venv/bin/python docs/experiments/scripts/gradient_signal.py \\
+        --config docs/experiments/configs/policytrim_wrist_h32_dagger_stage1.yaml \\
         --set base_n_action_steps=32 acceptance_ratio_count=1 --groups 32 --parts 2
 
 Prints a table per part (groups kept, windows, gradient norm), the pairwise cosines, their mean,

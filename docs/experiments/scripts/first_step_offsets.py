@@ -6,7 +6,7 @@ refused (end_reason ``error``). This prints, for the initial states of the given
 the mean signed offset (chunk mean's first target - joint positions) per joint and the share of
 states whose offset breaks the limit, next to the limit itself:
 
-    .venv/bin/python scripts/first_step_offsets.py --checkpoint package://policytrim_ros/models/bc-wrist-h32-dagger \
+    .venv/bin/python docs/experiments/scripts/first_step_offsets.py --checkpoint package://policytrim_ros/models/bc-wrist-h32-dagger \
         runs/policytrim-wrist-h32-dagger-stage1/checkpoints/iter_00010 --seeds 1000 1004
 
 Writes nothing; the env and safety limits come from the ROS parameter file (default config/sim.yaml).
