@@ -18,8 +18,8 @@ MAX_FILE_BYTES = 5 * 1024 * 1024
 
 
 def test_the_shipped_models_are_there():
-    shipped = {'bc-teleop', 'bc-wrist', 'bc-wrist-more', 'bc-wrist-more-ft', 'bc-wrist-h32', 'bc-wrist-h32-dagger',
-               'policytrim', 'policytrim-wrist', 'policytrim-wrist-h32-dagger', 'bc-metaworld', 'policytrim-metaworld'}
+    shipped = {'bc-wrist-more-ft', 'bc-wrist-h32-dagger', 'policytrim-wrist', 'policytrim-wrist-h32-dagger',
+               'bc-metaworld', 'policytrim-metaworld'}
     assert shipped <= {p.name for p in MODELS}
 
 
