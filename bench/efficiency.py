@@ -5,7 +5,9 @@ on the core loop and, for the embedded tasks, through the ROS nodes.
 The baseline is swept over ``--baseline-h`` (its best fixed h comes from that sweep); each
 ``--method NAME=CHECKPOINT@h`` runs at its h on every task, each ``--ablation NAME=CHECKPOINT@h`` on
 ``--ablation-task`` only. Every policy sees the same initial states (seeds ``--seed`` on), with
-chunk means (no sampling). Writes efficiency.json, efficiency.md and efficiency.png into --out.
+chunk means (no sampling). Writes efficiency.json, efficiency.md and efficiency.png into --out, by
+default bench/results/efficiency-<baseline>-vs-<methods> (the checkpoints' names); a folder that
+holds another comparison's results is refused, so one pair's results never overwrite another's.
 
     python bench/efficiency.py --method policytrim=package://policytrim_ros/models/policytrim-wrist-h32-dagger \\
         --episodes 100 --ros-episodes 10 --out bench/results/efficiency-wrist-h32-dagger
@@ -31,6 +33,7 @@ from policytrim_ros.execution.metrics import format_table, summarize_by_task, wr
 from policytrim_ros.policy.factory import PolicyConfig, checkpoint_chunk_size
 
 BASELINE = 'package://policytrim_ros/models/bc-wrist-h32-dagger'
+RESULTS = Path('bench/results')
 
 
 def policy_spec(text: str) -> E.PolicySpec:
@@ -64,7 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='episodes per task through the ROS nodes for the ROS wall-clock (0 = skip)')
     p.add_argument('--workers', type=int, default=2, help='worker processes of the core loop (default 2)')
     p.add_argument('--params', type=Path, default=None, help='ROS parameter file (default config/sim.yaml)')
-    p.add_argument('--out', type=Path, default=Path('bench/results/efficiency'), help='output folder')
+    p.add_argument('--out', type=Path, default=None,
+                   help='output folder (default bench/results/efficiency-<baseline>-vs-<methods>, from the '
+                        'checkpoints\' names); one that holds another comparison\'s results is refused')
     args = p.parse_args(argv)
     if args.baseline_h is None:
         chunk_size = checkpoint_chunk_size(args.baseline)
@@ -73,6 +78,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f'--default-h {args.default_h} must be one of --baseline-h {args.baseline_h}')
     if not args.method:
         p.error('give at least one --method NAME=CHECKPOINT@h')
+    if args.out is None:
+        args.out = RESULTS / f'efficiency-{E.comparison_name(args.baseline, args.method)}'
+    other = E.other_comparison_in(args.out, args.baseline, args.method)
+    if other:
+        p.error(f'--out {args.out} holds the results of another comparison ({other}); '
+                'pick another --out (or leave it out: the default is named after the checkpoints)')
     try:
         suite = task_suite(args.tasks)
     except ValueError as err:   # unknown or mixed tasks

@@ -4,7 +4,7 @@ Loading refuses a checkpoint without the record, because nothing then shows that
 (action_offsets, the action bounds, joint names, cameras, ...) is the one its weights were trained
 with. Check that it is (e.g. against the run's own config.json and the command that made it), then:
 
-    .venv/bin/python scripts/seal_checkpoint.py runs/bc-teleop/last runs/bc-teleop/checkpoints/*
+    .venv/bin/python scripts/seal_checkpoint.py runs/bc/last runs/bc/checkpoints/*
 
 Adds only the record to each config.json (the weights are not touched), then loads the checkpoint
 to confirm it. A checkpoint already sealed is checked and left as it is.

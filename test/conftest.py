@@ -8,3 +8,48 @@ os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(101, 200)))
 os.environ.setdefault('AMENT_PREFIX_PATH', sys.prefix)
 os.environ.setdefault('MUJOCO_GL', 'egl')
+
+
+import pytest  # noqa: E402  (after the environment above)
+
+FIXTURE_CAMERAS = ('scene_camera',)
+"""The fixture checkpoints see config/sim.yaml's first camera at its 96 x 96 (so the shipped node
+configs run them as they are)."""
+
+
+@pytest.fixture(scope='session')
+def make_tiny_checkpoint(tmp_path_factory):
+    """``make_tiny_checkpoint(chunk_size=16)`` -> the directory of a sealed VLA checkpoint of the
+    embedded arm with random weights, built once per test session and H (about 0.1 s each).
+
+    For tests that need "a checkpoint" (loading, H, cameras, node and CLI plumbing), not a
+    shipped model's behaviour: it succeeds at nothing. Its targets stay within ~0.01 rad of the
+    joint positions (delta std 0.01), so every chunk passes the shipped safety limits.
+    """
+    built = {}
+
+    def make(chunk_size: int = 16):
+        if chunk_size not in built:
+            import numpy as np
+            import torch
+
+            from policytrim_ros.envs.base import JOINT_NAMES
+            from policytrim_ros.policy.checkpoint import save_checkpoint
+            from policytrim_ros.policy.vla import VLAConfig
+            from policytrim_ros.policy.vla.modeling_vla import VLAModel
+            config = VLAConfig(vision_channels=(4, 8, 8), vision_keypoints=4, hidden_size=32, num_layers=1,
+                               num_heads=2, chunk_size=chunk_size, joint_names=JOINT_NAMES, cameras=FIXTURE_CAMERAS)
+            torch.manual_seed(chunk_size)
+            model = VLAModel(config).eval()
+            model.set_normalization(np.zeros(7), np.ones(7), np.zeros(7), np.full(7, 0.01))
+            directory = tmp_path_factory.mktemp(f'tiny-vla-h{chunk_size}')
+            built[chunk_size] = save_checkpoint(directory, model, config, {'fixture': 'test/conftest.py'})
+        return built[chunk_size]
+
+    return make
+
+
+@pytest.fixture(scope='session')
+def tiny_checkpoint(make_tiny_checkpoint):
+    """The H = 16 fixture checkpoint (``make_tiny_checkpoint``)."""
+    return make_tiny_checkpoint(16)

@@ -14,8 +14,8 @@ def add_parsers(sub) -> None:
                        description='Writes CHECKPOINT\'s weights in float16 plus its config.json into OUT; '
                                    'loading casts them back to float32. Evaluate the released copy: its '
                                    'outputs differ from the float32 original by float16 rounding.')
-    p.add_argument('checkpoint', type=Path, help='checkpoint directory (e.g. runs/bc-teleop/last)')
-    p.add_argument('out', type=Path, help='output directory (e.g. models/bc-teleop)')
+    p.add_argument('checkpoint', type=Path, help='checkpoint directory (e.g. runs/bc/last)')
+    p.add_argument('out', type=Path, help='output directory (e.g. models/my-policy)')
     p.set_defaults(func=release)
 
 

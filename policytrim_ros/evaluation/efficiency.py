@@ -9,8 +9,11 @@ episodes for 'all'. Calls and steps are means over successful episodes, as every
 """
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from policytrim_ros import constants as C
 from policytrim_ros import resources
@@ -51,7 +54,7 @@ def parse_policy_spec(text: str) -> PolicySpec:
     name, sep, rest = text.partition('=')
     checkpoint, at, h = rest.rpartition('@') if '@' in rest else (rest, '', '')
     if not (sep and name and checkpoint) or (at and not (h.isdigit() and int(h) >= 1)):
-        raise ValueError(f'expected NAME=CHECKPOINT@h (e.g. policytrim=models/policytrim@16), got {text!r}')
+        raise ValueError(f'expected NAME=CHECKPOINT@h (e.g. policytrim=models/policytrim-wrist@16), got {text!r}')
     if at:
         return PolicySpec(name, checkpoint, int(h))
     trained = trained_n_action_steps(checkpoint)
@@ -59,6 +62,45 @@ def parse_policy_spec(text: str) -> PolicySpec:
         raise ValueError(f'{text!r}: {checkpoint} is not a PolicyTrim Stage 2 checkpoint, so it has no trained h; '
                          'write NAME=CHECKPOINT@h')
     return PolicySpec(name, checkpoint, trained)
+
+
+RUN_FOLDERS = re.compile(r'^(last|raw|checkpoints|iter_\d+|stage[12])$')
+"""Folder names a training run puts under its own name; a checkpoint's name keeps the run's name."""
+
+
+def checkpoint_name(checkpoint: str) -> str:
+    """A short name of a checkpoint for folder names: its folder's name, with the run folders
+    below a run's own joined on ('package://policytrim_ros/models/policytrim-wrist' ->
+    'policytrim-wrist', 'runs/policytrim-ft/stage2/last' -> 'policytrim-ft-stage2-last')."""
+    parts = [p for p in checkpoint.replace('\\', '/').split('/') if p and p != '.']
+    tail = []
+    while parts:
+        tail.insert(0, parts.pop())
+        if not RUN_FOLDERS.match(tail[0]):
+            break
+    return '-'.join(tail) or 'checkpoint'
+
+
+def comparison_name(baseline: str, methods: list[PolicySpec]) -> str:
+    """'<baseline>-vs-<method>[+<method>...]' of the checkpoints compared (not of the labels, which
+    every run calls 'policytrim')."""
+    return f"{checkpoint_name(baseline)}-vs-{'+'.join(checkpoint_name(m.checkpoint) for m in methods)}"
+
+
+def other_comparison_in(out: Path, baseline: str, methods: list[PolicySpec]) -> str | None:
+    """The comparison whose results ``out`` already holds if it is another one than this (its
+    efficiency.json names other checkpoints), else None: a rerun of a comparison may overwrite it."""
+    path = Path(out) / 'efficiency.json'
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+        held = meta['baseline'], [PolicySpec(n, m['checkpoint'], 0) for n, m in meta['methods'].items()]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return f'{path} (unreadable)'
+    if comparison_name(*held) == comparison_name(baseline, methods):
+        return None
+    return comparison_name(*held)
 
 
 def best_fixed_h(summaries: dict[int, dict], tolerance: float = 0.02) -> int:

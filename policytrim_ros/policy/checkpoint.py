@@ -145,7 +145,7 @@ def verify_integrity(data: dict[str, Any], source: str) -> None:
     ``source``) that differs from what was saved with the weights, or if it has no record."""
     record = data.get(INTEGRITY_KEY)
     if record is None:
-        fix = (f're-export it from its (sealed) checkpoint: policytrim export-onnx' if source.endswith('.onnx') else
+        fix = ('re-export it from its (sealed) checkpoint: policytrim export-onnx' if source.endswith('.onnx') else
                'if it is (compare it with the run that made it), seal it: '
                f'{SEAL_COMMAND} {Path(source).parent}')
         raise CheckpointError(f'{source} has no {INTEGRITY_KEY!r} record (saved before config.json was sealed '

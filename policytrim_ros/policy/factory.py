@@ -18,7 +18,7 @@ class PolicyConfig:
         robot with Meta-World's action columns), replay (chunks from a .npy file), torch
         (a VLA checkpoint run by PyTorch) or onnx (its exported model.onnx run by onnxruntime).
     checkpoint: what the backend loads: the (N, H, A) .npy file for replay, the checkpoint directory
-        for torch and onnx; unused by expert. ``package://policytrim_ros/models/bc-teleop`` names
+        for torch and onnx; unused by expert. ``package://policytrim_ros/models/bc-wrist-h32-dagger`` names
         the shipped baseline in the installed package's share directory.
     device: torch device of the torch backend ('cpu', 'cuda', 'cuda:1'); onnx picks CUDA by itself
         when onnxruntime-gpu is installed.

@@ -73,7 +73,7 @@ class PolicyTrimConfig:
     out_dir: run folder: checkpoints/, last/, scalars.csv, config.json.
     """
 
-    init: str = 'package://policytrim_ros/models/bc-teleop'
+    init: str = 'package://policytrim_ros/models/bc-wrist-more-ft'   # config/training/policytrim.yaml's
     stage: int = 1
     tasks: tuple[str, ...] = ('reach', 'push', 'pick_place')
     iterations: int = 100

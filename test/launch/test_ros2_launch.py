@@ -132,6 +132,38 @@ def ros2(tmp_path, *args: str, timeout: float = 60.0) -> subprocess.CompletedPro
                           timeout=timeout, cwd=tmp_path)
 
 
+def declared_arguments(launch_file: str) -> dict[str, str | None]:
+    """{name: default (None if not plain text)} of the launch arguments the checkout's launch file
+    declares, from its own generate_launch_description()."""
+    from launch.actions import DeclareLaunchArgument
+    from launch.substitutions import TextSubstitution
+    path = Path(__file__).resolve().parents[2] / 'launch' / launch_file
+    spec = importlib.util.spec_from_file_location(path.stem.replace('.', '_'), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    declared = {}
+    for action in module.generate_launch_description().entities:
+        if isinstance(action, DeclareLaunchArgument):
+            parts = action.default_value or []
+            plain = all(isinstance(s, TextSubstitution) for s in parts)
+            declared[action.name] = ''.join(s.text for s in parts) if plain else None
+    return declared
+
+
+@pytest.mark.parametrize('launch_file', ['sim.launch.py', 'deploy.launch.py'])
+def test_ros2_launch_shows_the_arguments_the_checkouts_launch_file_declares(tmp_path, launch_file):
+    """The installed launch file loads under the real `ros2 launch` and is the checkout's: --show-args
+    lists exactly the arguments the repository's file declares, with its literal defaults."""
+    done = ros2(tmp_path, 'launch', 'policytrim_ros', launch_file, '--show-args')
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    shown = dict(re.findall(r"^    '(\w+)':\n(?:        .*\n)*?        \(default: '(.*)'\)$", done.stdout, re.M))
+    declared = declared_arguments(launch_file)
+    assert set(shown) == set(declared), done.stdout
+    for name, default in declared.items():
+        if default is not None:
+            assert shown[name] == default, (name, shown[name], default)
+
+
 def test_sim_launch_with_episodes_exits_0_when_the_runner_is_done(tmp_path, ros_launch):
     run = ros_launch('sim.launch.py', 'run_episodes:=true', f'params_file:={expert_params(tmp_path)}')
     wait_for(lambda: run.node_process('sim_node') or run.process.poll() is not None, 60, 'sim_node to start')

@@ -125,17 +125,18 @@ def one_window_policy(tmp_path, harness, launch):
     return stats, first, events
 
 
-def test_a_success_on_the_last_step_counts_though_its_observation_came_first(one_window_policy):
+def test_a_success_on_the_last_step_counts_though_its_observation_came_first(harness, one_window_policy):
     stats, trajectories, events = one_window_policy
     start = EpisodeEvent(event=EpisodeEvent.START, episode_id='last-step', task='reach', instruction='wave')
     start.header.stamp = to_time(time.time())
     events.publish(start)
-    t0 = to_seconds(wait_for(lambda: trajectories[:1], what='the only window')[0].header.stamp)
+    seen = harness.record(JointState, 'joint_states', qos=qos_profile_sensor_data)   # what the node receives too
+    end = to_seconds(wait_for(lambda: trajectories[:1], what='the only window')[0].header.stamp) + h * DT
     # joint states stamped past the window's end reach the node first (it completes the window
     # and is out of steps); the simulator's verdict on that last step follows
-    time.sleep(max(0.0, t0 + h * DT - time.time()))
+    wait_for(lambda: any(to_seconds(m.header.stamp) >= end for m in seen), what="a joint state past the window's end")
     success = EpisodeEvent(event=EpisodeEvent.SUCCESS, episode_id='last-step', task='reach', instruction='wave')
-    success.header.stamp = to_time(t0 + h * DT)
+    success.header.stamp = to_time(end)
     events.publish(success)
     episode = wait_for(lambda: stats[:1], what='EpisodeStats')[0]
     assert (episode.success, episode.end_reason, episode.steps) == (True, 'success', h)

@@ -174,11 +174,12 @@ def test_sim_node_publishes_one_image_topic_per_camera(harness, launch):
 @pytest.mark.parametrize('node, overrides, message', [
     ('sim_node', {'env.cameras': ['scene_camera', 'wrist_camera'], 'topics.cameras': ['camera/image_raw']},
      "topics.cameras names 1 topics ['camera/image_raw'] for the 2 cameras of env.cameras"),
-    ('policy_node', {'policy.backend': 'torch', 'policy.checkpoint': 'package://policytrim_ros/models/bc-teleop',
+    ('policy_node', {'policy.backend': 'torch', 'policy.checkpoint': 'TINY_CHECKPOINT',   # one camera
                      'topics.cameras': ['camera/image_raw', 'camera2/image_raw']},
      'topics.cameras names 2 topics'),
 ], ids=['sim_node', 'policy_node'])
-def test_nodes_refuse_a_topic_per_camera_mismatch(node, overrides, message):
+def test_nodes_refuse_a_topic_per_camera_mismatch(node, overrides, message, tiny_checkpoint):
+    overrides = {k: str(tiny_checkpoint) if v == 'TINY_CHECKPOINT' else v for k, v in overrides.items()}
     done = subprocess.run(NodeSpec(node, overrides=overrides).command(), env=launcher.ros_env(),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]

@@ -239,8 +239,8 @@ def test_takeover_demonstrations_start_where_the_policy_handed_over(demos, tmp_p
     assert summary['mean_policy_steps'] == 6 and summary['policy_successes'] == 0 and summary['episodes'] == 2
 
 
-def test_takeover_steps_are_drawn_per_seed_in_range_and_need_a_learned_policy_of_the_runs_h():
-    baseline = PolicyConfig('torch', 'package://policytrim_ros/models/bc-teleop')   # H = 16
+def test_takeover_steps_are_drawn_per_seed_in_range_and_need_a_learned_policy_of_the_runs_h(make_tiny_checkpoint):
+    baseline = PolicyConfig('torch', str(make_tiny_checkpoint(16)))
     takeover = Takeover(baseline, ExecutionConfig(), SafetyConfig(), steps=(10, 100))
     drawn = [takeover.policy_steps(seed) for seed in range(200)]
     assert drawn == [takeover.policy_steps(seed) for seed in range(200)]
@@ -250,8 +250,7 @@ def test_takeover_steps_are_drawn_per_seed_in_range_and_need_a_learned_policy_of
     with pytest.raises(ValueError, match='0 <= lo <= hi'):
         Takeover(baseline, ExecutionConfig(), SafetyConfig(), steps=(20, 10))
     with pytest.raises(ValueError, match='predicts H = 32 steps; execution.chunk_size is 16'):
-        Takeover(PolicyConfig('torch', 'package://policytrim_ros/models/bc-wrist-h32'), ExecutionConfig(),
-                 SafetyConfig())
+        Takeover(PolicyConfig('torch', str(make_tiny_checkpoint(32))), ExecutionConfig(), SafetyConfig())
 
 
 def test_extra_demos_are_trained_on_with_the_demos(demos, tmp_path):

@@ -19,10 +19,22 @@ def run(*args):
     return result.stdout
 
 
-def test_demo_prints_the_runs_side_by_side_and_writes_logs(tmp_path):
-    out = run('demo', '--tasks', 'reach', '--episodes', '1', '--compare',
-              'other=package://policytrim_ros/models/bc-wrist-more-ft@8', '--out', str(tmp_path))
+def short_episodes(tmp_path, steps=40):
+    """config/sim.yaml with episodes of at most ``steps`` steps: the fixture checkpoint reaches
+    nothing, so its episodes run to the limit."""
+    import yaml
+    params = yaml.safe_load(launcher.params_file(None).read_text())
+    params['policy_node']['ros__parameters']['execution']['max_episode_steps'] = steps
+    path = tmp_path / f'max-{steps}-steps.yaml'
+    path.write_text(yaml.safe_dump(params))
+    return str(path)
+
+
+def test_demo_prints_the_runs_side_by_side_and_writes_logs(tmp_path, tiny_checkpoint):
+    out = run('demo', '--tasks', 'reach', '--episodes', '1', '--compare', f'other={tiny_checkpoint}@8',
+              '--params', short_episodes(tmp_path), '--out', str(tmp_path / 'demo'))
     assert 'side by side (Spd = inference calls of bc-wrist-h32-dagger at h = 8' in out
+    tmp_path = tmp_path / 'demo'
     summary = json.loads((tmp_path / 'summary.json').read_text())
     assert [(r['policy'], r['n_action_steps'], r['chunk_size']) for r in summary['runs']] == [
         ('bc-wrist-h32-dagger', 8, 32), ('bc-wrist-h32-dagger', 32, 32), ('other', 8, 16)]   # each at its own H
@@ -31,9 +43,12 @@ def test_demo_prints_the_runs_side_by_side_and_writes_logs(tmp_path):
 
 
 @pytest.mark.parametrize('policy', [['--backend', 'expert', '--tasks', 'reach', 'push'],
-                                    ['--backend', 'torch', '--checkpoint', 'package://policytrim_ros/models/bc-teleop',
-                                     '--tasks', 'reach']], ids=['expert', 'shipped-vla'])
-def test_eval_core_and_ros_paths_agree_on_the_same_seeds(tmp_path, policy):
+                                    ['--backend', 'torch', '--checkpoint', '{tiny}', '--tasks', 'reach']],
+                         ids=['expert', 'vla'])
+def test_eval_core_and_ros_paths_agree_on_the_same_seeds(tmp_path, policy, tiny_checkpoint):
+    policy = [a.format(tiny=tiny_checkpoint) for a in policy]
+    if '--checkpoint' in policy:
+        policy = ['--params', short_episodes(tmp_path), *policy]
     common = [*policy, '--episodes', '1', '--n-action-steps', '4', '16', '--reference', '4']
     run('eval', *common, '--workers', '1', '--out', str(tmp_path / 'core'))
     run('eval', *common, '--ros', '--out', str(tmp_path / 'ros'))
@@ -86,9 +101,8 @@ def test_cli_reports_bad_arguments_clearly(tmp_path):
     assert result.returncode == 2 and 'n_action_steps (64) must be in [1, chunk_size (32)]' in result.stderr
 
 
-def test_eval_runs_a_learned_checkpoint_at_its_own_chunk_size(tmp_path):
-    run('eval', '--backend', 'torch', '--checkpoint', 'package://policytrim_ros/models/bc-wrist-h32', '--tasks',
-        'reach', '--episodes', '1', '--n-action-steps', '32', '--reference', '32', '--workers', '1',
+def test_eval_runs_a_learned_checkpoint_at_its_own_chunk_size(tmp_path, make_tiny_checkpoint):
+    run('eval', '--backend', 'torch', '--checkpoint', str(make_tiny_checkpoint(32)), '--tasks', 'reach', '--episodes', '1', '--n-action-steps', '32', '--reference', '32', '--workers', '1',
         '--out', str(tmp_path))
     row = json.loads((tmp_path / 'sweep.json').read_text())['rows'][0]
     assert (row['n_action_steps'], row['chunk_size']) == (32, 32)
@@ -120,23 +134,18 @@ def test_a_dotted_set_key_changes_one_field_of_a_nested_mapping():
         with_overrides(values, ['lr.x=1'])
 
 
-def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path):
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from policytrim_ros import launcher, resources
+def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path, tiny_checkpoint):
+    from policytrim_ros import resources
     from policytrim_ros.policy.checkpoint import load_checkpoint, save_checkpoint
-    repo = Path(__file__).resolve().parents[2]
-    model, _, _ = load_checkpoint(resources.resolve('package://policytrim_ros/models/bc-teleop'))
+    baseline = 'package://policytrim_ros/models/bc-wrist-more-ft'   # H = 16; its best h needs successes
+    model, _, _ = load_checkpoint(resources.resolve(baseline))
     longer = model.extended(24)     # a method of another H than the baseline's 16
     save_checkpoint(tmp_path / 'h24', longer, longer.config, {})
-    command = [sys.executable, str(repo / 'bench' / 'efficiency.py'), '--tasks', 'reach', '--episodes', '2',
+    command = [sys.executable, str(REPO / 'bench' / 'efficiency.py'), '--tasks', 'reach', '--episodes', '2',
                '--baseline-h', '4', '16', '--method', f'long={tmp_path / "h24"}@24',
-               '--ablation', 'again=package://policytrim_ros/models/bc-teleop@8', '--ablation-task', 'reach',
+               '--ablation', f'again={tiny_checkpoint}@8', '--ablation-task', 'reach',
                '--ros-episodes', '0', '--workers', '1', '--out', str(tmp_path),
-               '--baseline', 'package://policytrim_ros/models/bc-teleop']
+               '--baseline', baseline]
     done = subprocess.run(command, env=launcher.ros_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / 'efficiency.json').read_text())
@@ -148,7 +157,7 @@ def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path):
     assert (tmp_path / 'efficiency.png').stat().st_size > 0 and 'Spd (a) vs default h' in (tmp_path / 'efficiency.md').read_text()
     bad = subprocess.run(command[:6] + ['--method', 'nope'], env=launcher.ros_env(), capture_output=True, text=True)
     assert bad.returncode == 2 and 'expected NAME=CHECKPOINT@h' in bad.stderr
-    plain = subprocess.run(command[:6] + ['--method', 'bc=package://policytrim_ros/models/bc-teleop'],
+    plain = subprocess.run(command[:6] + ['--method', f'bc={tiny_checkpoint}'],
                            env=launcher.ros_env(), capture_output=True, text=True)
     assert plain.returncode == 2 and 'not a PolicyTrim Stage 2 checkpoint' in plain.stderr
     mixed = subprocess.run(command[:3] + ['reach', 'push-v3'] + command[4:], env=launcher.ros_env(),
@@ -157,6 +166,11 @@ def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path):
     elsewhere = subprocess.run(command + ['--ablation-task', 'push'], env=launcher.ros_env(), capture_output=True,
                                text=True)
     assert elsewhere.returncode == 2 and '--ablation-task push must be one of --tasks' in elsewhere.stderr
+    # the folder now holds this comparison's results: another pair may not write into it
+    another = subprocess.run(command[:-2] + ['--baseline', str(tmp_path / 'h24')], env=launcher.ros_env(),
+                             capture_output=True, text=True)
+    assert another.returncode == 2, another.stderr[-2000:]
+    assert f'--out {tmp_path} holds the results of another comparison (bc-wrist-more-ft-vs-h24)' in another.stderr
 
 
 def test_demo_runs_the_shipped_policytrim_model_at_its_trained_h_next_to_the_baseline():
@@ -196,10 +210,10 @@ def test_collect_runs_the_env_of_the_params_file(tmp_path):
     assert episode.cameras == ('workspace_camera', 'wrist_camera')
 
 
-def test_collect_takeover_lets_a_shipped_baseline_drive_first_at_its_own_chunk_size(tmp_path):
-    # bc-wrist-more-ft predicts H = 16 steps, the params file's execution.chunk_size is 32
+def test_collect_takeover_lets_a_learned_policy_drive_first_at_its_own_chunk_size(tmp_path, tiny_checkpoint):
+    # the checkpoint predicts H = 16 steps, the params file's execution.chunk_size is 32
     run('collect', '--tasks', 'pick_place', '--episodes', '1', '--style', 'efficient', '--workers', '1',
-        '--takeover', 'package://policytrim_ros/models/bc-wrist-more-ft', '--takeover-steps', '8', '8',
+        '--takeover', str(tiny_checkpoint), '--takeover-steps', '8', '8',
         '--out', str(tmp_path / 'demos'))
     summary = json.loads((tmp_path / 'demos' / 'index.json').read_text())['efficient']['tasks']['pick_place']
     assert summary['mean_policy_steps'] == 8 and summary['policy_successes'] == 0
@@ -228,9 +242,9 @@ def truncate_weights(directory):
     (['collect', '--tasks', 'reach', '--episodes', '2', '--workers', '2', '--takeover', '{ckpt}',
       '--out', '{tmp}/demos'], truncate_weights),
 ], ids=['release-missing', 'export-edited', 'train-edited', 'eval-truncated', 'collect-truncated'])
-def test_a_bad_checkpoint_stops_a_command_with_one_line_and_rc_2(tmp_path, command, damage):
+def test_a_bad_checkpoint_stops_a_command_with_one_line_and_rc_2(tmp_path, tiny_checkpoint, command, damage):
     checkpoint = tmp_path / 'ckpt'
-    shutil.copytree(REPO / 'models' / 'bc-teleop', checkpoint)
+    shutil.copytree(tiny_checkpoint, checkpoint)
     damage(checkpoint)
     args = [a.format(ckpt=checkpoint, tmp=tmp_path) for a in command]
     # this checkout's cli (the installed `policytrim` may be another build)

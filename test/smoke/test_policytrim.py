@@ -1,4 +1,4 @@
-"""PolicyTrim end to end with a tiny budget: one iteration of each stage on the shipped baseline,
+"""PolicyTrim end to end with a tiny budget: one iteration of each stage on a shipped baseline,
 and a resumed run that ends with exactly the weights of an uninterrupted one."""
 import csv
 import json
@@ -9,13 +9,18 @@ import numpy as np
 import pytest
 
 from policytrim_ros import resources
+from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.execution.config import SafetyConfig
 from policytrim_ros.policy.checkpoint import load_tensors
 from policytrim_ros.training.exploration import ExplorationConfig
 from policytrim_ros.training.grpo import GRPOConfig
 from policytrim_ros.training.trainer import PolicyTrimConfig, train_policytrim
 
-TINY = PolicyTrimConfig(tasks=('reach',), iterations=1, groups_per_iteration=2, group_size=3,
+# The shipped H = 16 arm baseline (config/training/policytrim.yaml's init): these tests need a policy
+# that reaches, so that groups carry signal; it sees both cameras, so the env renders both.
+BASELINE = 'package://policytrim_ros/models/bc-wrist-more-ft'
+ENV = EnvConfig(cameras=('scene_camera', 'wrist_camera'))
+TINY = PolicyTrimConfig(init=BASELINE, tasks=('reach',), iterations=1, groups_per_iteration=2, group_size=3,
                         max_episode_steps=30, workers=0, checkpoint_every=1, log_std=-2.0,
                         grpo=GRPOConfig(minibatch_size=16))
 
@@ -27,7 +32,7 @@ def scalars(run):
 
 def test_rollouts_ended_by_a_refused_chunk_are_counted_in_error_rate(tmp_path):
     crawl = SafetyConfig(max_velocity=(1e-3,) * 7)        # no chunk of the baseline moves this slowly
-    train_policytrim(replace(TINY, out_dir=str(tmp_path / 'refused')), safety=crawl, progress=False)
+    train_policytrim(replace(TINY, out_dir=str(tmp_path / 'refused')), safety=crawl, env=ENV, progress=False)
     logged = scalars(tmp_path / 'refused')
     assert logged['error_rate'] == 1.0 and logged['success_rate'] == 0.0
     assert logged['group_filter_rate'] == 1.0             # no group with a success: nothing to learn from
@@ -35,7 +40,7 @@ def test_rollouts_ended_by_a_refused_chunk_are_counted_in_error_rate(tmp_path):
 
 
 def test_one_stage1_iteration_cycles_gamma_and_updates_the_policy(tmp_path):
-    final = train_policytrim(replace(TINY, out_dir=str(tmp_path / 's1')), progress=False)
+    final = train_policytrim(replace(TINY, out_dir=str(tmp_path / 's1')), env=ENV, progress=False)
     logged = scalars(tmp_path / 's1')
     assert logged['n_action_steps'] == 10.0              # Gamma = 0.25, 0.625, 1 -> h = 4, 10, 16 in each group
     assert {'reward', 'success_rate', 'steps', 'group_filter_rate', 'error_rate', 'kl', 'clip_fraction'} <= set(logged)
@@ -55,14 +60,14 @@ def test_the_kl_anchor_starts_at_the_policy_it_anchors(tmp_path, estimator, corr
     config = replace(TINY, groups_per_iteration=4,
                      grpo=GRPOConfig(minibatch_size=4096, kl_coef=0.5, kl_estimator=estimator),
                      exploration=ExplorationConfig(correlation=correlation), out_dir=str(tmp_path / 'kl'))
-    train_policytrim(config, progress=False)
+    train_policytrim(config, env=ENV, progress=False)
     logged = scalars(tmp_path / 'kl')
     assert logged['windows'] > 0 and logged['kl'] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_one_stage2_iteration_at_a_fixed_h(tmp_path):
     config = replace(TINY, stage=2, n_action_steps=16, step_budget={'reach': 30.0}, out_dir=str(tmp_path / 's2'))
-    train_policytrim(config, progress=False)
+    train_policytrim(config, env=ENV, progress=False)
     logged = scalars(tmp_path / 's2')
     assert logged['n_action_steps'] == 16.0 and not any(k.startswith('success_rate_h') for k in logged)
     with pytest.raises(ValueError, match='stage 2 needs n_action_steps'):
@@ -70,9 +75,9 @@ def test_one_stage2_iteration_at_a_fixed_h(tmp_path):
 
 
 def test_resumed_policytrim_run_matches_an_uninterrupted_one(tmp_path):
-    train_policytrim(replace(TINY, iterations=2, out_dir=str(tmp_path / 'full')), progress=False)
-    train_policytrim(replace(TINY, iterations=1, out_dir=str(tmp_path / 'split')), progress=False)
-    train_policytrim(replace(TINY, iterations=2, out_dir=str(tmp_path / 'split')), resume=True, progress=False)
+    train_policytrim(replace(TINY, iterations=2, out_dir=str(tmp_path / 'full')), env=ENV, progress=False)
+    train_policytrim(replace(TINY, iterations=1, out_dir=str(tmp_path / 'split')), env=ENV, progress=False)
+    train_policytrim(replace(TINY, iterations=2, out_dir=str(tmp_path / 'split')), resume=True, env=ENV, progress=False)
     full = load_tensors(tmp_path / 'full' / 'last' / 'model.safetensors')
     split = load_tensors(tmp_path / 'split' / 'last' / 'model.safetensors')
     for key in full:
@@ -102,7 +107,7 @@ def test_stage_all_selects_h_and_per_task_budgets_then_runs_stage2_and_resumes_w
     from policytrim_ros.training.stages import SelectionConfig
     config = replace(TINY, max_episode_steps=40,
                      selection=SelectionConfig(episodes=2, tolerance=0.99, task_tolerance=0.99), out_dir=str(tmp_path / 'all'))
-    final = run_policytrim(config, progress=False)
+    final = run_policytrim(config, env=ENV, progress=False)
     plan = json.loads((tmp_path / 'all' / 'selection.json').read_text())
     assert final == tmp_path / 'all' / 'stage2' / 'last'
     assert plan['n_action_steps'] == 16                  # tolerance 0.99 admits every h of Gamma: the largest wins
@@ -114,56 +119,25 @@ def test_stage_all_selects_h_and_per_task_budgets_then_runs_stage2_and_resumes_w
     assert stage2['init'] == str(tmp_path / 'all' / 'stage1' / 'last') and stage2['step_budget'] == plan['step_budget']
     assert scalars(tmp_path / 'all' / 'stage2')['n_action_steps'] == 16.0
     stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / 'all').rglob('*.safetensors')}
-    assert run_policytrim(config, resume=True, progress=False) == final   # both stages and the plan are done
+    assert run_policytrim(config, resume=True, env=ENV, progress=False) == final   # both stages and the plan are done
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / 'all').rglob('*.safetensors')} == stamp
     with pytest.raises(FileExistsError):
-        run_policytrim(config, progress=False)
-
-
-def test_first_step_offsets_script_reads_a_checkpoint_and_the_limits(capsys):
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[2] / 'scripts' / 'first_step_offsets.py'
-    spec = importlib.util.spec_from_file_location('first_step_offsets', path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    script.main(['--checkpoint', 'package://policytrim_ros/models/bc-wrist-h32-dagger', '--tasks', 'reach',
-                 '--seeds', '1000', '1002'])
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split()[-7:] == ['0.150', '0.150', '0.150', '0.200', '0.200', '0.200', '0.020']  # sim.yaml x dt
-    offsets = [float(v) for v in lines[2].split()[-8:-1]]
-    assert all(abs(v) < 0.02 for v in offsets) and lines[2].endswith('0%')   # the BC model starts at the joints
-
-
-def test_gradient_signal_script_compares_the_gradients_of_disjoint_groups(capsys):
-    import importlib.util
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location('gradient_signal', root / 'scripts' / 'gradient_signal.py')
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    script.main(['--config', str(root / 'config/training/policytrim_wrist_h32_dagger.yaml'), '--set', 'tasks=[reach]',
-                 'group_size=3', 'max_episode_steps=40', 'workers=0', '--groups', '4', '--parts', '2'])
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith('4 groups of 3') and len(lines) >= 2 + 2 + 1 + 1   # header, 2 parts, 1 pair, mean, modules
-    norms = [float(line.split()[-1]) for line in lines[2:4]]
-    cosine = float(lines[4].split('=')[1])
-    assert all(n > 0 for n in norms) and -1.0 <= cosine <= 1.0   # both parts carried a gradient
+        run_policytrim(config, env=ENV, progress=False)
 
 
 def test_a_policytrim_run_killed_at_any_file_step_of_a_save_resumes_exactly(tmp_path, file_steps):
     """Kill the run before each file-system step of its second save (checkpoints/ and last/ with
     the optimizer state change together), resume it, and get the uninterrupted run."""
     two = lambda out: replace(TINY, iterations=2, out_dir=str(out))   # noqa: E731
-    train_policytrim(two(tmp_path / 'full'), progress=False)
-    train_policytrim(replace(TINY, iterations=1, out_dir=str(tmp_path / 'base')), progress=False)
+    train_policytrim(two(tmp_path / 'full'), env=ENV, progress=False)
+    train_policytrim(replace(TINY, iterations=1, out_dir=str(tmp_path / 'base')), env=ENV, progress=False)
 
     def killed_run(k):
         run = tmp_path / f'kill-{k}'
         shutil.copytree(tmp_path / 'base', run)
         file_steps.count, file_steps.kill_at = 0, k
         try:
-            train_policytrim(two(run), resume=True, progress=False)
+            train_policytrim(two(run), resume=True, env=ENV, progress=False)
         finally:
             file_steps.kill_at = 0
         return run, file_steps.count
@@ -175,7 +149,7 @@ def test_a_policytrim_run_killed_at_any_file_step_of_a_save_resumes_exactly(tmp_
         with pytest.raises(file_steps.Killed):
             killed_run(k)
         run = tmp_path / f'kill-{k}'
-        train_policytrim(two(run), resume=True, progress=False)
+        train_policytrim(two(run), resume=True, env=ENV, progress=False)
         for folder in ('last', 'checkpoints/iter_00002'):
             full, resumed = (load_tensors(r / folder / 'model.safetensors') for r in (tmp_path / 'full', run))
             for key in full:

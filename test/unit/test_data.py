@@ -23,13 +23,6 @@ SEEDS = (0, 1, 2, 3)
 
 
 @pytest.fixture(scope='module')
-def env():
-    env = ArmEnv()
-    yield env
-    env.close()
-
-
-@pytest.fixture(scope='module')
 def reach_episodes(env):
     """{style: [Episode per seed]} of the short reach task (about 20-30 steps each)."""
     return {style: [collect_episode(env, make_operator(style), 'reach', seed, max_steps=60) for seed in SEEDS]

@@ -4,8 +4,9 @@ import math
 import pytest
 
 from policytrim_ros import constants as C
-from policytrim_ros.evaluation.efficiency import (SPEEDUP_BEST, SPEEDUP_DEFAULT, SR_DELTA, best_fixed_h,
-                                                  comparison_rows)
+from policytrim_ros.evaluation.efficiency import (SPEEDUP_BEST, SPEEDUP_DEFAULT, SR_DELTA, PolicySpec, best_fixed_h,
+                                                  checkpoint_name, comparison_name, comparison_rows,
+                                                  other_comparison_in)
 from policytrim_ros.execution.metrics import EpisodeMetrics
 
 
@@ -48,3 +49,27 @@ def test_a_method_on_some_tasks_gets_no_pooled_row():
     assert ('push', 'step only') in {(r['task'], r['policy']) for r in rows}
     with pytest.raises(ValueError, match='default h 2'):
         comparison_rows(baseline, 2, {})
+
+
+def test_results_are_named_after_the_checkpoints_compared():
+    assert checkpoint_name('package://policytrim_ros/models/policytrim-wrist') == 'policytrim-wrist'
+    assert checkpoint_name('runs/policytrim-ft/stage2/last') == 'policytrim-ft-stage2-last'
+    assert checkpoint_name('runs/x/checkpoints/iter_00010/') == 'x-checkpoints-iter_00010'
+    methods = [PolicySpec('policytrim', 'models/policytrim-wrist', 16), PolicySpec('b', 'runs/b/last', 4)]
+    assert comparison_name('package://policytrim_ros/models/bc-wrist-more-ft', methods) == \
+        'bc-wrist-more-ft-vs-policytrim-wrist+b-last'
+
+
+def test_a_results_folder_of_another_comparison_is_named_and_the_same_one_may_be_rerun(tmp_path):
+    import json
+    ours = [PolicySpec('policytrim', 'package://policytrim_ros/models/policytrim-wrist', 16)]
+    assert other_comparison_in(tmp_path, 'models/bc-wrist-more-ft', ours) is None          # empty folder
+    (tmp_path / 'efficiency.json').write_text(json.dumps({
+        'baseline': 'package://policytrim_ros/models/bc-wrist-more-ft',
+        'methods': {'policytrim': {'checkpoint': 'models/policytrim-wrist', 'n_action_steps': 16}}}))
+    assert other_comparison_in(tmp_path, 'models/bc-wrist-more-ft', ours) is None          # the same pair
+    other = [PolicySpec('policytrim', 'models/policytrim-wrist-h32-dagger', 8)]
+    assert other_comparison_in(tmp_path, 'models/bc-wrist-h32-dagger', other) == \
+        'bc-wrist-more-ft-vs-policytrim-wrist'
+    (tmp_path / 'efficiency.json').write_text('{}')
+    assert 'unreadable' in other_comparison_in(tmp_path, 'models/bc-wrist-h32-dagger', other)

@@ -17,21 +17,6 @@ GOAL = ENVIRONMENT_STATE_LAYOUT['goal_position']
 
 
 @pytest.fixture(scope='module')
-def env():
-    env = ArmEnv()
-    yield env
-    env.close()
-
-
-@pytest.fixture(scope='module')
-def quiet_env():
-    """No disturbances: joint readings are exact, so holding and tracking can be checked tightly."""
-    env = ArmEnv(EnvConfig(disturbances=DisturbanceConfig.none()))
-    yield env
-    env.close()
-
-
-@pytest.fixture(scope='module')
 def expert():
     return ScriptedExpert()
 

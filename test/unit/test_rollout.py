@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import torch
 
-from policytrim_ros.envs.arm import ArmEnv
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.policy.vla import VLAConfig
 from policytrim_ros.policy.vla.instruction import shared_encoder
@@ -15,13 +14,6 @@ H = 16
 CONFIG = VLAConfig(vision_channels=(4, 8, 8), vision_keypoints=4, hidden_size=32, num_layers=1, num_heads=2,
                    chunk_size=H, joint_names=JOINT_NAMES)
 EXECUTION = ExecutionConfig(chunk_size=H, n_action_steps=4, control_dt=0.1, max_episode_steps=10)
-
-
-@pytest.fixture(scope='module')
-def env():
-    env = ArmEnv()
-    yield env
-    env.close()
 
 
 @pytest.fixture(scope='module')
