@@ -33,7 +33,7 @@ def make_tiny_checkpoint(tmp_path_factory):
             import numpy as np
             import torch
 
-            from policytrim_ros.envs.base import JOINT_NAMES
+            from policytrim_ros.robots.arm import JOINT_NAMES
             from policytrim_ros.policy.checkpoint import save_checkpoint
             from policytrim_ros.policy.vla import VLAConfig
             from policytrim_ros.policy.vla.modeling_vla import VLAModel

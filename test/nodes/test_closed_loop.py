@@ -26,7 +26,7 @@ from policytrim_ros.launcher import NodeSpec
 from policytrim_ros.nodes.sim_controller import FollowJointTrajectory
 from policytrim_ros.policy.arm_expert import ScriptedExpertPolicy
 
-from conftest import node_log, wait_for
+from harness import node_log, wait_for
 
 TASKS = ['reach', 'push', 'pick_place']
 H, SEED, EPISODES = 16, 1000, 2

@@ -14,7 +14,7 @@ from policytrim_ros.nodes.conversions import to_seconds, to_time
 from policytrim_ros.nodes.runtime import LATCHED
 from policytrim_ros.robots.arm import JOINT_NAMES
 
-from conftest import node_log, wait_for
+from harness import node_log, wait_for
 
 H, h, DT = 8, 4, 0.1
 

@@ -11,7 +11,7 @@ from policytrim_ros.execution.metrics import read_jsonl
 from policytrim_ros.launcher import NodeSpec
 from policytrim_ros.nodes.sim_controller import FollowJointTrajectory
 
-from conftest import node_log
+from harness import node_log
 
 pytestmark = pytest.mark.skipif(FollowJointTrajectory is None, reason='control_msgs is not installed (bash '
                                 '../shared/ros2-extras/install.sh .venv builds it)')

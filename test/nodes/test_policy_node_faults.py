@@ -23,7 +23,7 @@ from policytrim_ros.nodes.conversions import to_time
 from policytrim_ros.nodes.runtime import LATCHED
 from policytrim_ros.robots.arm import JOINT_NAMES
 
-from conftest import node_log, wait_for
+from harness import node_log, wait_for
 from test_policy_node import good_chunks, h, joint_state, policy_spec
 
 

@@ -21,7 +21,7 @@ from policytrim_ros.robots.arm import JOINT_NAMES
 from policytrim_ros.srv import ResetEpisode
 from policytrim_ros.trajectory import hold_trajectory, window_trajectory
 
-from conftest import node_log, wait_for
+from harness import node_log, wait_for
 
 
 @pytest.fixture
