@@ -198,9 +198,10 @@ class PolicyNode(Node):
             if self.controller.querying or not self.controller.ready():
                 return   # its parameters decide how the first window ends; its action server is needed
             if ex.window is not None:
-                if not self._observed_since(ex.window.end_time - 0.5 * ex.config.control_dt):
+                if self._observed_since(ex.window.end_time - 0.5 * ex.config.control_dt):
+                    ex.complete_window()
+                elif not self._cut_on_divergence():
                     return
-                ex.complete_window()
             if ex.out_of_steps:
                 # the simulator's verdict on the last step can arrive just after that step's
                 # observation: wait for it briefly before calling the episode out of steps
@@ -233,6 +234,26 @@ class PolicyNode(Node):
                 return
             self.controller.send(conv.trajectory_to_msg(traj), episode_id)
             self.chunk_pub.publish(conv.chunk_stats_msg(record, self.get_clock().now().to_msg()))
+
+    def _cut_on_divergence(self) -> bool:
+        """horizon divergence: end the window in flight early if the latest joint state left its
+        planned targets (lock held); the next chunk is planned from inputs stamped at the cut and
+        replaces the rest of the window in the controller."""
+        ex = self.executor_
+        joints = self._latest.get('joints')
+        if ex.config.horizon != 'divergence' or joints is None or self._stamp_problem('joints', joints):
+            return False
+        stamp = conv.to_seconds(joints.header.stamp)
+        executed = ex.steps_at(stamp)
+        try:
+            measured, _ = conv.joint_state_to_arrays(joints, self.config.robot.joint_names)
+        except conv.ObservationError:
+            return False
+        if not ex.diverged(executed, measured):
+            return False
+        ex.complete_window(executed)
+        self._ready_after = stamp - 0.5 * ex.config.control_dt
+        return True
 
     # -- the controller ------------------------------------------------------------------------
     def _on_controller_failure(self, episode_id: str, end_reason: str) -> None:

@@ -140,3 +140,24 @@ def test_a_success_on_the_last_step_counts_though_its_observation_came_first(har
     events.publish(success)
     episode = wait_for(lambda: stats[:1], what='EpisodeStats')[0]
     assert (episode.success, episode.end_reason, episode.steps) == (True, 'success', h)
+
+
+def test_a_divergence_window_is_cut_when_the_arm_stays_behind_its_plan(tmp_path, harness, launch):
+    """horizon divergence: windows of up to H = 8 steps; the arm (joint states held at 0) falls
+    behind the ramp the chunk plans, so after replan_min_steps the window is cut and replanned."""
+    spec = policy_spec(tmp_path, good_chunks())
+    spec.overrides.update({'execution.n_action_steps': H, 'execution.horizon': 'divergence',
+                           'execution.replan_threshold': [0.005] * len(JOINT_NAMES),
+                           'execution.replan_min_steps': 2})
+    launch([spec])
+    trajectories = harness.record(JointTrajectory, 'arm_controller/joint_trajectory')
+    calls = harness.record(ChunkStats, 'policytrim/chunk_stats')
+    harness.stream(JointState, 'joint_states', joint_state, qos=qos_profile_sensor_data)
+    harness.publisher(String, 'instruction').publish(String(data='wave'))
+    first, second = wait_for(lambda: trajectories[1:2] and trajectories[:2], what='a replanned window')
+    assert len(first.points) == H                                  # planned for the whole chunk
+    cut_after = to_seconds(second.header.stamp) - to_seconds(first.header.stamp)
+    assert 2 * DT - 0.06 <= cut_after < H * DT - 0.5 * DT          # cut, not run to its end
+    stats = wait_for(lambda: calls[1:2] and calls, what='two ChunkStats')
+    assert (stats[0].n_action_steps, stats[0].first_step) == (H, 0)
+    assert 2 <= stats[1].first_step < H                            # the cut window's executed steps
