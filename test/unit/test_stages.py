@@ -30,7 +30,7 @@ def test_stage2_takes_the_longest_h_within_the_tolerance_of_the_baseline():
 
 
 def test_task_tolerance_keeps_one_task_from_paying_for_the_others():
-    # pooled, h = 16 is as good as the baseline, but push loses 12 points (Meta-World, session 5)
+    # pooled, h = 16 is as good as the baseline, but push loses 12 points (the Meta-World pair, docs/experiments.md section 3.2)
     pooled = {4: 0.78, 10: 0.80, 16: 0.81}
     by_task = {4: {'reach': 0.80, 'push': 0.78}, 10: {'reach': 0.86, 'push': 0.74},
                16: {'reach': 0.96, 'push': 0.66}}
