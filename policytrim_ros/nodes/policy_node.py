@@ -38,10 +38,11 @@ from policytrim_ros.nodes.runtime import LATCHED, RELIABLE, CauseLog, run_node
 from policytrim_ros.policy.base import Observation, PolicyInputError, camera_mismatch
 from policytrim_ros.policy.factory import make_policy
 
-VERDICT_WAIT_S = 0.25
+VERDICT_WAIT_S = 1.0
 """Wall seconds an episode whose last window has run waits for a SUCCESS/FAILURE event before it
 ends with end_reason max_steps (sim_node publishes the verdict on a step with that step's
-observation; across two topics either can arrive first)."""
+observation; across two topics either can arrive first, and on a loaded machine 0.25 s was seen
+to be too short). A verdict stamped after the last window's end is not one on a counted step."""
 WAITING_GRACE_S = 1.0
 """Wall seconds an episode may wait for its inputs before the wait is logged."""
 
@@ -74,6 +75,7 @@ class PolicyNode(Node):
         self._pending_start: EpisodeEvent | None = None   # a START waiting for joint states to judge it
         self._cameras_seen: set[tuple[int, str]] = set()   # (camera, frame_id) of images received, checked once
         self._out_of_steps_at: float | None = None   # wall time the last window completed (monotonic)
+        self._last_window_end = 0.0            # end time (input clock) of the last completed window
         self._thinking_until = 0.0             # monotonic end of the latest inference call
         self._waiting_since: float | None = None   # monotonic start of a wait for inputs
 
@@ -145,6 +147,8 @@ class PolicyNode(Node):
             ex = self.executor_
             if not ex.active or (msg.episode_id and msg.episode_id != ex.episode_id):
                 return
+            if ex.out_of_steps and stamp > self._last_window_end + 0.5 * ex.config.control_dt:
+                return   # a verdict on a step past the step limit: the episode ends as max_steps
             ex.end_window_at(stamp)
             success = msg.event == EpisodeEvent.SUCCESS
             self._finish(success, C.END_SUCCESS if success else C.END_FAILURE)
@@ -199,6 +203,7 @@ class PolicyNode(Node):
                 return   # its parameters decide how the first window ends; its action server is needed
             if ex.window is not None:
                 if self._observed_since(ex.window.end_time - 0.5 * ex.config.control_dt):
+                    self._last_window_end = ex.window.end_time
                     ex.complete_window()
                 elif not self._cut_on_divergence():
                     return

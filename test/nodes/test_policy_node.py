@@ -120,21 +120,23 @@ def one_window_policy(tmp_path, harness, launch):
     launch([spec])
     stats = harness.record(EpisodeStats, 'policytrim/episode_stats')
     first = harness.record(JointTrajectory, 'arm_controller/joint_trajectory')
+    seen = harness.record(JointState, 'joint_states', qos=qos_profile_sensor_data)   # what the node receives too
     harness.stream(JointState, 'joint_states', joint_state, qos=qos_profile_sensor_data)
+    wait_for(lambda: seen, what='the joint state recorder to be matched')
     events = harness.publisher(EpisodeEvent, 'episode/event', qos=LATCHED)
-    return stats, first, events
+    return stats, first, events, seen
 
 
 def test_a_success_on_the_last_step_counts_though_its_observation_came_first(harness, one_window_policy):
-    stats, trajectories, events = one_window_policy
+    stats, trajectories, events, seen = one_window_policy
     start = EpisodeEvent(event=EpisodeEvent.START, episode_id='last-step', task='reach', instruction='wave')
     start.header.stamp = to_time(time.time())
     events.publish(start)
-    seen = harness.record(JointState, 'joint_states', qos=qos_profile_sensor_data)   # what the node receives too
     end = to_seconds(wait_for(lambda: trajectories[:1], what='the only window')[0].header.stamp) + h * DT
-    # joint states stamped past the window's end reach the node first (it completes the window
-    # and is out of steps); the simulator's verdict on that last step follows
-    wait_for(lambda: any(to_seconds(m.header.stamp) >= end for m in seen), what="a joint state past the window's end")
+    # the joint state that completes the window (stamped at its end, within half a step) reaches
+    # the node first and it is out of steps; the simulator's verdict on that last step follows
+    wait_for(lambda: any(to_seconds(m.header.stamp) >= end - 0.5 * DT for m in seen),
+             what="a joint state at the window's end")
     success = EpisodeEvent(event=EpisodeEvent.SUCCESS, episode_id='last-step', task='reach', instruction='wave')
     success.header.stamp = to_time(end)
     events.publish(success)
