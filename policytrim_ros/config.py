@@ -28,6 +28,13 @@ def suggest(name: str, choices) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ''
 
 
+def check_node_name(name: str) -> None:
+    """Raise ValueError unless ``name`` is a ROS node name, relative or absolute ('arm_controller',
+    '/arm1/arm_controller')."""
+    if not name or not all(part.isidentifier() for part in name.strip('/').split('/')):
+        raise ValueError(f"name '{name}' must be a ROS node name (letters, digits, _ and / between)")
+
+
 def _field_types(cls) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from policytrim_ros.config import suggest
+from policytrim_ros.config import check_node_name, suggest
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.policy.factory import PolicyConfig
 from policytrim_ros.robots.arm import JOINT_NAMES
@@ -42,8 +42,7 @@ class ControllerConfig:
     parameter_timeout_s: float = 5.0
 
     def __post_init__(self):
-        if not self.name or not all(p.isidentifier() for p in self.name.strip('/').split('/')):
-            raise ValueError(f"name '{self.name}' must be a ROS node name (letters, digits, _ and / between)")
+        check_node_name(self.name)
         if self.interface not in CONTROLLER_INTERFACES:
             raise ValueError(f"interface '{self.interface}' must be one of {list(CONTROLLER_INTERFACES)}"
                              f'{suggest(self.interface, CONTROLLER_INTERFACES)}')

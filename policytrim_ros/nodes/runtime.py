@@ -112,11 +112,6 @@ class CauseLog:
         since = time.strftime('%H:%M:%S', time.localtime(time.time() - (now - seen[0])))
         return f'{text} ({seen[2]} times in the last {now - seen[0]:.0f}s, since {since})'
 
-    def since(self, cause: str) -> float | None:
-        """Monotonic time the cause was first seen (None if it is not current)."""
-        seen = self._seen.get(cause)
-        return None if seen is None else seen[0]
-
     def clear(self, cause: str | None = None) -> None:
         if cause is None:
             self._seen.clear()

@@ -23,7 +23,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from geometry_msgs.msg import PoseArray
 
-from policytrim_ros.config import ConfigError, flatten, load_yaml, ros_parameters, suggest
+from policytrim_ros.config import ConfigError, check_node_name, flatten, load_yaml, ros_parameters, suggest
 from policytrim_ros.constants import camera_topic
 from policytrim_ros.envs.arm import ArmEnv
 from policytrim_ros.envs.config import EnvConfig
@@ -80,8 +80,7 @@ class SimControllerConfig:
     def __post_init__(self):
         if self.distro not in DISTROS:
             raise ValueError(f"distro '{self.distro}' must be one of {list(DISTROS)}{suggest(self.distro, DISTROS)}")
-        if not self.name or not all(part.isidentifier() for part in self.name.strip('/').split('/')):
-            raise ValueError(f"name '{self.name}' must be a ROS node name (letters, digits, _)")
+        check_node_name(self.name)
 
 
 @dataclass(frozen=True)
