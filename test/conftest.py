@@ -50,6 +50,22 @@ def make_tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def tiny_horizon_checkpoint(make_tiny_checkpoint, tmp_path_factory):
+    """The H = 16 fixture checkpoint with an efficiency head over h in (2, 4, 8, 16) whose random,
+    large last layer makes its pick depend on the observation (a new head's zero layer would always
+    pick the first h): for the learned-h plumbing, not for its choices."""
+    import torch
+
+    from policytrim_ros.policy.checkpoint import load_checkpoint, save_checkpoint
+    model = load_checkpoint(make_tiny_checkpoint(16))[0].with_horizon_head((2, 4, 8, 16), hidden_size=16)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        model.horizon_head.net[-1].weight.normal_(0.0, 3.0)
+    return save_checkpoint(tmp_path_factory.mktemp('tiny-vla-h16-head'), model, model.config,
+                           {'fixture': 'test/conftest.py'})
+
+
+@pytest.fixture(scope='session')
 def tiny_checkpoint(make_tiny_checkpoint):
     """The H = 16 fixture checkpoint (``make_tiny_checkpoint``)."""
     return make_tiny_checkpoint(16)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from policytrim_ros import launcher
 from policytrim_ros.evaluation.ros import run_ros_episodes
+from policytrim_ros.execution.config import HORIZONS
 
 
 def add_parsers(sub) -> None:
@@ -37,6 +38,9 @@ def add_parsers(sub) -> None:
     p.add_argument('--params', type=Path, default=None,
                    help='ROS parameter file both modes read env/safety/execution from (default config/sim.yaml); '
                         'Meta-World tasks read only execution.max_episode_steps from it')
+    p.add_argument('--horizon', choices=HORIZONS, default=None,
+                   help="execution.horizon (default the params file's): learned runs the h the checkpoint's "
+                        'efficiency head picks per call, each --n-action-steps value the longest window')
     p.add_argument('--out', type=Path, default=None, help='output folder (default runs/eval-<time>)')
     p.set_defaults(func=run)
 
@@ -53,13 +57,14 @@ def run(args) -> int:
                          'without ROS only (drop --ros)')
     params = launcher.params_file(args.params)
     env, execution, safety = sim_configs(params, args.tasks)
+    horizon = args.horizon or execution.horizon
     policy = PolicyConfig(backend=args.backend, checkpoint=args.checkpoint)
     args.chunk_size = args.chunk_size or run_chunk_size(policy, execution.chunk_size)
     config = SweepConfig(
         policy=policy, tasks=tuple(args.tasks), n_action_steps=tuple(args.n_action_steps),
         chunk_size=args.chunk_size, episodes=args.episodes, seed=args.seed, control_dt=execution.control_dt,
         max_episode_steps=execution.max_episode_steps, workers=args.workers, env=env, safety=safety,
-        horizon=execution.horizon, replan_threshold=execution.replan_threshold,
+        horizon=horizon, replan_threshold=execution.replan_threshold,
         replan_min_steps=execution.replan_min_steps)
     if args.reference not in config.n_action_steps:
         raise ValueError(f'--reference {args.reference} must be one of --n-action-steps {list(args.n_action_steps)}')
@@ -74,7 +79,8 @@ def run(args) -> int:
             print(f'\n=== h = {h} through ROS ===', flush=True)
             results[h] = run_ros_episodes(params, {
                 'policy.backend': args.backend, 'policy.checkpoint': args.checkpoint,
-                'execution.chunk_size': args.chunk_size, 'execution.n_action_steps': h},
+                'execution.chunk_size': args.chunk_size, 'execution.n_action_steps': h,
+                'execution.horizon': horizon},
                 args.tasks, args.episodes, args.seed, out / f'h{h}', env)
     else:
         detailed = run_sweep_end_states(config)
@@ -85,7 +91,7 @@ def run(args) -> int:
     title = f'{args.backend} {args.checkpoint}'.strip() + f' ({"ROS nodes" if args.ros else "core loop"})'
     paths = write_report(rows, out, title, {
         'backend': args.backend, 'checkpoint': args.checkpoint, 'path': 'ros' if args.ros else 'core',
-        'episodes_per_task': args.episodes, 'seed': args.seed, 'reference_n_action_steps': args.reference,
+        'episodes_per_task': args.episodes, 'seed': args.seed, 'horizon': horizon, 'reference_n_action_steps': args.reference,
         'params': str(params), 'total_wall_clock_s': round(time.monotonic() - started, 1)}, failures)
     print(paths['markdown'].read_text())
     print(f'wrote {paths["json"]}, {paths["markdown"]} and {paths["plot"]}')

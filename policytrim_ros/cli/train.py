@@ -1,4 +1,5 @@
-"""``policytrim train-bc`` (behaviour cloning) and ``policytrim train`` (PolicyTrim post-training)."""
+"""``policytrim train-bc`` (behaviour cloning), ``policytrim train`` (PolicyTrim post-training) and
+``policytrim train-horizon`` (the efficiency head on a frozen VLA)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,6 +33,19 @@ def add_parsers(sub) -> None:
     p.add_argument('--resume', action='store_true', help='continue the run in out_dir from its last checkpoint')
     p.set_defaults(func=train)
 
+    p = sub.add_parser('train-horizon', help='GRPO on an efficiency head that picks h per call, on a frozen VLA',
+                       description='Adds an efficiency head to a VLA checkpoint (or continues its head) and trains '
+                                   'it with GRPO on the embedded arm or Meta-World: each call\'s executed length h '
+                                   'is drawn from the head, the VLA\'s chunks are its mean, and a successful episode '
+                                   'is rewarded for fewer inference calls. Config: a YAML of HorizonTrainConfig '
+                                   'fields (see config/training/horizon.yaml).')
+    p.add_argument('--config', type=Path, default=None, help='YAML with HorizonTrainConfig fields')
+    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help=SET_HELP)
+    p.add_argument('--params', type=Path, default=None,
+                   help='ROS parameter file the env and safety limits come from (default config/sim.yaml)')
+    p.add_argument('--resume', action='store_true', help='continue the run in out_dir from its last checkpoint')
+    p.set_defaults(func=train_horizon)
+
 
 def train_bc(args) -> int:
     from policytrim_ros.config import from_dict
@@ -58,4 +72,15 @@ def train(args) -> int:
     else:
         final = train_policytrim(config, env, safety, resume=args.resume)
     print(f'final checkpoint: {final}')
+    return 0
+
+
+def train_horizon(args) -> int:
+    from policytrim_ros.config import from_dict
+    from policytrim_ros.evaluation.sweep import sim_configs
+    from policytrim_ros.training.horizon_trainer import HorizonTrainConfig, train_horizon_head
+    values = load_yaml(args.config) if args.config else {}
+    config = from_dict(HorizonTrainConfig, with_overrides(values, args.set))
+    env, _, safety = sim_configs(launcher.params_file(args.params), config.tasks)
+    print(f'final checkpoint: {train_horizon_head(config, env, safety, resume=args.resume)}')
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-HORIZONS = ('fixed', 'divergence')
+HORIZONS = ('fixed', 'learned', 'divergence')
 
 
 @dataclass(frozen=True)
@@ -13,12 +13,14 @@ class ExecutionConfig:
 
     chunk_size: H, actions the policy predicts per call (must match the policy).
     n_action_steps: h, actions executed open-loop before re-planning (1 <= h <= H); with horizon
-        divergence, the longest a window runs.
+        learned or divergence, the longest a window runs.
     control_dt: seconds per physical control step (1 / control rate).
     max_episode_steps: physical steps after which an unfinished episode ends (end_reason max_steps).
-    horizon: fixed (every window runs h steps) or divergence (a window is cut and the policy called
-        again as soon as, after replan_min_steps, the measured joint positions leave the window's
-        planned targets by more than replan_threshold: training-free, state-dependent h).
+    horizon: fixed (every window runs h steps), learned (each window runs the h the checkpoint's
+        efficiency head picks for its chunk, at most n_action_steps) or divergence (a window is cut
+        and the policy called again as soon as, after replan_min_steps, the measured joint
+        positions leave the window's planned targets by more than replan_threshold: training-free,
+        state-dependent h).
     replan_threshold: per joint, in joint order (rad or m): the largest |measured - planned| a
         divergence window tolerates; 0 = not watched (e.g. a gripper that stops on the object).
     replan_min_steps: steps a divergence window always runs before it may be cut.

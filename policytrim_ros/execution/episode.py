@@ -18,11 +18,18 @@ from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.executor import ChunkExecutor, ChunkRecord
 from policytrim_ros.execution.metrics import EpisodeMetrics
 from policytrim_ros.execution.safety import UnsafeChunkError
-from policytrim_ros.policy.base import ChunkPolicy, Observation, PolicyInputError
+from policytrim_ros.policy.base import ChunkPolicy, Observation, PolicyInputError, PolicyMetadata
 
 if TYPE_CHECKING:
     from policytrim_ros.envs.arm import ArmEnv
     from policytrim_ros.envs.metaworld import MetaWorldEnv
+
+
+def require_horizon_head(metadata: PolicyMetadata, horizon: str) -> None:
+    """ConfigError when ``horizon`` is learned and the policy has no efficiency head."""
+    if horizon == 'learned' and not metadata.horizons:
+        raise ConfigError(f'execution.horizon learned runs the h an efficiency head picks, and the {metadata.name} '
+                          'policy has none (a checkpoint from policytrim train-horizon has one)')
 
 
 def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: ExecutionConfig, task: str, seed: int,
@@ -39,7 +46,8 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
     is a setup mistake, not an episode that failed. ``window_end`` is how each window ends
     ('moving' or 'rest', as policy_node sends them to a controller that needs it). With
     ``config.horizon`` divergence a window is cut once the measured joints leave its targets
-    (``ChunkExecutor.diverged``) and the policy is called again at once.
+    (``ChunkExecutor.diverged``) and the policy is called again at once; with learned, each window
+    runs the h the policy's efficiency head picks (``HorizonPolicy``).
     """
     meta = policy.metadata
     render = meta.image_size is not None
@@ -58,6 +66,8 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
             return obs
         return replace(obs, image=select_tiles(obs.image, len(cameras), tiles))
 
+    require_horizon_head(meta, config.horizon)
+    learned = config.horizon == 'learned'
     executor = ChunkExecutor(config, env.joint_names, safety, window_end)
     divergence = config.horizon == 'divergence'
     if divergence and not env.joint_targets:
@@ -70,9 +80,12 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
     while True:
         started = time.perf_counter()
         try:
-            chunk = policy.predict_action_chunk(seen(observation))
+            if learned:
+                chunk, h = policy.predict_chunk_and_horizon(seen(observation))
+            else:
+                chunk, h = policy.predict_action_chunk(seen(observation)), None
             traj, record = executor.dispatch(chunk, env.time, observation.joint_positions,
-                                             time.perf_counter() - started)
+                                             time.perf_counter() - started, h)
         except (PolicyInputError, UnsafeChunkError):
             env.hold()
             return executor.finish(False, C.END_ERROR, time.perf_counter()), records

@@ -3,7 +3,8 @@
 The executor is shared by the ROS policy node and the ROS-free episode loop, so both count steps
 and inference calls the same way. Each inference call dispatches ONE window: the first
 ``n_action_steps`` (h) actions of the chunk (fewer if the episode's step limit is closer), as one
-timed trajectory. The caller reports when the window ran (or how far, if the episode succeeded
+timed trajectory; with ``horizon: learned`` the caller passes each call's h (the efficiency head's).
+The caller reports when the window ran (or how far, if the episode succeeded
 mid-window) and asks for the next chunk.
 """
 from __future__ import annotations
@@ -39,6 +40,7 @@ class _Episode:
     start_wall_time: float
     steps: int = 0
     inference_calls: int = 0
+    windows_started: int = 0   # steps the dispatched windows were planned to run (for the mean h)
 
 
 @dataclass(frozen=True)
@@ -113,16 +115,24 @@ class ChunkExecutor:
         ep = self._require()
         self._episode, self.window = None, None
         cfg = self.config
+        utilization = cfg.chunk_utilization
+        if cfg.horizon != 'fixed' and ep.inference_calls:   # the windows' mean planned h / H
+            utilization = ep.windows_started / ep.inference_calls / cfg.chunk_size
         return EpisodeMetrics(
             episode_id=ep.episode_id, task=ep.task, instruction=ep.instruction, success=bool(success),
             steps=ep.steps, inference_calls=ep.inference_calls, n_action_steps=cfg.n_action_steps,
-            chunk_size=cfg.chunk_size, chunk_utilization=cfg.chunk_utilization,
+            chunk_size=cfg.chunk_size, chunk_utilization=utilization,
             wall_clock_s=max(0.0, wall_time - ep.start_wall_time), end_reason=end_reason)
 
     # -- windows -------------------------------------------------------------------------------
     def dispatch(self, chunk: np.ndarray, start_time: float, current_position: np.ndarray | None,
-                 inference_latency_s: float) -> tuple[TimedTrajectory, ChunkRecord]:
+                 inference_latency_s: float, n_action_steps: int | None = None
+                 ) -> tuple[TimedTrajectory, ChunkRecord]:
         """Check a fresh chunk (H, A) and turn its executed window into one trajectory.
+
+        n_action_steps: this call's h, required with horizon learned (the efficiency head's pick,
+        capped at the config's n_action_steps) and refused otherwise. The window is h steps, fewer
+        if the episode's step limit is closer.
 
         Raises UnsafeChunkError (nothing is counted or sent) for a wrong shape, NaN/inf anywhere in
         the chunk, or a safety-limit violation in the steps that shape the trajectory: the h
@@ -140,7 +150,17 @@ class ChunkExecutor:
         if not np.isfinite(chunk).all():
             step, col = np.argwhere(~np.isfinite(chunk))[0]
             raise UnsafeChunkError(f'chunk has NaN/inf at step {step}, joint {self.joint_names[col]}')
-        n = min(self.config.n_action_steps, self.config.max_episode_steps - ep.steps)
+        learned = self.config.horizon == 'learned'
+        if learned != (n_action_steps is not None):
+            raise ValueError(f'n_action_steps per call is given with horizon learned only (horizon is '
+                             f'{self.config.horizon}, n_action_steps {n_action_steps})')
+        h = self.config.n_action_steps
+        if learned:
+            if isinstance(n_action_steps, bool) or not 1 <= int(n_action_steps) <= self.config.chunk_size:
+                raise UnsafeChunkError(f'the efficiency head chose h = {n_action_steps}; it must be in [1, '
+                                       f'chunk_size ({self.config.chunk_size})]')
+            h = min(int(n_action_steps), h)
+        n = min(h, self.config.max_episode_steps - ep.steps)
         if n < 1:
             raise RuntimeError('the episode is out of steps; finish() it instead of dispatching')
         shaping = chunk[:n + 1]   # window_trajectory reads no further
@@ -150,6 +170,7 @@ class ChunkExecutor:
         record = ChunkRecord(ep.episode_id, ep.inference_calls, self.config.chunk_size, n,
                              ep.steps, ep.steps + n - 1, float(inference_latency_s))
         ep.inference_calls += 1
+        ep.windows_started += n
         self.window = Window(float(start_time), n, self.config.control_dt)
         self._planned = traj.positions
         return traj, record
@@ -193,6 +214,7 @@ class ChunkExecutor:
         w = self.window
         if w is not None and w.start_time >= time - 1e-9:
             ep.inference_calls -= 1
+            ep.windows_started -= w.n_steps
             self.window = None
         else:
             self.complete_window(self.steps_at(time))

@@ -26,6 +26,7 @@ from std_msgs.msg import String
 from policytrim_ros import constants as C
 from policytrim_ros.config import ConfigError
 from policytrim_ros.constants import camera_topic
+from policytrim_ros.execution.episode import require_horizon_head
 from policytrim_ros.execution.executor import ChunkExecutor
 from policytrim_ros.execution.metrics import JsonlLog, read_jsonl
 from policytrim_ros.execution.safety import UnsafeChunkError
@@ -56,6 +57,7 @@ class PolicyNode(Node):
         self.policy = make_policy(cfg.policy, cfg.execution.chunk_size, cfg.execution.control_dt,
                                   cfg.robot.joint_names)
         meta = self.policy.metadata
+        require_horizon_head(meta, cfg.execution.horizon)
         if meta.joint_names != cfg.robot.joint_names:
             raise ConfigError(f'the {meta.name} policy commands joints {list(meta.joint_names)} but '
                               f'robot.joint_names is {list(cfg.robot.joint_names)}')
@@ -222,7 +224,10 @@ class PolicyNode(Node):
             return
         started = time.perf_counter()
         try:
-            chunk = self.policy.predict_action_chunk(observation)
+            if ex.config.horizon == 'learned':
+                chunk, h = self.policy.predict_chunk_and_horizon(observation)
+            else:
+                chunk, h = self.policy.predict_action_chunk(observation), None
         except PolicyInputError as err:
             self._reject('policy_input', str(err), episode_id)
             return
@@ -233,7 +238,7 @@ class PolicyNode(Node):
             if not ex.active or ex.episode_id != episode_id or ex.window is not None:
                 return  # the episode ended (or was replaced) while the policy was thinking
             try:
-                traj, record = ex.dispatch(chunk, observation.time, observation.joint_positions, latency)
+                traj, record = ex.dispatch(chunk, observation.time, observation.joint_positions, latency, h)
             except UnsafeChunkError as err:
                 self._reject('unsafe_chunk', str(err), episode_id)
                 return

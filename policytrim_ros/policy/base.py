@@ -1,8 +1,9 @@
 """The policy backend contract: ``Observation -> chunk (H, A)`` of absolute joint targets.
 
-h (``n_action_steps``) is not the policy's business: the executor decides how much of the chunk runs
-(openpi's ActionChunkBroker shape). Backends say what they need from an observation in
-``PolicyMetadata`` so the node subscribes to exactly that.
+h (``n_action_steps``) is the executor's business (openpi's ActionChunkBroker shape), unless the
+checkpoint has an efficiency head: then ``predict_chunk_and_horizon`` also returns the h it picks
+for that chunk, and an executor with ``horizon: learned`` runs it. Backends say what they need from
+an observation in ``PolicyMetadata`` so the node subscribes to exactly that.
 """
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ class PolicyMetadata:
     uses_environment_state: needs privileged simulator state (only the scripted expert does).
     cameras: the cameras its images must come from, in tile order (the Image frame_ids it was
         trained on); () for one camera of any name.
+    horizons: the executed lengths h its efficiency head picks from (``predict_chunk_and_horizon``),
+        or () when it has none.
     """
 
     name: str
@@ -61,6 +64,7 @@ class PolicyMetadata:
     image_size: tuple[int, int] | None
     uses_environment_state: bool = False
     cameras: tuple[str, ...] = ()
+    horizons: tuple[int, ...] = ()
 
     @property
     def action_dim(self) -> int:
@@ -100,3 +104,12 @@ class ChunkPolicy(Protocol):
 
     def predict_action_chunk(self, observation: Observation) -> np.ndarray:
         """(H, A) absolute joint position targets for the next H control steps."""
+
+
+@runtime_checkable
+class HorizonPolicy(ChunkPolicy, Protocol):
+    """A backend with an efficiency head (``metadata.horizons`` not empty)."""
+
+    def predict_chunk_and_horizon(self, observation: Observation) -> tuple[np.ndarray, int]:
+        """((H, A) targets as ``predict_action_chunk``, h): the head's most likely executed length for
+        this chunk, one of ``metadata.horizons``, from the same inference call."""

@@ -4,6 +4,7 @@ The exported graph takes the raw inputs (image uint8, instruction embedding, sta
 absolute targets: normalization is inside it. The checkpoint's ``config.json`` is embedded in the
 ONNX metadata, so a bare ``model.onnx`` is self-contained; when it sits in a checkpoint directory, its
 weights hash must match that directory's ``config.json`` (a re-trained checkpoint needs a re-export).
+A checkpoint with an efficiency head exports a second output, its horizon logits.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from policytrim_ros.policy.vla.instruction import shared_encoder
 
 INPUT_NAMES = ('image', 'text_embedding', 'state')
 OUTPUT_NAME = 'action_chunk'
+HORIZON_OUTPUT_NAME = 'horizon_logits'
 METADATA_KEY = 'policytrim.checkpoint'
 PARITY_TOLERANCE = 1e-3
 """Largest |onnxruntime - torch| (rad or m) accepted when an export is checked."""
@@ -32,12 +34,24 @@ class ExportError(RuntimeError):
     """The exported graph does not reproduce the torch model."""
 
 
+class _ChunkAndHorizon(torch.nn.Module):
+    """The graph of a model with an efficiency head: (chunk, horizon logits) from one pass."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image, text_embedding, state):
+        return self.model.chunk_and_horizon_logits(image, text_embedding, state)
+
+
 def export_onnx(checkpoint_dir: str | Path, output_path: str | Path | None = None) -> Path:
     """Export a checkpoint to one ONNX file (default ``<checkpoint_dir>/model.onnx``) and return its path.
 
     Inputs: image (B, h, w, 3) uint8, text_embedding (B, 384) float32, state (B, A) float32, with a
-    dynamic batch B; output: action_chunk (B, H, A) float32. The file is checked against torch on a
-    random input and ExportError is raised if they differ by more than PARITY_TOLERANCE.
+    dynamic batch B; output: action_chunk (B, H, A) float32, and with an efficiency head
+    horizon_logits (B, K) float32. The file is checked against torch on a random input and
+    ExportError is raised if an output differs by more than PARITY_TOLERANCE.
     """
     checkpoint_dir = Path(checkpoint_dir)
     model, config, _ = load_checkpoint(checkpoint_dir)
@@ -49,21 +63,25 @@ def export_onnx(checkpoint_dir: str | Path, output_path: str | Path | None = Non
                torch.randn(2, config.text_embedding_dim, generator=generator),
                torch.randn(2, config.state_dim, generator=generator))
     batch = torch.export.Dim('batch')
+    graph, outputs = (_ChunkAndHorizon(model), [OUTPUT_NAME, HORIZON_OUTPUT_NAME]) if config.horizons else \
+        (model, [OUTPUT_NAME])
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')   # exporter deprecation chatter, not about this model
-        program = torch.onnx.export(model, example, input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+        program = torch.onnx.export(graph, example, input_names=list(INPUT_NAMES), output_names=outputs,
                                     dynamic_shapes={name: {0: batch} for name in INPUT_NAMES},
                                     dynamo=True, optimize=True, verbose=False)
     program.model.metadata_props[METADATA_KEY] = json.dumps(info)
     program.save(str(output_path), external_data=False)
 
     session = ort.InferenceSession(str(output_path), providers=['CPUExecutionProvider'])
-    got = session.run(None, dict(zip(INPUT_NAMES, (x.numpy() for x in example))))[0]
+    got = session.run(outputs, dict(zip(INPUT_NAMES, (x.numpy() for x in example))))
     with torch.inference_mode():
-        want = model(*example).numpy()
-    error = float(np.abs(got - want).max())
-    if not error <= PARITY_TOLERANCE:
-        raise ExportError(f'{output_path} differs from the torch model by {error:.3g} (> {PARITY_TOLERANCE})')
+        want = graph(*example)
+    for name, a, b in zip(outputs, got, want if config.horizons else (want,)):
+        error = float(np.abs(a - b.numpy()).max())
+        if not error <= PARITY_TOLERANCE:
+            raise ExportError(f'{output_path}: {name} differs from the torch model by {error:.3g} '
+                              f'(> {PARITY_TOLERANCE})')
     return output_path
 
 
@@ -123,3 +141,11 @@ class OnnxVLAPolicy:
         """(H, A) float64 mean chunk of absolute joint targets (rad; gripper in m)."""
         inputs = vla_inputs(observation, self.config, self.encoder)
         return self.session.run([OUTPUT_NAME], dict(zip(INPUT_NAMES, inputs)))[0][0].astype(np.float64)
+
+    def predict_chunk_and_horizon(self, observation: Observation) -> tuple[np.ndarray, int]:
+        """((H, A) float64 mean chunk, h): the efficiency head's most likely executed length."""
+        if not self.config.horizons:
+            raise ValueError('this model has no efficiency head (its config names no horizons)')
+        inputs = vla_inputs(observation, self.config, self.encoder)
+        chunk, logits = self.session.run([OUTPUT_NAME, HORIZON_OUTPUT_NAME], dict(zip(INPUT_NAMES, inputs)))
+        return chunk[0].astype(np.float64), self.config.horizons[int(logits[0].argmax())]

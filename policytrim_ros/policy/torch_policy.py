@@ -16,7 +16,8 @@ def vla_metadata(name: str, config: VLAConfig) -> PolicyMetadata:
     """What a VLA backend produces (H x A joint targets) and consumes (an RGB image of the config size,
     its cameras tiled left to right)."""
     return PolicyMetadata(name=name, chunk_size=config.chunk_size, joint_names=tuple(config.joint_names),
-                          image_size=config.image_size, uses_environment_state=False, cameras=config.cameras)
+                          image_size=config.image_size, uses_environment_state=False, cameras=config.cameras,
+                          horizons=config.horizons)
 
 
 def vla_inputs(observation: Observation, config: VLAConfig,
@@ -68,6 +69,13 @@ class TorchVLAPolicy:
             chunk = self.model(torch.from_numpy(image).to(self.device), torch.from_numpy(text).to(self.device),
                                torch.from_numpy(state).to(self.device))
         return chunk[0].cpu().numpy().astype(np.float64)
+
+    def predict_chunk_and_horizon(self, observation: Observation) -> tuple[np.ndarray, int]:
+        """((H, A) float64 mean chunk, h): the efficiency head's most likely executed length."""
+        inputs = (torch.from_numpy(x).to(self.device) for x in vla_inputs(observation, self.config, self.encoder))
+        with torch.inference_mode():
+            chunk, logits = self.model.chunk_and_horizon_logits(*inputs)
+        return chunk[0].cpu().numpy().astype(np.float64), self.config.horizons[int(logits[0].argmax())]
 
     def log_prob(self, image: torch.Tensor, text_embedding: torch.Tensor, state: torch.Tensor,
                  actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -20,16 +20,21 @@ from policytrim_ros.policy.vla.configuration_vla import VLAConfig
 from policytrim_ros.training.exploration import ExplorationConfig
 
 
+SAMPLES = ('chunk', 'horizon')
+
+
 @dataclass(frozen=True)
 class RolloutJob:
     """One episode to roll out: ``task`` from initial-state ``seed``, executing ``n_action_steps``
-    of each chunk, with exploration noise from ``noise_seed``."""
+    of each chunk, with exploration noise from ``noise_seed``; with sample 'horizon', the first
+    calls' h ``forced`` (indices into the head's horizons)."""
 
     task: str
     seed: int
     n_action_steps: int
     noise_seed: int
     episode_id: str = ''
+    forced: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,9 @@ class RolloutSetup:
         ``env`` configures the embedded arm, ``metaworld`` Meta-World.
     max_episode_steps: step limit per rollout. control_dt: seconds per action (the env's).
     exploration: the structure of the chunks' sampling noise.
+    sample: what a rollout samples: 'chunk' (Gaussian chunks around the VLA's mean, h fixed per job:
+        Stage 1 and 2) or 'horizon' (the VLA's mean chunks, each call's h drawn from its efficiency
+        head, the job's n_action_steps the longest: ``training.horizon``).
     """
 
     model: VLAConfig
@@ -50,6 +58,11 @@ class RolloutSetup:
     tasks: tuple[str, ...] = ('reach', 'push', 'pick_place')
     metaworld: MetaWorldConfig = field(default_factory=MetaWorldConfig)
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    sample: str = 'chunk'
+
+    def __post_init__(self):
+        if self.sample not in SAMPLES:
+            raise ValueError(f"sample '{self.sample}' must be one of {list(SAMPLES)}")
 
 
 _worker: dict = {}
@@ -77,11 +90,17 @@ def _run(args: tuple[int, str, RolloutJob]):
         _worker['model'].load_state_dict(load_tensors(weights_path))
         _worker['version'] = version
     setup: RolloutSetup = _worker['setup']
+    episode_id = job.episode_id or f'{job.task}-{job.seed}-h{job.n_action_steps}'
+    generator = torch.Generator().manual_seed(job.noise_seed)
+    if setup.sample == 'horizon':
+        from policytrim_ros.training.horizon import HorizonSamplingPolicy, collect_horizon_rollout
+        execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt,
+                                    setup.max_episode_steps, horizon='learned')
+        policy = HorizonSamplingPolicy(_worker['model'], generator, forced=job.forced)
+        return collect_horizon_rollout(_worker['env'], policy, execution, job.task, job.seed, setup.safety, episode_id)
     execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt, setup.max_episode_steps)
-    policy = SamplingVLAPolicy(_worker['model'], torch.Generator().manual_seed(job.noise_seed),
-                               noise=ChunkNoise(setup.exploration))
-    return collect_rollout(_worker['env'], policy, execution, job.task, job.seed, setup.safety,
-                           job.episode_id or f'{job.task}-{job.seed}-h{job.n_action_steps}')
+    policy = SamplingVLAPolicy(_worker['model'], generator, noise=ChunkNoise(setup.exploration))
+    return collect_rollout(_worker['env'], policy, execution, job.task, job.seed, setup.safety, episode_id)
 
 
 class RolloutPool:

@@ -47,6 +47,9 @@ class VLAConfig:
         ['scene_camera', 'wrist_camera']), or () for one unnamed camera. Not architecture: the input
         contract, like image size and joint names; policy_node subscribes to one image topic per
         camera and warns when the live images name other cameras.
+    horizons: the executed lengths h the efficiency head chooses from, per call (increasing, each in
+        [1, chunk_size]), or () for a model without the head (``VLAModel.with_horizon_head``).
+    horizon_hidden_size: width of the efficiency head's two hidden layers.
     """
 
     image_height: int = 96
@@ -69,11 +72,13 @@ class VLAConfig:
     action_low: tuple[float, ...] = ()
     action_high: tuple[float, ...] = ()
     cameras: tuple[str, ...] = ()
+    horizons: tuple[int, ...] = ()
+    horizon_hidden_size: int = 64
 
     def __post_init__(self):
         positive = ('image_height', 'image_width', 'vision_keypoints', 'vision_token_pool',
                     'text_embedding_dim', 'state_dim', 'action_dim', 'chunk_size', 'hidden_size',
-                    'num_layers', 'num_heads')
+                    'num_layers', 'num_heads', 'horizon_hidden_size')
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -114,6 +119,13 @@ class VLAConfig:
                 if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
                     raise ValueError(f'action_low[{i}] ({lo}) must be <= action_high[{i}] ({hi}), both finite '
                                      f'(dimension {self.joint_names[i]})')
+        object.__setattr__(self, 'horizons', tuple(self.horizons))
+        if self.horizons and (len(self.horizons) < 2 or any(isinstance(h, bool) or not isinstance(h, int)
+                                                            for h in self.horizons)
+                              or list(self.horizons) != sorted(set(self.horizons))
+                              or not 1 <= self.horizons[0] <= self.horizons[-1] <= self.chunk_size):
+            raise ValueError(f'horizons {list(self.horizons)} must be >= 2 increasing integers in [1, chunk_size '
+                             f'({self.chunk_size})] (the executed lengths the efficiency head picks from), or []')
         for name in ('log_std_init', 'log_std_min', 'log_std_max'):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f'{name} ({getattr(self, name)}) must be finite')

@@ -13,8 +13,12 @@ built to localize, and learns it in far fewer steps.
 
 The head predicts *normalized offsets from the current state* (or, with ``action_offsets`` off,
 normalized actions); the normalization statistics are buffers of the model, so ``forward`` maps
-raw inputs to raw actions and an exported ONNX graph is self-contained. The policy is Gaussian with a learned, state-independent standard deviation
-per action dimension in normalized delta space; ``log_prob`` is the density of that space.
+raw inputs to raw actions and an exported ONNX graph is self-contained. The policy is Gaussian
+with a learned, state-independent standard deviation per action dimension in normalized delta
+space; ``log_prob`` is the density of that space.
+
+A model whose config names ``horizons`` also has the efficiency head (``HorizonHead``): per call,
+logits over those executed lengths h, read off the same forward pass (``plan``).
 """
 from __future__ import annotations
 
@@ -81,6 +85,34 @@ class VisionEncoder(nn.Module):
         return torch.cat([keypoints, patches], dim=1)
 
 
+class HorizonHead(nn.Module):
+    """The efficiency head: ``(B, F)`` plan features -> ``(B, K)`` logits over ``config.horizons``.
+
+    The features (``VLAModel.plan``) are the action queries' mean output token, the predicted chunk
+    in normalized delta units (H x A) and the normalized state: what the VLA attends to, what it
+    is about to do, and where the arm is. A LayerNorm first (the three parts have different
+    scales), two GELU layers, and a last layer initialised to zero, so a new head picks every h
+    with equal probability.
+    """
+
+    def __init__(self, config: VLAConfig):
+        super().__init__()
+        c = config
+        width = c.horizon_hidden_size
+        self.net = nn.Sequential(nn.LayerNorm(self.input_size(c)), nn.Linear(self.input_size(c), width), nn.GELU(),
+                                 nn.Linear(width, width), nn.GELU(), nn.Linear(width, len(c.horizons)))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    @staticmethod
+    def input_size(config: VLAConfig) -> int:
+        """F: hidden_size + chunk_size x action_dim + state_dim."""
+        return config.hidden_size + config.chunk_size * config.action_dim + config.state_dim
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+
 class VLAModel(nn.Module):
     """``(image, instruction embedding, state) -> (B, H, A)`` mean chunk of absolute joint targets."""
 
@@ -107,6 +139,7 @@ class VLAModel(nn.Module):
                              persistent=False)
         self.register_buffer('action_high', torch.tensor(c.action_high or (math.inf,) * c.action_dim),
                              persistent=False)
+        self.horizon_head = HorizonHead(c) if c.horizons else None
 
     def set_normalization(self, state_mean, state_std, delta_mean, delta_std) -> None:
         """Store dataset statistics, each (A,): state mean/std and mean/std of ``action - state``
@@ -133,19 +166,30 @@ class VLAModel(nn.Module):
         query a copy of the last trained one plus noise of 0.1 x the queries' std (so the new steps start out
         predicting what step H predicts, held, and can diverge once trained); every other weight and
         the normalization copied. The new steps need training (BC on chunks of the new length)
-        before their actions mean anything beyond "hold step H's target".
+        before their actions mean anything beyond "hold step H's target". An efficiency head is not
+        kept (its input is the H-step chunk).
         """
         old = self.config.chunk_size
         if chunk_size < old:
             raise ValueError(f'chunk_size ({chunk_size}) must be >= the model\'s H ({old})')
-        model = VLAModel(replace(self.config, chunk_size=chunk_size))
-        state = {k: v for k, v in self.state_dict().items() if k != 'action_queries'}
+        model = VLAModel(replace(self.config, chunk_size=chunk_size, horizons=()))   # a head reads H: dropped
+        state = {k: v for k, v in self.state_dict().items()
+                 if k != 'action_queries' and not k.startswith('horizon_head.')}
         missing, unexpected = model.load_state_dict(state, strict=False)
         assert missing == ['action_queries'] and not unexpected, (missing, unexpected)
         with torch.no_grad():
             queries = self.action_queries.detach()
             noise = torch.randn(chunk_size - old, queries.shape[1], generator=generator) * 0.1 * queries.std()
             model.action_queries.copy_(torch.cat([queries, queries[-1:] + noise]))
+        return model
+
+    def with_horizon_head(self, horizons: tuple[int, ...], hidden_size: int = 64) -> 'VLAModel':
+        """A copy with a new efficiency head over ``horizons`` (every other weight and buffer copied;
+        an existing head is replaced). The new head picks every h with equal probability."""
+        model = VLAModel(replace(self.config, horizons=tuple(horizons), horizon_hidden_size=hidden_size))
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith('horizon_head.')}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert all(k.startswith('horizon_head.') for k in missing) and not unexpected, (missing, unexpected)
         return model
 
     def num_parameters(self) -> int:
@@ -159,12 +203,26 @@ class VLAModel(nn.Module):
         image: (B, h, w, 3) uint8 RGB. text_embedding: (B, 384) float instruction embedding.
         state: (B, A) float joint positions (rad or m).
         """
+        return self._query_outputs(image, text_embedding, state)[1]
+
+    def _query_outputs(self, image, text_embedding, state) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, H, hidden) output tokens of the action queries and (B, H, A) their normalized offsets."""
         patches = self.vision(image)
         text = self.text_projection(text_embedding.to(torch.float32)).unsqueeze(1)
-        proprio = self.state_projection((state.to(torch.float32) - self.state_mean) / self.state_std).unsqueeze(1)
+        proprio = self.state_projection(self._normalized_state(state)).unsqueeze(1)
         queries = self.action_queries.unsqueeze(0).expand(patches.shape[0], -1, -1)
-        tokens = self.transformer(torch.cat([patches, text, proprio, queries], dim=1))
-        return self.action_head(tokens[:, -self.config.chunk_size:])
+        tokens = self.transformer(torch.cat([patches, text, proprio, queries], dim=1))[:, -self.config.chunk_size:]
+        return tokens, self.action_head(tokens)
+
+    def _normalized_state(self, state: torch.Tensor) -> torch.Tensor:
+        return (state.to(torch.float32) - self.state_mean) / self.state_std
+
+    def _targets(self, normalized_delta: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        delta = normalized_delta * self.delta_std + self.delta_mean
+        mean = state.to(torch.float32).unsqueeze(1) + delta if self.config.action_offsets else delta
+        if self.config.action_low:
+            mean = torch.minimum(torch.maximum(mean, self.action_low), self.action_high)
+        return mean
 
     def forward(self, image: torch.Tensor, text_embedding: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """(B, H, A) float32 mean chunk of absolute joint targets in raw units (rad or m).
@@ -172,11 +230,27 @@ class VLAModel(nn.Module):
         image: (B, h, w, 3) uint8 RGB. text_embedding: (B, 384) float. state: (B, A) float (rad or m).
         The targets are clamped to [action_low, action_high] of the config when it sets them.
         """
-        delta = self.normalized_delta(image, text_embedding, state) * self.delta_std + self.delta_mean
-        mean = state.to(torch.float32).unsqueeze(1) + delta if self.config.action_offsets else delta
-        if self.config.action_low:
-            mean = torch.minimum(torch.maximum(mean, self.action_low), self.action_high)
-        return mean
+        return self._targets(self.normalized_delta(image, text_embedding, state), state)
+
+    def plan(self, image: torch.Tensor, text_embedding: torch.Tensor,
+             state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass for the chunk and the efficiency head's input: ((B, H, A) mean chunk as ``forward``,
+        (B, F) features, ``HorizonHead.input_size``), the features detached: the head trains on a frozen VLA."""
+        tokens, normalized = self._query_outputs(image, text_embedding, state)
+        features = torch.cat([tokens.mean(1), normalized.flatten(1), self._normalized_state(state)], dim=1)
+        return self._targets(normalized, state), features.detach()
+
+    def horizon_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, K) logits over ``config.horizons`` from (B, F) ``plan`` features."""
+        if self.horizon_head is None:
+            raise ValueError('this model has no efficiency head (its config names no horizons)')
+        return self.horizon_head(features)
+
+    def chunk_and_horizon_logits(self, image: torch.Tensor, text_embedding: torch.Tensor,
+                                 state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B, H, A) mean chunk, (B, K) horizon logits): the exported graph of a model with the head."""
+        mean, features = self.plan(image, text_embedding, state)
+        return mean, self.horizon_logits(features)
 
     def normalized_error(self, mean: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """(B, H, A) ``(mean - actions) / delta_std``: the prediction error in normalized delta units.
