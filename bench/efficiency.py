@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from dataclasses import astuple
 from pathlib import Path
 
 from policytrim_ros import constants as C
@@ -96,22 +95,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def core_sweep(args, checkpoint: str, horizons: list[int], tasks: list[str], episodes: int, params: Path) -> dict:
+def core_sweep(args, checkpoint: str, horizons: list[int], tasks: list[str], episodes: int, params: Path,
+               horizon: str = 'fixed') -> dict:
     env, execution, safety = sim_configs(params, tasks)
     config = SweepConfig(policy=PolicyConfig(backend='torch', checkpoint=checkpoint), tasks=tuple(tasks),
                          n_action_steps=tuple(horizons), chunk_size=checkpoint_chunk_size(checkpoint),
                          episodes=episodes, seed=args.seed, control_dt=execution.control_dt,
-                         max_episode_steps=execution.max_episode_steps, workers=args.workers, env=env, safety=safety)
+                         max_episode_steps=execution.max_episode_steps, workers=args.workers, env=env, safety=safety,
+                         horizon=horizon)
     return run_sweep(config)
 
 
-def ros_wall_clock(args, params: Path, checkpoint: str, h: int, tasks: list[str], out: Path) -> dict[str, float]:
+def ros_wall_clock(args, params: Path, spec: E.PolicySpec, tasks: list[str], out: Path) -> dict[str, float]:
     """{task: mean wall-clock s per episode, 'all': ...} through sim_node + policy_node."""
     from policytrim_ros.evaluation.ros import run_ros_episodes
-    episodes = run_ros_episodes(params, {'policy.backend': 'torch', 'policy.checkpoint': checkpoint,
-                                         'execution.chunk_size': checkpoint_chunk_size(checkpoint),
-                                         'execution.n_action_steps': h}, tasks, args.ros_episodes, args.seed,
-                                out, launcher.run_env()[0])
+    episodes = run_ros_episodes(params, spec.overrides, tasks, args.ros_episodes, args.seed, out,
+                                launcher.run_env()[0])
     return {task: s[C.WALL_CLOCK_S] for task, s in summarize_by_task(episodes).items()}
 
 
@@ -151,28 +150,33 @@ def main(argv=None) -> int:
     print(f'baseline sweep: {args.baseline}, h = {args.baseline_h}', flush=True)
     baseline = core_sweep(args, args.baseline, args.baseline_h, args.tasks, args.episodes, params)
     methods = {}
-    for name, checkpoint, h in map(astuple, args.method):
-        print(f'{name}: {checkpoint} at h = {h}', flush=True)
-        methods[name] = core_sweep(args, checkpoint, [h], args.tasks, args.episodes, params)[h]
+    for m in args.method:
+        print(f'{m.name}: {m.checkpoint} at h = {m.n_action_steps} ({m.horizon})', flush=True)
+        methods[m.name] = core_sweep(args, m.checkpoint, [m.n_action_steps], args.tasks, args.episodes, params,
+                                     m.horizon)[m.n_action_steps]
     ablations = {}
-    for name, checkpoint, h in map(astuple, args.ablation):
-        print(f'ablation {name}: {checkpoint} at h = {h} on {args.ablation_task}', flush=True)
-        ablations[name] = core_sweep(args, checkpoint, [h], [args.ablation_task], args.episodes, params)[h]
+    for m in args.ablation:
+        print(f'ablation {m.name}: {m.checkpoint} at h = {m.n_action_steps} on {args.ablation_task}', flush=True)
+        ablations[m.name] = core_sweep(args, m.checkpoint, [m.n_action_steps], [args.ablation_task], args.episodes,
+                                       params, m.horizon)[m.n_action_steps]
     rows = E.comparison_rows(baseline, args.default_h, methods, args.tolerance)
     ablation_rows = [r for r in E.comparison_rows(baseline, args.default_h, ablations, args.tolerance)
                      if r['task'] == args.ablation_task] if ablations else []
     if args.ros_episodes:
-        timed = {'baseline (default h)': (args.baseline, args.default_h)}
-        timed.update({name: (checkpoint, h) for name, checkpoint, h in map(astuple, args.method)})
-        for name, (checkpoint, h) in timed.items():
-            print(f'ROS nodes: {name} at h = {h}, {args.ros_episodes} episodes per task', flush=True)
-            clock = ros_wall_clock(args, params, checkpoint, h, args.tasks, args.out / 'ros' / name.split()[0])
+        timed = [E.PolicySpec('baseline (default h)', args.baseline, args.default_h)] + args.method
+        for spec in timed:
+            name = spec.name
+            print(f'ROS nodes: {name} at h = {spec.n_action_steps} ({spec.horizon}), {args.ros_episodes} episodes '
+                  'per task', flush=True)
+            clock = ros_wall_clock(args, params, spec, args.tasks, args.out / 'ros' / name.split()[0])
             for row in rows:
                 if row['policy'] == name:
                     row[E.ROS_WALL_CLOCK_S] = clock.get(row['task'], float('nan'))
     meta = {'baseline': args.baseline, 'baseline_sweep_h': args.baseline_h, 'default_h': args.default_h,
-            'methods': {n: {'checkpoint': c, 'n_action_steps': h} for n, c, h in map(astuple, args.method)},
-            'ablations': {n: {'checkpoint': c, 'n_action_steps': h} for n, c, h in map(astuple, args.ablation)},
+            'methods': {m.name: {'checkpoint': m.checkpoint, 'n_action_steps': m.n_action_steps, 'horizon': m.horizon}
+                        for m in args.method},
+            'ablations': {m.name: {'checkpoint': m.checkpoint, 'n_action_steps': m.n_action_steps}
+                          for m in args.ablation},
             'ablation_task': args.ablation_task if ablations else None,
             'episodes_per_task': args.episodes, 'seed': args.seed,
             'best_h_tolerance': args.tolerance, 'ros_episodes_per_task': args.ros_episodes, 'params': str(params),

@@ -33,35 +33,49 @@ DECIMALS = {SPEEDUP_DEFAULT: 2, SPEEDUP_BEST: 2, SR_DELTA: 2, ROS_WALL_CLOCK_S: 
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """A learned policy to compare: a name, a checkpoint (directory or package:// URI) and its h."""
+    """A learned policy to compare: a name, a checkpoint (directory or package:// URI), its h and
+    how h is chosen ('fixed', or 'learned': its efficiency head's, at most n_action_steps = H)."""
 
     name: str
     checkpoint: str
     n_action_steps: int
+    horizon: str = 'fixed'
+
+    @property
+    def overrides(self) -> dict:
+        """policy_node parameters that run it (with its execution.chunk_size)."""
+        from policytrim_ros.policy.factory import checkpoint_chunk_size
+        return {'policy.backend': 'torch', 'policy.checkpoint': self.checkpoint,
+                'execution.chunk_size': checkpoint_chunk_size(self.checkpoint),
+                'execution.n_action_steps': self.n_action_steps, 'execution.horizon': self.horizon}
 
 
-def trained_n_action_steps(checkpoint: str) -> int | None:
-    """The h a PolicyTrim Stage 2 checkpoint was trained for (None for other checkpoints)."""
+def trained_execution(checkpoint: str) -> tuple[int, str] | None:
+    """(h, horizon) a checkpoint was trained to run with: a PolicyTrim Stage 2 checkpoint's fixed h,
+    or H and 'learned' for one with an efficiency head; None for other checkpoints."""
     from policytrim_ros.policy.checkpoint import read_checkpoint_config
-    metadata = read_checkpoint_config(resources.resolve(checkpoint))[1]
+    config, metadata, _ = read_checkpoint_config(resources.resolve(checkpoint))
+    if config.horizons:
+        return config.chunk_size, 'learned'
     if metadata.get('policytrim_stage') == 2:
-        return int(metadata['policytrim_config']['n_action_steps'])
+        return int(metadata['policytrim_config']['n_action_steps']), 'fixed'
     return None
 
 
 def parse_policy_spec(text: str) -> PolicySpec:
-    """'NAME=CHECKPOINT@h', or 'NAME=CHECKPOINT' for a Stage 2 checkpoint (h from its metadata)."""
+    """'NAME=CHECKPOINT@h', or 'NAME=CHECKPOINT' for a Stage 2 checkpoint (h from its metadata) or
+    one with an efficiency head (h learned)."""
     name, sep, rest = text.partition('=')
     checkpoint, at, h = rest.rpartition('@') if '@' in rest else (rest, '', '')
     if not (sep and name and checkpoint) or (at and not (h.isdigit() and int(h) >= 1)):
         raise ValueError(f'expected NAME=CHECKPOINT@h (e.g. policytrim=models/policytrim-wrist@16), got {text!r}')
     if at:
         return PolicySpec(name, checkpoint, int(h))
-    trained = trained_n_action_steps(checkpoint)
+    trained = trained_execution(checkpoint)
     if trained is None:
-        raise ValueError(f'{text!r}: {checkpoint} is not a PolicyTrim Stage 2 checkpoint, so it has no trained h; '
-                         'write NAME=CHECKPOINT@h')
-    return PolicySpec(name, checkpoint, trained)
+        raise ValueError(f'{text!r}: {checkpoint} is neither a PolicyTrim Stage 2 checkpoint nor one with an '
+                         'efficiency head, so it has no trained h; write NAME=CHECKPOINT@h')
+    return PolicySpec(name, checkpoint, *trained)
 
 
 RUN_FOLDERS = re.compile(r'^(last|raw|checkpoints|iter_\d+|stage[12])$')
@@ -144,4 +158,51 @@ def comparison_rows(baseline: dict[int, list[EpisodeMetrics]], default_h: int,
                          SR_DELTA: s[C.SUCCESS_RATE] - reference[C.SUCCESS_RATE],
                          SPEEDUP_DEFAULT: speedup(reference[C.INFERENCE_CALLS], s[C.INFERENCE_CALLS]),
                          SPEEDUP_BEST: speedup(by_h[best_h][task][C.INFERENCE_CALLS], s[C.INFERENCE_CALLS])})
+    return rows
+
+
+# -- the success-vs-calls curve (bench/horizon_curve.py) ---------------------------------------------
+SR_LOW, SR_HIGH = 'success_rate_low', 'success_rate_high'
+CURVE_COLUMNS = ['task', 'policy', 'horizon', 'episodes', C.SUCCESS_RATE, SR_LOW, SR_HIGH, C.STEPS,
+                 C.INFERENCE_CALLS, C.CHUNK_UTILIZATION, SPEEDUP_DEFAULT, SPEEDUP_BEST, SR_DELTA]
+CURVE_LABELS = {SR_LOW: 'SR 95% low', SR_HIGH: 'SR 95% high', SPEEDUP_DEFAULT: 'Spd (a)',
+                SPEEDUP_BEST: 'Spd (b)', SR_DELTA: 'SR - best h'}
+CURVE_DECIMALS = {SR_LOW: 2, SR_HIGH: 2, SPEEDUP_DEFAULT: 2, SPEEDUP_BEST: 2, SR_DELTA: 2}
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate (95 % for z = 1.96); (nan, nan) for n = 0."""
+    if n == 0:
+        return math.nan, math.nan
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def curve_rows(cells: dict[tuple[str, str], list[EpisodeMetrics]], baseline: str, default_h: str,
+               tolerance: float = 0.02) -> list[dict]:
+    """Rows per task (and 'all') and cell: SR with its Wilson interval, steps, calls, Spd (a)
+    against the baseline at ``default_h`` and Spd (b) against the baseline's best fixed h (of its
+    cells' h, ``best_fixed_h``), and SR minus the best fixed h's.
+
+    cells: {(policy, horizon label): episodes on the same seeds}; the baseline's fixed-h cells are
+    ``(baseline, str(h))``, and ``(baseline, default_h)`` must be one of them.
+    """
+    summaries = {key: summarize_by_task(episodes) for key, episodes in cells.items()}
+    fixed = {int(label): s for (policy, label), s in summaries.items() if policy == baseline and label.isdigit()}
+    if (baseline, default_h) not in summaries:
+        raise ValueError(f'the baseline has no cell at the default h {default_h}: {sorted(cells)}')
+    rows = []
+    for task in summaries[(baseline, default_h)]:
+        best_h = best_fixed_h({h: s[task] for h, s in fixed.items()}, tolerance)
+        best, reference = fixed[best_h][task], summaries[(baseline, default_h)][task]
+        for (policy, label), by_task in summaries.items():
+            s = by_task[task]
+            successes = sum(e.success for e in cells[(policy, label)] if task == 'all' or e.task == task)
+            low, high = wilson_interval(successes, s['episodes'])
+            rows.append({'task': task, 'policy': policy, 'horizon': label, **s, SR_LOW: low, SR_HIGH: high,
+                         SPEEDUP_DEFAULT: speedup(reference[C.INFERENCE_CALLS], s[C.INFERENCE_CALLS]),
+                         SPEEDUP_BEST: speedup(best[C.INFERENCE_CALLS], s[C.INFERENCE_CALLS]),
+                         SR_DELTA: s[C.SUCCESS_RATE] - best[C.SUCCESS_RATE], 'best_h': best_h})
     return rows

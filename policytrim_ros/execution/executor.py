@@ -40,7 +40,6 @@ class _Episode:
     start_wall_time: float
     steps: int = 0
     inference_calls: int = 0
-    windows_started: int = 0   # steps the dispatched windows were planned to run (for the mean h)
 
 
 @dataclass(frozen=True)
@@ -116,8 +115,8 @@ class ChunkExecutor:
         self._episode, self.window = None, None
         cfg = self.config
         utilization = cfg.chunk_utilization
-        if cfg.horizon != 'fixed' and ep.inference_calls:   # the windows' mean planned h / H
-            utilization = ep.windows_started / ep.inference_calls / cfg.chunk_size
+        if cfg.horizon != 'fixed' and ep.inference_calls:   # h varies: the mean executed h / H
+            utilization = ep.steps / ep.inference_calls / cfg.chunk_size
         return EpisodeMetrics(
             episode_id=ep.episode_id, task=ep.task, instruction=ep.instruction, success=bool(success),
             steps=ep.steps, inference_calls=ep.inference_calls, n_action_steps=cfg.n_action_steps,
@@ -170,7 +169,6 @@ class ChunkExecutor:
         record = ChunkRecord(ep.episode_id, ep.inference_calls, self.config.chunk_size, n,
                              ep.steps, ep.steps + n - 1, float(inference_latency_s))
         ep.inference_calls += 1
-        ep.windows_started += n
         self.window = Window(float(start_time), n, self.config.control_dt)
         self._planned = traj.positions
         return traj, record
@@ -214,7 +212,6 @@ class ChunkExecutor:
         w = self.window
         if w is not None and w.start_time >= time - 1e-9:
             ep.inference_calls -= 1
-            ep.windows_started -= w.n_steps
             self.window = None
         else:
             self.complete_window(self.steps_at(time))

@@ -7,7 +7,8 @@ drew, and the update re-runs only the head on them.
 
 Groups are formed at a decision, not at the initial state: a trunk rollout of the current head is
 replayed up to one of its calls (same initial state, same choices: the env and the mean chunks
-are deterministic), where each branch executes another h of the set, and continues with the head.
+are deterministic), where each branch executes another h of the set, and continues with the
+head's most likely h (as deployed; so a branch's return has no sampling noise).
 The branches' group-relative advantages then belong to that one decision (VinePPO's Monte Carlo
 branching), where a group of whole episodes spreads each trajectory's advantage over all its
 calls: measured on the arm, that drove every call to the longest h, grasps included
@@ -45,12 +46,14 @@ class HorizonSamplingPolicy:
     generator: the torch generator of the h draws (seed it per rollout for replays).
     forced: indices into ``config.horizons`` of the first calls' h (a replayed prefix and a
         branch), drawn from the head after them.
+    greedy: after the forced calls, take the head's most likely h instead of drawing one (a branch's
+        continuation: what deployment runs, and no sampling noise in the branch's return).
     After an episode, ``features`` (C, F) and ``choices`` (C,) hold the C calls' head inputs and
     drawn indices into ``config.horizons``.
     """
 
     def __init__(self, model: VLAModel, generator: torch.Generator, encoder: InstructionEncoder | None = None,
-                 forced: tuple[int, ...] = ()):
+                 forced: tuple[int, ...] = (), greedy: bool = False):
         if model.horizon_head is None:
             raise ValueError('the model has no efficiency head: VLAModel.with_horizon_head adds one')
         self.model = model
@@ -61,6 +64,7 @@ class HorizonSamplingPolicy:
         if any(not 0 <= c < len(self.config.horizons) for c in forced):
             raise ValueError(f'forced choices {list(forced)} must index the horizons {list(self.config.horizons)}')
         self.forced = tuple(forced)
+        self.greedy = greedy
         self.reset()
 
     def reset(self) -> None:
@@ -79,6 +83,8 @@ class HorizonSamplingPolicy:
             mean, features = self.model.plan(image, text, state)
             if len(self.choices) < len(self.forced):
                 choice = self.forced[len(self.choices)]
+            elif self.greedy:
+                choice = int(self.model.horizon_logits(features)[0].argmax())
             else:
                 probs = self.model.horizon_logits(features)[0].softmax(-1)
                 choice = int(torch.multinomial(probs, 1, generator=self.generator))
@@ -128,7 +134,7 @@ class HorizonRewardConfig:
     """
 
     kind: str = 'calls'
-    call_cost: float = 0.03
+    call_cost: float = 0.01
     beta: float = 1.0
 
     def __post_init__(self):
@@ -168,14 +174,22 @@ class DecisionGroup:
     rewards: np.ndarray
 
 
-def decision_batch(groups: list[DecisionGroup]) -> dict[str, torch.Tensor]:
+ADVANTAGES = ('centered', 'normalized')
+
+
+def decision_batch(groups: list[DecisionGroup], advantage: str = 'centered') -> dict[str, torch.Tensor]:
     """Stack the groups that carry signal (not all rewards equal): features (N, F) and group
-    advantages (N, K), (R - mean) / (std + eps) over each group's K branches."""
+    advantages (N, K) over each group's K branches: R - mean ('centered', Dr. GRPO's), or
+    (R - mean) / (std + eps) ('normalized', GRPO's)."""
     kept = [g for g in groups if np.ptp(g.rewards) > 0]
     if not kept:
         return {}
+    if advantage == 'normalized':
+        advantages = [group_advantages(g.rewards) for g in kept]
+    else:
+        advantages = [g.rewards - g.rewards.mean() for g in kept]
     return {'features': torch.from_numpy(np.stack([g.features for g in kept]).astype(np.float32)),
-            'advantage': torch.from_numpy(np.stack([group_advantages(g.rewards) for g in kept]).astype(np.float32))}
+            'advantage': torch.from_numpy(np.stack(advantages).astype(np.float32))}
 
 
 def head_log_probs(model: VLAModel, features: torch.Tensor) -> torch.Tensor:
@@ -187,11 +201,17 @@ def head_log_probs(model: VLAModel, features: torch.Tensor) -> torch.Tensor:
 class HeadUpdateConfig:
     """One update of the head from a batch of decision groups.
 
+    advantage: 'centered', a branch's reward minus its group's mean (Dr. GRPO), or 'normalized',
+        also divided by the group's std (GRPO). Normalized blows a group whose branches all succeed
+        and differ by one call up to the size of a group where h decides success or failure:
+        measured on the arm, the head then went to the longest h everywhere in 18 iterations
+        (SR 0.75 -> 0.69); centered keeps the reward's own trade-off (call_cost per call).
     clip: PPO clip range of each h's probability ratio. epochs: passes over the groups (cheap:
     only the head runs). minibatch_size: groups per gradient step. grad_clip: max global gradient
     norm. entropy_coef: weight of the mean entropy bonus (keeps h exploring).
     """
 
+    advantage: str = 'centered'
     clip: float = 0.2
     epochs: int = 4
     minibatch_size: int = 64
@@ -199,6 +219,8 @@ class HeadUpdateConfig:
     entropy_coef: float = 0.01
 
     def __post_init__(self):
+        if self.advantage not in ADVANTAGES:
+            raise ValueError(f"advantage '{self.advantage}' must be one of {list(ADVANTAGES)}")
         if not 0.0 < self.clip < 1.0:
             raise ValueError(f'clip ({self.clip}) must be in (0, 1)')
         for name in ('epochs', 'minibatch_size'):
@@ -233,7 +255,7 @@ def head_update(model: VLAModel, optimizer: torch.optim.Optimizer, groups: list[
     """One update of ``model.horizon_head`` (the optimizer holds only its parameters) from decision
     groups; returns the diagnostics: decisions (groups with signal), pg_loss, entropy, approx_kl,
     clip_fraction (means over gradient steps; zeros when no group carried signal)."""
-    data = decision_batch(groups)
+    data = decision_batch(groups, config.advantage)
     names = ('pg_loss', 'entropy', 'approx_kl', 'clip_fraction')
     stats = {'decisions': float(len(data.get('features', ())))}
     if not data:

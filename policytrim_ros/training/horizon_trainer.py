@@ -3,7 +3,7 @@
 Each iteration rolls out ``decisions_per_iteration`` trunks (the VLA's mean chunks, each call's h
 drawn from the head; tasks cycled, one initial state each) in parallel workers, picks one call of
 each trunk at random and branches there: one rollout per h of the set, replaying the trunk's
-choices before it and drawing from the head after it. The branches' rewards
+choices before it and taking the head's most likely h after it. The branches' rewards
 (``training.horizon.horizon_rewards``) form that decision's group, and one PPO-clip update of the
 head alone follows. Initial states, draws, picked calls and minibatch order are functions of
 (seed, iteration), so a run resumed from its last checkpoint continues exactly.
@@ -100,14 +100,14 @@ def trunk_jobs(cfg: HorizonTrainConfig, iteration: int, longest: int) -> list[Ro
 def branch_jobs(cfg: HorizonTrainConfig, iteration: int, trunks: list[RolloutJob],
                 rollouts: list[HorizonRollout]) -> list[tuple[int, int, list[RolloutJob]]]:
     """[(trunk index, picked call, its K branch jobs)] for every trunk that made a call. The branches
-    share the trunk's initial state and the h draws after the branch (common random numbers)."""
+    replay the trunk's choices before the call and continue with the head's most likely h."""
     rng = np.random.default_rng([cfg.seed, iteration])
     out = []
     for t, (job, rollout) in enumerate(zip(trunks, rollouts)):
         if not len(rollout.choices):
             continue
         call = int(rng.integers(len(rollout.choices)))
-        branches = [replace(job, noise_seed=job.noise_seed + 1, forced=forced,
+        branches = [replace(job, noise_seed=job.noise_seed + 1, forced=forced, greedy=True,
                             episode_id=f'{job.task}-{job.seed}-call{call}-h{cfg.horizons[forced[-1]]}')
                     for forced in branch_choices(rollout, call, len(cfg.horizons))]
         out.append((t, call, branches))

@@ -27,7 +27,8 @@ SAMPLES = ('chunk', 'horizon')
 class RolloutJob:
     """One episode to roll out: ``task`` from initial-state ``seed``, executing ``n_action_steps``
     of each chunk, with exploration noise from ``noise_seed``; with sample 'horizon', the first
-    calls' h ``forced`` (indices into the head's horizons)."""
+    calls' h ``forced`` (indices into the head's horizons) and, with ``greedy``, the head's most
+    likely h after them instead of a draw."""
 
     task: str
     seed: int
@@ -35,6 +36,7 @@ class RolloutJob:
     noise_seed: int
     episode_id: str = ''
     forced: tuple[int, ...] = ()
+    greedy: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ def _run(args: tuple[int, str, RolloutJob]):
         from policytrim_ros.training.horizon import HorizonSamplingPolicy, collect_horizon_rollout
         execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt,
                                     setup.max_episode_steps, horizon='learned')
-        policy = HorizonSamplingPolicy(_worker['model'], generator, forced=job.forced)
+        policy = HorizonSamplingPolicy(_worker['model'], generator, forced=job.forced, greedy=job.greedy)
         return collect_horizon_rollout(_worker['env'], policy, execution, job.task, job.seed, setup.safety, episode_id)
     execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt, setup.max_episode_steps)
     policy = SamplingVLAPolicy(_worker['model'], generator, noise=ChunkNoise(setup.exploration))

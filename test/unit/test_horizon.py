@@ -108,15 +108,23 @@ def test_a_sampling_policy_plays_its_forced_choices_then_draws_from_the_head():
     assert np.stack(policy.features).shape == (4, HorizonHead.input_size(model.config))
     with pytest.raises(ValueError, match='must index the horizons'):
         HorizonSamplingPolicy(model, torch.Generator(), forced=(3,))
+    close = head_model((0.0, 0.2, 0.1)).eval()         # nearly uniform: draws vary, the greedy pick does not
+    greedy = HorizonSamplingPolicy(close, torch.Generator().manual_seed(0), forced=(0,), greedy=True)
+    drawn = HorizonSamplingPolicy(close, torch.Generator().manual_seed(0))
+    assert [greedy.predict_chunk_and_horizon(obs)[1] for _ in range(6)] == [2] + [4] * 5
+    assert len({drawn.predict_chunk_and_horizon(obs)[1] for _ in range(30)}) == 3
 
 
 def test_decision_groups_with_equal_rewards_carry_no_signal():
     f = np.ones(5, np.float32)
-    data = decision_batch([DecisionGroup(f, np.array([0.9, 0.6, 0.0])), DecisionGroup(2 * f, np.zeros(3)),
-                           DecisionGroup(3 * f, np.full(3, 0.8))])
-    std = np.std([0.9, 0.6, 0.0], ddof=1)
-    np.testing.assert_allclose(data['advantage'].numpy(), [[0.4 / std, 0.1 / std, -0.5 / std]], rtol=1e-5)
+    groups = [DecisionGroup(f, np.array([0.9, 0.6, 0.0])), DecisionGroup(2 * f, np.zeros(3)),
+              DecisionGroup(3 * f, np.full(3, 0.8))]
+    data = decision_batch(groups)
+    np.testing.assert_allclose(data['advantage'].numpy(), [[0.4, 0.1, -0.5]], rtol=1e-5)   # R - mean
     assert data['features'].tolist() == [f.tolist()]
+    std = np.std([0.9, 0.6, 0.0], ddof=1)
+    np.testing.assert_allclose(decision_batch(groups, 'normalized')['advantage'].numpy(),
+                               [[0.4 / std, 0.1 / std, -0.5 / std]], rtol=1e-5)
     assert decision_batch([DecisionGroup(f, np.zeros(3))]) == {}
 
 
@@ -134,8 +142,8 @@ def test_the_head_gradient_of_a_hand_made_decision_group_and_the_vla_stays_froze
     stats = head_update(model, torch.optim.SGD(head, lr=1.0), groups,
                         HeadUpdateConfig(epochs=1, entropy_coef=0.0, grad_clip=1e9))
     # at ratio 1 with p uniform: d loss / d logit_j = -p_j (A_j - sum_a p_a A_a) = -A_j / 3 (the
-    # advantages sum to 0); one SGD step of lr 1 from zero logits leaves bias = A / 3
-    advantage = (np.array([0.0, 0.6, 0.9]) - 0.5) / np.std([0.0, 0.6, 0.9], ddof=1)
+    # centered advantages sum to 0); one SGD step of lr 1 from zero logits leaves bias = A / 3
+    advantage = np.array([0.0, 0.6, 0.9]) - 0.5
     np.testing.assert_allclose(model.horizon_head.net[-1].bias.detach().numpy(), advantage / 3, atol=1e-5)
     assert stats['decisions'] == 1 and abs(stats['pg_loss']) < 1e-6 and stats['clip_fraction'] == 0.0
     assert stats['entropy'] == pytest.approx(math.log(3)) and stats['approx_kl'] == pytest.approx(0.0, abs=1e-7)
@@ -186,7 +194,7 @@ def test_a_learned_h_is_capped_at_n_action_steps_and_a_success_mid_window_counts
     assert record.n_action_steps == 4
     ex.end_window_at(0.3)        # success seen after 3 of its 4 steps
     m = ex.finish(True, 'success', 1.0)
-    assert (m.steps, m.inference_calls, m.chunk_utilization) == (3, 1, 0.5)
+    assert (m.steps, m.inference_calls, m.chunk_utilization) == (3, 1, 3 / 8)   # executed h / H
 
 
 def test_h_per_call_only_with_learned_and_in_range():
@@ -257,7 +265,7 @@ def test_an_episode_runs_each_call_for_the_h_its_head_picked():
     # windows: steps 1-8, 9-10, 11-14 (success at 13, its 3rd step)
     assert [(r.n_action_steps, r.first_step) for r in records] == [(8, 0), (2, 8), (4, 10)]
     assert (metrics_.success, metrics_.steps, metrics_.inference_calls) == (True, 13, 3)
-    assert metrics_.chunk_utilization == pytest.approx((8 + 2 + 4) / 3 / 8)
+    assert metrics_.chunk_utilization == pytest.approx((8 + 2 + 3) / 3 / 8)   # mean executed h / H
 
 
 def test_learned_needs_a_policy_with_a_head():
