@@ -145,10 +145,12 @@ def validate_trajectory(traj: TimedTrajectory, joint_names: tuple[str, ...] | li
     )
 
 
-def sample_trajectory(traj: TimedTrajectory, t: float, start_position: np.ndarray,
+def sample_trajectory(traj: TimedTrajectory, t: float | np.ndarray, start_position: np.ndarray,
                       start_velocity: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Desired (position, velocity) at ``t`` seconds after the trajectory start.
 
+    t: a float, giving (A,) each, or (S,) times, giving (S, A) each; row i holds exactly the floats
+    a call at t[i] alone gives, so sampling a whole control step at once changes no bit.
     Before the first knot the segment starts from (start_position, start_velocity), the state the
     arm was commanded to when this trajectory took over. Cubic Hermite between knots when velocities
     are given, linear otherwise. After the last knot: hold its position with zero velocity.
@@ -156,24 +158,35 @@ def sample_trajectory(traj: TimedTrajectory, t: float, start_position: np.ndarra
     times = traj.times_from_start
     p0 = np.asarray(start_position, dtype=np.float64)
     v0 = np.zeros_like(p0) if start_velocity is None else np.asarray(start_velocity, dtype=np.float64)
-    if t >= times[-1]:
-        return traj.positions[-1].copy(), np.zeros_like(p0)
-    if t <= 0.0:
-        return p0.copy(), v0.copy()
-    k = int(np.searchsorted(times, t, side='right'))  # knot index the segment ends at
-    if k == 0:
-        ta, pa, va = 0.0, p0, v0
-    else:
-        ta, pa = times[k - 1], traj.positions[k - 1]
-        va = traj.velocities[k - 1] if traj.velocities is not None else None
-    tb, pb = times[k], traj.positions[k]
-    vb = traj.velocities[k] if traj.velocities is not None else None
+    ts = np.atleast_1d(np.asarray(t, dtype=np.float64))
+    held, started = ts >= times[-1], ts <= 0.0
+    pos = np.where(held[:, None], traj.positions[-1], p0)
+    vel = np.where(held[:, None], 0.0, v0)
+    inside = ~held & ~started
+    if inside.any():
+        pos[inside], vel[inside] = _sample_segments(traj, ts[inside], p0, v0)
+    return (pos[0], vel[0]) if np.ndim(t) == 0 else (pos, vel)
+
+
+def _sample_segments(traj: TimedTrajectory, ts: np.ndarray, p0: np.ndarray,
+                     v0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(S, A) positions and velocities at ``ts`` (S,), each strictly between 0 and the last knot."""
+    # the start state is knot 0 of these, at time 0: segment k runs from knot k to knot k + 1
+    knot_times = np.concatenate([[0.0], traj.times_from_start])
+    k = np.searchsorted(traj.times_from_start, ts, side='right')
+    ta, tb = knot_times[k], knot_times[k + 1]
+    pa, pb = np.vstack([p0, traj.positions])[k], traj.positions[k]
     span = tb - ta
-    s = (t - ta) / span
-    if vb is None or va is None:
-        return pa + s * (pb - pa), (pb - pa) / span
-    h00, h10, h01, h11 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s, -2 * s**3 + 3 * s**2, s**3 - s**2
-    pos = h00 * pa + h10 * span * va + h01 * pb + h11 * span * vb
-    d00, d10, d01, d11 = 6 * s**2 - 6 * s, 3 * s**2 - 4 * s + 1, -6 * s**2 + 6 * s, 3 * s**2 - 2 * s
-    vel = (d00 * pa + d10 * span * va + d01 * pb + d11 * span * vb) / span
+    s = (ts - ta) / span
+    if traj.velocities is None:
+        return pa + s[:, None] * (pb - pa), (pb - pa) / span[:, None]
+    va, vb = np.vstack([v0, traj.velocities])[k], traj.velocities[k]
+    # libm's pow per sample, as Python floats: numpy's vectorized power rounds differently (SIMD)
+    s2 = np.array([x**2 for x in s.tolist()])
+    s3 = np.array([x**3 for x in s.tolist()])
+    h00, h10, h01, h11 = 2 * s3 - 3 * s2 + 1, s3 - 2 * s2 + s, -2 * s3 + 3 * s2, s3 - s2
+    d00, d10, d01, d11 = 6 * s2 - 6 * s, 3 * s2 - 4 * s + 1, -6 * s2 + 6 * s, 3 * s2 - 2 * s
+    c = lambda w: w[:, None]  # noqa: E731  (S,) weights times (S, A) knots, row by row
+    pos = c(h00) * pa + c(h10 * span) * va + c(h01) * pb + c(h11 * span) * vb
+    vel = (c(d00) * pa + c(d10 * span) * va + c(d01) * pb + c(d11 * span) * vb) / c(span)
     return pos, vel

@@ -166,7 +166,8 @@ class ArmEnv:
 
         Per control step: one AR(1) update of the actuation noise and maybe a kick to the cube.
         Per physics substep: the trajectory is sampled, noise added to the arm targets, targets
-        clipped to the joint ranges, velocity feedforward applied.
+        clipped to the joint ranges, velocity feedforward applied; all substeps' targets are
+        computed in one numpy pass before the physics runs (the same floats as one by one).
         """
         self._require_reset('step')
         d = self.config.disturbances
@@ -174,18 +175,26 @@ class ArmEnv:
         self._noise = c * self._noise + np.sqrt(1.0 - c * c) * d.actuation_noise_std * \
             self._rng['actuation'].standard_normal(len(ARM_JOINT_NAMES))
         self._maybe_kick_cube()
-        for _ in range(self.config.substeps):
-            self._follower.update(self.data.time)
-            target = self._follower.position.copy()
-            target[:len(ARM_JOINT_NAMES)] += self._noise
-            target = np.clip(target, self._lower, self._upper)
-            self.data.ctrl[self._actuators] = target + self._velocity_feedforward * self._follower.velocity
+        for ctrl in self._substep_controls():
+            self.data.ctrl[self._actuators] = ctrl
             mujoco.mj_step(self.model, self.data)
         mujoco.mj_forward(self.model, self.data)  # kinematics and contacts of the final state
         self.step_count += 1
         self.cube_was_grasped = self.cube_was_grasped or self.cube_grasped
         self.cube_max_lift = max(self.cube_max_lift, self.cube_lift)
         return self.task.is_success(self)
+
+    def _substep_controls(self) -> np.ndarray:
+        """(S, A) actuator controls of the S = ``config.substeps`` physics steps of this control step.
+
+        Substep i runs at data.time after i physics steps; the times are accumulated one timestep at
+        a time, the way mj_step advances data.time, so they are the same floats.
+        """
+        dt = self.model.opt.timestep
+        times = np.add.accumulate(np.r_[self.data.time, np.full(self.config.substeps - 1, dt)])
+        positions, velocities = self._follower.advance(times)
+        positions[:, :len(ARM_JOINT_NAMES)] += self._noise
+        return np.clip(positions, self._lower, self._upper) + self._velocity_feedforward * velocities
 
     def end_state(self) -> dict[str, float | bool | str]:
         """The task's ``end_state`` measures, plus its ``failure_mode`` when it is not solved."""

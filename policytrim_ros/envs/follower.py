@@ -2,8 +2,8 @@
 
 A trajectory is validated and rejected whole, replaces whatever remains of the current one, may
 start later (deferred start times), starts from the commanded state it takes over (smooth
-takeover), and its last knot is held afterwards. ``ArmEnv`` samples the follower every physics
-step and drives its actuators with the commanded position and velocity.
+takeover), and its last knot is held afterwards. ``ArmEnv`` samples the follower at every physics
+step of a control step in one call and drives its actuators with the commanded position and velocity.
 """
 from __future__ import annotations
 
@@ -79,19 +79,44 @@ class TrajectoryFollower:
             start = now  # snap to this physics step
         self._active = _ActiveTrajectory(traj, start, self.position.copy(), self.velocity.copy())
 
-    def update(self, t: float) -> None:
-        """Sample the trajectory at time ``t`` into the commanded state."""
-        if self._pending is not None and t >= self._pending[1] - self.time_tolerance:
-            self._activate(*self._pending, now=t)
-            self._pending = None
+    def advance(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sample the commanded state at each of ``times`` (S,) (env s, increasing), in turn.
+
+        Returns (S, A) positions and (S, A) velocities, row i the commanded state at times[i]: a
+        pending trajectory starts at the first time it is due, one that reaches its last knot holds
+        it from then on. The follower is left in its state at times[-1]. Sampling S times in one call
+        gives the same floats, bit for bit, as S calls of one time each.
+        """
+        positions = np.empty((len(times), len(self.joint_names)))
+        velocities = np.empty_like(positions)
+        i = 0
+        while i < len(times):
+            if self._pending is not None and times[i] >= self._pending[1] - self.time_tolerance:
+                self._activate(*self._pending, now=float(times[i]))
+                self._pending = None
+            end = len(times)   # the pending trajectory, if any, takes over at its first due time
+            if self._pending is not None:
+                due = np.flatnonzero(times[i:] >= self._pending[1] - self.time_tolerance)
+                end = i + int(due[0]) if due.size else end
+            self._follow_active(times[i:end], positions[i:end], velocities[i:end])
+            i = end
+        return positions, velocities
+
+    def _follow_active(self, times: np.ndarray, positions: np.ndarray, velocities: np.ndarray) -> None:
+        """Fill ``positions`` and ``velocities`` (S, A) with the active trajectory sampled at ``times``
+        (S,), holding its last knot from the time it ends (or the commanded state when none runs)."""
         active = self._active
-        if active is None:
-            return
-        elapsed = t - active.start
-        if elapsed >= active.trajectory.duration - self.time_tolerance:
-            self.position = active.trajectory.positions[-1].copy()  # held from now on
-            self.velocity = np.zeros(len(self.joint_names))
-            self._active = None
-            return
-        self.position, self.velocity = sample_trajectory(
-            active.trajectory, elapsed, active.start_position, active.start_velocity)
+        running = 0
+        if active is not None:
+            elapsed = times - active.start
+            ended = np.flatnonzero(elapsed >= active.trajectory.duration - self.time_tolerance)
+            running = int(ended[0]) if ended.size else len(times)
+            if running:
+                positions[:running], velocities[:running] = sample_trajectory(
+                    active.trajectory, elapsed[:running], active.start_position, active.start_velocity)
+                self.position, self.velocity = positions[running - 1].copy(), velocities[running - 1].copy()
+            if running < len(times):
+                self.position = active.trajectory.positions[-1].copy()  # held from now on
+                self.velocity = np.zeros(len(self.joint_names))
+                self._active = None
+        positions[running:], velocities[running:] = self.position, self.velocity

@@ -52,6 +52,24 @@ def test_sample_is_continuous_and_starts_from_the_commanded_state():
     assert np.abs(np.diff(samples, axis=0)).max() < 0.01  # no jumps at knots
 
 
+@pytest.mark.parametrize('with_velocities', [True, False])
+def test_sample_at_many_times_gives_the_floats_of_one_call_each(with_velocities):
+    chunk = np.array([[0.3, -1.0], [1.0, 0.5], [1.7, 0.25], [2.0, 2.0]])
+    traj = window_trajectory(chunk, 4, 0.1, NAMES)
+    traj = traj if with_velocities else TimedTrajectory(NAMES, traj.times_from_start, traj.positions)
+    start, start_velocity = np.array([0.1, -0.2]), np.array([2.0, -3.0])
+    ts = np.r_[-0.01, 0.0, np.linspace(0.001, 0.399, 97), 0.4, 0.5]   # before, inside, on and after the knots
+    pos, vel = sample_trajectory(traj, ts, start, start_velocity)
+    assert pos.shape == vel.shape == (len(ts), 2)
+    for i, t in enumerate(ts):
+        p, v = sample_trajectory(traj, float(t), start, start_velocity)
+        np.testing.assert_array_equal(pos[i], p, err_msg=f't = {t}')
+        np.testing.assert_array_equal(vel[i], v, err_msg=f't = {t}')
+    np.testing.assert_array_equal(pos[:2], [start, start])
+    np.testing.assert_array_equal(pos[-2:], [chunk[-1], chunk[-1]])
+    np.testing.assert_array_equal(vel[-2:], 0.0)
+
+
 def _traj(names=NAMES, times=(0.1, 0.2), positions=None, velocities=None):
     positions = np.zeros((len(times), len(names))) if positions is None else positions
     return TimedTrajectory(tuple(names), np.array(times, dtype=float), positions, velocities)
