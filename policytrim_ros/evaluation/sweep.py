@@ -29,7 +29,7 @@ class SweepConfig:
     """One sweep.
 
     policy: the backend and checkpoint to evaluate.
-    tasks: task names, all of the embedded arm or all of Meta-World (names ending in '-v3').
+    tasks: task names, all of the embedded arm or all of Meta-World (its 50 v3 tasks, names ending in '-v3').
     n_action_steps: the executed lengths h to evaluate.
     chunk_size: H of the policy.
     episodes: episodes per task and h.
