@@ -18,7 +18,8 @@ def add_parsers(sub) -> None:
                                    "embedded arm's (reach push pick_place) or Meta-World's (any of its 50 v3 tasks, "
                                    'e.g. reach-v3 door-open-v3; without --ros only, in the default MetaWorldConfig '
                                    'env at its 0.0125 s step, with no joint-limit safety checks: Meta-World clips '
-                                   'its actions to [-1, 1]).')
+                                   'its actions to [-1, 1]; a task whose expert needs more steps than '
+                                   'execution.max_episode_steps gets its own longer step limit).')
     p.add_argument('--backend', default='expert', help='policy backend: expert, torch, onnx (default expert)')
     p.add_argument('--checkpoint', default='', help='checkpoint directory (torch/onnx)')
     p.add_argument('--tasks', nargs='+', default=['reach', 'push', 'pick_place'],

@@ -52,6 +52,16 @@ def task_suite(tasks: Sequence[str]) -> str:
     return next(iter(by_suite))
 
 
+def task_step_limit(task: str, max_episode_steps: int) -> int:
+    """Control steps an episode of ``task`` gets: ``max_episode_steps``, or the task's own
+    ``step_limit`` where that is longer (the Meta-World tasks whose expert needs more steps, see
+    ``robots.metaworld_tasks``). Any other task gets ``max_episode_steps`` as it is."""
+    spec = METAWORLD_TASKS.get(task)
+    if spec is None or spec.step_limit is None:
+        return max_episode_steps
+    return max(max_episode_steps, spec.step_limit)
+
+
 def suite_control_dt(suite: str, env_config: EnvConfig | None = None) -> float:
     """Seconds per control step of ``suite``'s env: ``env_config.control_dt`` or Meta-World's."""
     if suite == 'metaworld':

@@ -29,27 +29,37 @@ class MetaWorldTask:
         body of the model at reset, which the physics state (``mj_getState``) does not carry; the
         env's ``environment_state`` then ends with the variant's rand_vec, so that a planner can
         rebuild the scene.
+    step_limit: control steps an episode of this task gets at least, for the 9 tasks whose scripted
+        expert needs more than the 150-step default (``config/sim.yaml``) in over 5 % of its successes:
+        the smallest multiple of 50 at or above the 95th percentile of its successful episodes
+        (closed loop, default ``MetaWorldConfig``, demonstration seeds 0-49, 500-step cap; measured
+        with ``bench/metaworld_experts.py``, docs/experiments.md "Meta-World: all 50 tasks"). None:
+        the configured limit. ``policytrim eval`` and ``policytrim collect`` apply it
+        (``envs.factory.task_step_limit``); training rollouts keep their configured limit.
     """
 
     instruction: str
     randomized: str | None = None
     fixture: bool = False
+    step_limit: int | None = None
 
     def __post_init__(self) -> None:
         if not self.instruction.strip():
             raise ValueError('instruction must not be empty')
         if self.randomized not in (None, 'object', 'goal'):
             raise ValueError(f"randomized ({self.randomized!r}) must be 'object', 'goal' or None")
+        if self.step_limit is not None and not 1 <= self.step_limit <= 500:
+            raise ValueError(f"step_limit ({self.step_limit}) must be in [1, 500] (Meta-World's max_path_length)")
 
 
 METAWORLD_TASKS: dict[str, MetaWorldTask] = {
     'reach-v3': MetaWorldTask('reach the red target', 'goal'),
     'push-v3': MetaWorldTask('push the puck to the green goal', 'object'),
     'pick-place-v3': MetaWorldTask('pick up the puck and place it at the blue goal', 'object'),
-    'assembly-v3': MetaWorldTask('pick up the nut and place it onto the peg', fixture=True),
+    'assembly-v3': MetaWorldTask('pick up the nut and place it onto the peg', fixture=True, step_limit=300),
     'basketball-v3': MetaWorldTask('pick up the basketball and dunk it into the hoop', fixture=True),
-    'bin-picking-v3': MetaWorldTask('pick up the block from one bin and place it into the other bin'),
-    'box-close-v3': MetaWorldTask('pick up the lid and place it on the box to close it', fixture=True),
+    'bin-picking-v3': MetaWorldTask('pick up the block from one bin and place it into the other bin', step_limit=250),
+    'box-close-v3': MetaWorldTask('pick up the lid and place it on the box to close it', fixture=True, step_limit=200),
     'button-press-topdown-v3': MetaWorldTask('press the button down from above', fixture=True),
     'button-press-topdown-wall-v3': MetaWorldTask('reach past the wall and press the button down from above',
                                                   fixture=True),
@@ -60,7 +70,7 @@ METAWORLD_TASKS: dict[str, MetaWorldTask] = {
     'coffee-pull-v3': MetaWorldTask('pull the mug out from under the coffee machine', fixture=True),
     'coffee-push-v3': MetaWorldTask('push the mug under the coffee machine', fixture=True),
     'dial-turn-v3': MetaWorldTask('turn the dial', fixture=True),
-    'disassemble-v3': MetaWorldTask('lift the nut off the peg', fixture=True),
+    'disassemble-v3': MetaWorldTask('lift the nut off the peg', fixture=True, step_limit=350),
     'door-close-v3': MetaWorldTask('push the open door closed', fixture=True),
     'door-lock-v3': MetaWorldTask('turn the lock on the door down to lock it', fixture=True),
     'door-open-v3': MetaWorldTask('pull the door open by its handle', fixture=True),
@@ -76,20 +86,21 @@ METAWORLD_TASKS: dict[str, MetaWorldTask] = {
     'handle-pull-side-v3': MetaWorldTask('pull the handle up from the side', fixture=True),
     'handle-pull-v3': MetaWorldTask('pull the handle up', fixture=True),
     'lever-pull-v3': MetaWorldTask('pull the lever up', fixture=True),
-    'peg-insert-side-v3': MetaWorldTask('pick up the peg and insert it sideways into the hole', fixture=True),
-    'peg-unplug-side-v3': MetaWorldTask('pull the peg sideways out of the hole', fixture=True),
-    'pick-out-of-hole-v3': MetaWorldTask('pick the puck up out of the hole'),
+    'peg-insert-side-v3': MetaWorldTask('pick up the peg and insert it sideways into the hole', fixture=True,
+                                        step_limit=200),
+    'peg-unplug-side-v3': MetaWorldTask('pull the peg sideways out of the hole', fixture=True, step_limit=200),
+    'pick-out-of-hole-v3': MetaWorldTask('pick the puck up out of the hole', step_limit=250),
     'pick-place-wall-v3': MetaWorldTask('pick up the puck, carry it over the wall and place it at the goal'),
     'plate-slide-back-side-v3': MetaWorldTask('slide the hockey puck sideways back out of the net'),
     'plate-slide-back-v3': MetaWorldTask('slide the hockey puck back out of the net'),
     'plate-slide-side-v3': MetaWorldTask('slide the hockey puck sideways into the net'),
     'plate-slide-v3': MetaWorldTask('slide the hockey puck into the net', fixture=True),
-    'push-back-v3': MetaWorldTask('pull the puck back to the goal'),
+    'push-back-v3': MetaWorldTask('pull the puck back to the goal', step_limit=450),
     'push-wall-v3': MetaWorldTask('push the puck around the wall to the goal'),
     'reach-wall-v3': MetaWorldTask('reach over the wall to the goal'),
     'shelf-place-v3': MetaWorldTask('pick up the block and place it on the shelf', fixture=True),
     'soccer-v3': MetaWorldTask('push the soccer ball into the goal', fixture=True),
-    'stick-pull-v3': MetaWorldTask('grasp the stick and pull the container to the goal with it'),
+    'stick-pull-v3': MetaWorldTask('grasp the stick and pull the container to the goal with it', step_limit=300),
     'stick-push-v3': MetaWorldTask('grasp the stick and push the container to the goal with it'),
     'sweep-into-v3': MetaWorldTask('sweep the block into the hole'),
     'sweep-v3': MetaWorldTask('sweep the block off the edge of the table'),
