@@ -2,8 +2,9 @@
 
 Runs each task's own expert (``MetaWorldExpertPolicy``, closed loop: H = h = 1) in ``MetaWorldEnv``
 on ``--episodes`` seeds from ``--seed``, with a ``--max-steps`` cap, in this process, and reports per
-task: SR, mean / 95th-percentile (nearest rank) / max steps of the successful episodes, how many
-successes took more than ``--default-limit`` steps, and the step limit the rule of
+task: SR (within the cap, and within the task's step limit: ``--default-limit`` or the task's own),
+mean / 95th-percentile (nearest rank) / max steps of the successful episodes, how many successes
+took more than ``--default-limit`` steps, and the step limit the rule of
 ``robots.metaworld_tasks.MetaWorldTask.step_limit`` gives (the smallest multiple of 50 at or above
 the 95th percentile, where that exceeds the default) next to the one the table has. Prints a
 markdown table and writes it as JSON to ``--out``.
@@ -19,6 +20,7 @@ import math
 import time
 from pathlib import Path
 
+from policytrim_ros.envs.factory import task_step_limit
 from policytrim_ros.envs.metaworld import MetaWorldEnv
 from policytrim_ros.envs.metaworld_config import MetaWorldConfig, MetaWorldDisturbanceConfig
 from policytrim_ros.execution.config import ExecutionConfig
@@ -59,7 +61,9 @@ def measure(task: str, env: MetaWorldEnv, args: argparse.Namespace) -> dict:
     ok = [s for s in steps if s is not None]
     p95 = nearest_rank(ok, 0.95) if ok else None
     rule = 50 * math.ceil(p95 / 50) if p95 is not None and p95 > args.default_limit else None
-    return {'task': task, 'episodes': len(steps), 'success_rate': len(ok) / len(steps),
+    limit = task_step_limit(task, args.default_limit)
+    return {'task': task, 'episodes': len(steps), 'success_rate': len(ok) / len(steps), 'step_limit': limit,
+            'success_rate_within_limit': sum(s <= limit for s in ok) / len(steps),
             'mean_steps': round(sum(ok) / len(ok), 1) if ok else None, 'p95_steps': p95,
             'max_steps': max(ok) if ok else None, 'over_default': sum(s > args.default_limit for s in ok),
             'rule_step_limit': rule, 'table_step_limit': METAWORLD_TASKS[task].step_limit,
@@ -72,14 +76,15 @@ def main(argv=None) -> int:
     env = MetaWorldEnv(args.tasks[0], config)
     started = time.monotonic()
     rows = []
-    header = ('| task | SR | mean steps | p95 steps | max steps | successes > default | rule limit | table limit |\n'
-              '|---|---|---|---|---|---|---|---|')
+    header = ('| task | SR | SR within step limit | mean steps | p95 steps | max steps | successes > default | '
+              'rule limit | table limit |\n|---|---|---|---|---|---|---|---|---|')
     print(header)
     try:
         for task in args.tasks:
             row = measure(task, env, args)
             rows.append(row)
-            print(f"| {task} | {row['success_rate']:.2f} | {row['mean_steps']} | {row['p95_steps']} | "
+            print(f"| {task} | {row['success_rate']:.2f} | {row['success_rate_within_limit']:.2f} | "
+                  f"{row['mean_steps']} | {row['p95_steps']} | "
                   f"{row['max_steps']} | {row['over_default']} | {row['rule_step_limit'] or '-'} | "
                   f"{row['table_step_limit'] or '-'} |", flush=True)
     finally:
