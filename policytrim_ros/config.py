@@ -28,6 +28,11 @@ def suggest(name: str, choices) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ''
 
 
+def close_matches(name: str, choices, n: int = 3) -> list[str]:
+    """Up to ``n`` choices closest to ``name``, closest first (difflib's ratio >= 0.6); [] if none."""
+    return difflib.get_close_matches(name, list(choices), n=n)
+
+
 def check_node_name(name: str) -> None:
     """Raise ValueError unless ``name`` is a ROS node name, relative or absolute ('arm_controller',
     '/arm1/arm_controller')."""

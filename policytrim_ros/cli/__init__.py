@@ -10,8 +10,8 @@
     policytrim export-onnx    export a checkpoint to ONNX for the onnxruntime backend
     policytrim release        copy a checkpoint with float16 weights, for shipping (half the size)
 
-collect, train-bc and eval (without --ros) also run the Meta-World 3.1.1 tasks reach-v3, push-v3
-and pick-place-v3 (--tasks reach-v3 ...); one command takes the tasks of one robot.
+collect, train-bc and eval (without --ros) also run the 50 Meta-World 3.1.1 v3 tasks by name
+(--tasks reach-v3 door-open-v3 ...; robots/metaworld_tasks.py); one command takes the tasks of one robot.
 
 An error prints one line, policytrim <command>: error: <what to fix>, and exits with 2 for bad
 input (a config key or value, an argument, a missing, damaged or edited checkpoint, a bag in strict

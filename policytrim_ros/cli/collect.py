@@ -16,7 +16,8 @@ def add_parsers(sub) -> None:
                                    'names are its action columns (dx dy dz grip).')
     p.add_argument('--tasks', nargs='+', default=['reach', 'push', 'pick_place'],
                    help="tasks of one robot: the arm's (default reach push pick_place) or Meta-World's "
-                        '(reach-v3 push-v3 pick-place-v3)')
+                        '(any of its 50 v3 tasks: reach-v3 push-v3 door-open-v3 ...; a task whose expert needs '
+                        'more than 150 steps gets its own longer step limit)')
     p.add_argument('--episodes', type=int, default=100, help='episodes per task (default 100)')
     p.add_argument('--style', default='teleop', help='operator style: efficient or teleop (default teleop)')
     p.add_argument('--seed', type=int, default=0, help='first seed (demonstration seeds are 0-999)')

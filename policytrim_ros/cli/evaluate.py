@@ -16,15 +16,16 @@ def add_parsers(sub) -> None:
                                    'writes sweep.json, sweep.md and sweep.png under --out, plus h<h>/episodes.jsonl '
                                    "(without --ros each line has the episode's end_state, and sweep.md counts "
                                    'the failed episodes by failure mode). Tasks are the '
-                                   "embedded arm's (reach push pick_place) or Meta-World's (reach-v3 push-v3 "
-                                   'pick-place-v3; without --ros only, in the default MetaWorldConfig env at its '
-                                   '0.0125 s step, with no joint-limit safety checks: Meta-World clips its '
-                                   'actions to [-1, 1]).')
+                                   "embedded arm's (reach push pick_place) or Meta-World's (any of its 50 v3 tasks, "
+                                   'e.g. reach-v3 door-open-v3; without --ros only, in the default MetaWorldConfig '
+                                   'env at its 0.0125 s step, with no joint-limit safety checks: Meta-World clips '
+                                   'its actions to [-1, 1]; a task whose expert needs more steps than '
+                                   'execution.max_episode_steps gets its own longer step limit).')
     p.add_argument('--backend', default='expert', help='policy backend: expert, torch, onnx (default expert)')
     p.add_argument('--checkpoint', default='', help='checkpoint directory (torch/onnx)')
     p.add_argument('--tasks', nargs='+', default=['reach', 'push', 'pick_place'],
                    help="tasks of one robot: the arm's (default reach push pick_place) or Meta-World's "
-                        '(reach-v3 push-v3 pick-place-v3)')
+                        '(any of its 50 v3 tasks: reach-v3 push-v3 door-open-v3 ...)')
     p.add_argument('--n-action-steps', type=int, nargs='+', default=[1, 2, 4, 8, 16], help='h values')
     p.add_argument('--reference', type=int, default=4, help='h whose inference calls define Spd = 1')
     p.add_argument('--chunk-size', type=int, default=None,

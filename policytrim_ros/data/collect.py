@@ -31,7 +31,7 @@ from tqdm import tqdm
 from policytrim_ros.data.bag import write_episode_bag
 from policytrim_ros.data.episode import Episode
 from policytrim_ros.envs.config import EnvConfig
-from policytrim_ros.envs.factory import make_env, task_suite
+from policytrim_ros.envs.factory import make_env, task_step_limit, task_suite
 from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.envs.operators import Operator, TeleopConfig, make_operator
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
@@ -148,7 +148,7 @@ def _collect_and_write(env: ArmEnv | MetaWorldEnv, operator: Operator, out_dir: 
                        task: str, seed: int) -> dict:
     """Collect one episode and write its bag (unless it failed and only successes are kept, or
     the policy of a takeover finished it alone)."""
-    episode = collect_episode(env, operator, task, seed, max_steps, takeover, policy)
+    episode = collect_episode(env, operator, task, seed, task_step_limit(task, max_steps), takeover, policy)
     policy_steps = takeover.policy_steps(seed) if takeover is not None else 0
     if episode is None:
         return {'task': task, 'seed': seed, 'success': False, 'steps': 0, 'path': None,
@@ -203,12 +203,14 @@ def collect_demonstrations(tasks: Sequence[str], episodes_per_task: int, style: 
     ``envs.factory.task_suite``. Episodes run in a pool of ``workers`` spawned processes (each with
     its own env; 1 runs them in this process). Spawned workers re-import the caller's main module,
     so scripts must call this under ``if __name__ == '__main__':``. Failed episodes are only
-    written when ``only_successful`` is False. With ``takeover`` each episode starts with the
-    policy driving (see ``collect_episode``); keep those bags in their own out_dir. The style's
-    entry of ``<out>/index.json`` (other styles' entries are kept) records, per task, episodes run,
-    successes, success_rate, mean_steps (over successful episodes) and the bags, plus the total
-    steps and wall_clock_s; with takeover also the episodes the policy finished alone
-    (policy_successes, not counted as episodes) and the mean steps the policy drove.
+    written when ``only_successful`` is False. Each episode gets ``max_steps`` control steps, or its
+    Meta-World task's longer ``step_limit`` (``envs.factory.task_step_limit``). With ``takeover``
+    each episode starts with the policy driving (see ``collect_episode``); keep those bags in their
+    own out_dir. The style's entry of ``<out>/index.json`` (other styles' entries are kept)
+    records, per task, episodes run, successes, success_rate, mean_steps (over successful
+    episodes) and the bags, plus the total steps and wall_clock_s; with takeover also the episodes
+    the policy finished alone (policy_successes, not counted as episodes) and the mean steps the
+    policy drove.
     """
     suite = task_suite(tasks)  # fail fast on unknown or mixed tasks
     make_operator(style, teleop, suite)  # ... and on an unknown style or the wrong teleop config

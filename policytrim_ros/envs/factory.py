@@ -1,9 +1,9 @@
 """Task names -> the env that runs them: the embedded arm (``ArmEnv``) or Meta-World (``MetaWorldEnv``).
 
-The embedded arm's tasks are the registry's ('reach', 'push', 'pick_place'); Meta-World's end in
-'-v3' ('reach-v3', 'push-v3', 'pick-place-v3'). Both envs have the same surface (reset, observe,
-set_trajectory, step, joint_names, control_dt), but their actions differ (joint targets vs hand
-deltas), so one call takes the tasks of one suite only. ``metaworld`` is imported only when a
+The embedded arm's tasks are the registry's ('reach', 'push', 'pick_place'); Meta-World's are its
+50 v3 tasks (``robots.metaworld_tasks``: 'reach-v3', 'door-open-v3', ...). Both envs have the same
+surface (reset, observe, set_trajectory, step, joint_names, control_dt), but their actions differ
+(joint targets vs hand deltas), so one call takes the tasks of one suite only. ``metaworld`` is imported only when a
 Meta-World env is made.
 """
 from __future__ import annotations
@@ -20,20 +20,20 @@ from policytrim_ros.robots import UnknownTaskError
 from policytrim_ros.robots.arm import JOINT_NAMES
 from policytrim_ros.robots.metaworld import ACTION_NAMES as METAWORLD_ACTION_NAMES
 from policytrim_ros.robots.metaworld import CONTROL_DT as METAWORLD_CONTROL_DT
-from policytrim_ros.robots.metaworld import METAWORLD_TASKS
+from policytrim_ros.robots.metaworld_tasks import METAWORLD_TASKS, closest_tasks
 
 if TYPE_CHECKING:
     from policytrim_ros.envs.metaworld import MetaWorldEnv
 
 SUITES: tuple[str, ...] = ('arm', 'metaworld')
-"""Task suites: the embedded arm's tasks, and the supported Meta-World 3.1.1 tasks."""
+"""Task suites: the embedded arm's tasks, and the 50 Meta-World 3.1.1 v3 tasks."""
 
 
 def task_suite(tasks: Sequence[str]) -> str:
     """'arm' or 'metaworld': the one suite all of ``tasks`` belong to.
 
-    Raises UnknownTaskError (with a "did you mean" over both suites) for an unknown name, and
-    ValueError for no tasks or for tasks of both suites.
+    Raises UnknownTaskError (with a "did you mean" over both suites and the closest Meta-World
+    names) for an unknown name, and ValueError for no tasks or for tasks of both suites.
     """
     if isinstance(tasks, str) or not tasks:
         raise ValueError(f'tasks ({tasks!r}) must be a non-empty list of task names')
@@ -45,11 +45,21 @@ def task_suite(tasks: Sequence[str]) -> str:
             by_suite.setdefault('metaworld', []).append(task)
         else:
             raise UnknownTaskError(f"unknown task '{task}'{suggest(str(task), [*TASKS, *METAWORLD_TASKS])} "
-                                   f'(embedded arm: {list(TASKS)}; Meta-World: {list(METAWORLD_TASKS)})')
+                                   f'(embedded arm: {list(TASKS)}; {closest_tasks(task)})')
     if len(by_suite) > 1:
         raise ValueError(f"tasks {list(tasks)} mix embedded arm tasks {by_suite['arm']} and Meta-World tasks "
                          f"{by_suite['metaworld']}: one env runs one suite, so run them separately")
     return next(iter(by_suite))
+
+
+def task_step_limit(task: str, max_episode_steps: int) -> int:
+    """Control steps an episode of ``task`` gets: ``max_episode_steps``, or the task's own
+    ``step_limit`` where that is longer (the Meta-World tasks whose expert needs more steps, see
+    ``robots.metaworld_tasks``). Any other task gets ``max_episode_steps`` as it is."""
+    spec = METAWORLD_TASKS.get(task)
+    if spec is None or spec.step_limit is None:
+        return max_episode_steps
+    return max(max_episode_steps, spec.step_limit)
 
 
 def suite_control_dt(suite: str, env_config: EnvConfig | None = None) -> float:

@@ -1,11 +1,13 @@
-"""``MetaWorldEnv``: Meta-World 3.1.1 tasks behind the ``ArmEnv`` surface that ``run_episode`` uses.
+"""``MetaWorldEnv``: the 50 Meta-World 3.1.1 tasks behind the ``ArmEnv`` surface that ``run_episode`` uses.
 
 Meta-World is commanded per control step with a 4-d action in [-1, 1]: a delta of the hand's mocap
 target (1 unit = 1 cm per step) and a gripper effort (-1 open, +1 close). A chunk's executed window
 arrives as a ``TimedTrajectory`` whose k-th knot is the k-th action (at ``(k+1) * control_dt``);
 after the window the env holds (zero xyz motion, last gripper effort). Disturbances mirror the
 embedded arm's and use the same ``DisturbanceConfig`` fields in Meta-World units (see
-``MetaWorldDisturbanceConfig``); every random stream comes from the episode seed.
+``MetaWorldDisturbanceConfig``); every random stream comes from the episode seed. The object-side
+ones (layout offset, object friction and mass, kicks) act on the tasks that name a ``randomized``
+spot in ``robots.metaworld_tasks`` (reach-v3, push-v3, pick-place-v3); the hand-side ones on all.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from policytrim_ros.envs.metaworld_config import WORKSPACE_VIEW, MetaWorldConfig
 from policytrim_ros.envs.rendering import OffscreenRenderer, add_pixel_noise
 from policytrim_ros.envs.streams import episode_rngs, sensor_rng
 from policytrim_ros.policy.base import Observation
-from policytrim_ros.robots.metaworld import (ACTION_NAMES, METAWORLD_TASKS, MW_OBS_DIM, STATE_SPEC, check_task,
+from policytrim_ros.robots.metaworld import (ACTION_NAMES, MW_OBS_DIM, STATE_SPEC, MetaWorldTask, check_task,
                                              make_metaworld_env, mt1_variants)
 from policytrim_ros.trajectory import TimedTrajectory, TrajectoryError, validate_trajectory
 
@@ -46,15 +48,26 @@ def _workspace_camera() -> mujoco.MjvCamera:
 
 
 @dataclass
-class _Loaded:
-    """One task's Meta-World env and its renderer (its GL context is created on the first render)."""
+class _Object:
+    """The body of ``objGeom`` that the object-side disturbances act on, and its nominal physics."""
 
-    env: Any
-    object_body: int
-    object_dof: int
+    body: int
+    dof: int
     nominal_friction: float
     nominal_mass: float
     nominal_inertia: np.ndarray
+
+
+@dataclass
+class _Loaded:
+    """One task's Meta-World env and its renderer (its GL context is created on the first render).
+
+    ``object`` is None for the tasks without object-side disturbances.
+    """
+
+    env: Any
+    spec: MetaWorldTask
+    object: _Object | None
     renderer: OffscreenRenderer
 
 
@@ -64,9 +77,10 @@ class MetaWorldEnv:
     ``joint_names`` are the action columns ``ACTION_NAMES``; ``control_dt`` is Meta-World's
     frame_skip * timestep (``CONTROL_DT``, 0.0125 s). Observations: ``joint_positions`` (4,) hand
     xyz (m) and gripper opening (0-1) with sensor noise; ``joint_velocities`` (4,) their true rates (per s);
-    ``environment_state`` (39 + S,) privileged, for the scripted expert only: Meta-World's
-    observation, then ``mj_getState(STATE_SPEC)`` (S = 55 for the supported tasks). One Meta-World
-    env per task is created on first use; ``reset`` may switch tasks.
+    ``environment_state`` (39 + S + R,) privileged, for the scripted expert only: Meta-World's
+    observation, then ``mj_getState(STATE_SPEC)`` (S = 39 to 61 depending on the scene; 55 for
+    reach-v3, push-v3 and pick-place-v3), then for ``fixture`` tasks the variant's rand_vec (R = 3
+    or 6; else R = 0). One Meta-World env per task is created on first use; ``reset`` may switch tasks.
     """
 
     joint_targets = False   # actions are end-effector deltas, not targets for joint_positions
@@ -93,18 +107,21 @@ class MetaWorldEnv:
         self._upside_down = False
 
     def _load(self, task: str) -> _Loaded:
-        """The task's env, created on first use; raises UnknownTaskError for unsupported tasks."""
+        """The task's env, created on first use; raises UnknownTaskError for an unknown task."""
         if task not in self._loaded:
-            check_task(task)
+            spec = check_task(task)
             env = make_metaworld_env(task, self.config.benchmark_seed,
                                      max_path_length=self.config.max_path_length)
             m = env.model
-            m.site_size[m.site('goal').id] = self.config.goal_marker_radius   # drawn only: sites have no physics
-            body = int(m.geom('objGeom').bodyid[0])
-            self._loaded[task] = _Loaded(
-                env, body, int(m.jnt_dofadr[m.body_jntadr[body]]), float(m.geom('objGeom').friction[0]),
-                float(m.body_mass[body]), m.body_inertia[body].copy(),
-                OffscreenRenderer(m, self.config.image_height, self.config.image_width))
+            if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, 'goal') >= 0:  # 32 of the 50 scenes have one
+                m.site_size[m.site('goal').id] = self.config.goal_marker_radius   # drawn only: sites have no physics
+            obj = None
+            if spec.randomized is not None:
+                body = int(m.geom('objGeom').bodyid[0])
+                obj = _Object(body, int(m.jnt_dofadr[m.body_jntadr[body]]), float(m.geom('objGeom').friction[0]),
+                              float(m.body_mass[body]), m.body_inertia[body].copy())
+            self._loaded[task] = _Loaded(env, spec, obj, OffscreenRenderer(m, self.config.image_height,
+                                                                           self.config.image_width))
         return self._loaded[task]
 
     @property
@@ -117,15 +134,16 @@ class MetaWorldEnv:
     def reset(self, task: str, seed: int, render: bool = True) -> Observation:
         """Start an episode: MT1 variant ``seed % 50``, then the seeded disturbances on top.
 
-        Raises UnknownTaskError (with a suggestion) for an unsupported task.
+        Raises UnknownTaskError (with the closest task names) for an unknown task.
         """
         loaded = self._load(task)
-        self.task, self.instruction = task, METAWORLD_TASKS[task].instruction
+        self.task, self.instruction = task, loaded.spec.instruction
         self._seed = int(seed)
         self._rng = episode_rngs(self._seed)
-        self._randomize_physics(loaded, self._rng['physics'])
         data = dict(mt1_variants(task, self.config.benchmark_seed)[1][self._seed % N_VARIANTS])
-        data['rand_vec'] = self._shift_spot(loaded, data['rand_vec'], self._rng['layout'])
+        if loaded.object is not None:
+            self._randomize_physics(loaded.env, loaded.object, self._rng['physics'])
+            data['rand_vec'] = self._shift_spot(loaded, data['rand_vec'], self._rng['layout'])
         loaded.env.set_task(metaworld.Task(env_name=task, data=pickle.dumps(data)))
         self._obs, _ = loaded.env.reset()
         self._info = {}
@@ -148,7 +166,7 @@ class MetaWorldEnv:
         goal within 0.15 m are redrawn (Meta-World's reset would loop forever on them).
         """
         half = self.config.disturbances.object_position_range
-        i = 0 if METAWORLD_TASKS[self.task].randomized == 'object' else 3
+        i = 0 if loaded.spec.randomized == 'object' else 3
         space = loaded.env._random_reset_space  # (object xyz, goal xyz) bounds of the variants
         for _ in range(100):
             shifted = np.array(rand_vec, dtype=np.float64)
@@ -159,15 +177,15 @@ class MetaWorldEnv:
         raise RuntimeError(f'no layout offset within {half} m keeps object and goal '
                            f'{_MIN_OBJECT_GOAL_DISTANCE} m apart (rand_vec {rand_vec.tolist()})')
 
-    def _randomize_physics(self, loaded: _Loaded, rng: np.random.Generator) -> None:
+    def _randomize_physics(self, env: Any, obj: _Object, rng: np.random.Generator) -> None:
         """Scale the object's friction and mass (from their nominal values) by seeded factors."""
         d = self.config.disturbances
-        m = loaded.env.model
-        m.geom('objGeom').friction[0] = loaded.nominal_friction * rng.uniform(*d.friction_scale_range)
+        m = env.model
+        m.geom('objGeom').friction[0] = obj.nominal_friction * rng.uniform(*d.friction_scale_range)
         mass_scale = rng.uniform(*d.mass_scale_range)
-        m.body_mass[loaded.object_body] = loaded.nominal_mass * mass_scale
-        m.body_inertia[loaded.object_body] = loaded.nominal_inertia * mass_scale
-        mujoco.mj_setConst(m, loaded.env.data)  # refresh quantities derived from the masses
+        m.body_mass[obj.body] = obj.nominal_mass * mass_scale
+        m.body_inertia[obj.body] = obj.nominal_inertia * mass_scale
+        mujoco.mj_setConst(m, env.data)  # refresh quantities derived from the masses
 
     def close(self) -> None:
         """Free the renderers (GL contexts) and the Meta-World envs."""
@@ -234,7 +252,8 @@ class MetaWorldEnv:
         c = d.actuation_noise_correlation
         self._noise = c * self._noise + math.sqrt(1.0 - c * c) * d.actuation_noise_std * \
             self._rng['actuation'].standard_normal(3)
-        self._maybe_kick_object(loaded)
+        if loaded.object is not None:
+            self._maybe_kick_object(loaded.env, loaded.object)
         command = np.r_[np.clip(action[:3] + self._noise, -1.0, 1.0), self._grip]
         self._obs, _, _, _, info = loaded.env.step(command)
         self._info = info
@@ -253,7 +272,7 @@ class MetaWorldEnv:
             state['failure_mode'] = 'off_target_grasped' if state['grasp_success'] else 'off_target'
         return state
 
-    def _maybe_kick_object(self, loaded: _Loaded) -> None:
+    def _maybe_kick_object(self, env: Any, obj: _Object) -> None:
         """With the configured probability, kick the object if it rests on the table, fingers away.
 
         The direction is uniform within +-90 deg of the direction to the table centre, so the
@@ -264,14 +283,13 @@ class MetaWorldEnv:
         draw, offset = rng.random(), rng.uniform(-np.pi / 2, np.pi / 2)  # always drawn: stable streams
         if draw >= d.perturbation_probability:
             return
-        env = loaded.env
-        position = env.data.xpos[loaded.object_body]
+        position = env.data.xpos[obj.body]
         lifted = position[2] > env.obj_init_pos[2] + _RESTING_HEIGHT_TOLERANCE
         if lifted or np.linalg.norm(env.tcp_center - position) < _KICK_CLEARANCE:
             return
         to_centre = _TABLE_CENTRE_XY - position[:2]
         angle = np.arctan2(to_centre[1], to_centre[0]) + offset
-        v = loaded.object_dof
+        v = obj.dof
         env.data.qvel[v:v + 2] = d.perturbation_velocity * np.array([np.cos(angle), np.sin(angle)])
 
     # ----------------------------------------------------------------- sensing
@@ -286,6 +304,7 @@ class MetaWorldEnv:
         noise *= np.array([d.joint_noise_std] * 3 + [d.gripper_noise_std])
         state = np.empty(mujoco.mj_stateSize(loaded.env.model, STATE_SPEC))
         mujoco.mj_getState(loaded.env.model, loaded.env.data, state, STATE_SPEC)
+        layout = [np.asarray(loaded.env._last_rand_vec, dtype=np.float64)] if loaded.spec.fixture else []
         if render:
             image = self._render(loaded)
         else:
@@ -294,7 +313,7 @@ class MetaWorldEnv:
             image=image,
             joint_positions=self._obs[:4] + noise,
             joint_velocities=(self._obs[:4] - self._obs[18:22]) / self.control_dt,
-            environment_state=np.concatenate([self._obs, state]),
+            environment_state=np.concatenate([self._obs, state, *layout]),
             instruction=self.instruction,
             time=self.time,
             step=self.step_count,

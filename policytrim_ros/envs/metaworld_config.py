@@ -24,8 +24,11 @@ CAMERAS = ('corner', 'corner2', 'corner3', 'corner4', 'topview', 'behindGripper'
 
 WORKSPACE_VIEW = {'lookat': (0.0, 0.72, 0.12), 'distance': 0.75, 'azimuth': 130.0, 'elevation': -35.0}
 """The ``workspace`` camera (a MuJoCo free camera; m and deg): it frames the hand's start, the
-objects and the goals of the supported tasks, so a 4.5 cm puck is about 6 px wide at 96 px where
-``corner`` (the whole table and robot) shows it at 2-3 px."""
+objects and the goals of reach-v3, push-v3 and pick-place-v3, so a 4.5 cm puck is about 6 px wide
+at 96 px where ``corner`` (the whole table and robot) shows it at 2-3 px. It was chosen for those
+three; in the other 47 scenes it shows the hand, the objects and the fixtures too, but the tallest
+fixtures (the shelf, the coffee machine, the door's cabinet) run out of its top edge (128 px renders
+of seed 1001, checked by eye)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,9 @@ class MetaWorldDisturbanceConfig(DisturbanceConfig):
     perturbation_probability, perturbation_velocity: per-step chance and speed (m/s) of kicking the
         object while it lies on the table with the fingers >= 6 cm away; at 0.7 m/s the puck slides
         1-2 cm (faster kicks can tip it over).
+    The object-side fields (object_position_range, the scale ranges, the kicks) act on reach-v3,
+    push-v3 and pick-place-v3 only (``robots.metaworld_tasks.CORE_TASKS``); the other 47 tasks run
+    Meta-World's own variants with the hand-side disturbances (actuation, sensor and image noise).
     """
 
     actuation_noise_std: float = 0.06
@@ -67,7 +73,8 @@ class MetaWorldConfig:
     image_width, image_height: rendered image size (px, at most 640 x 480).
     goal_marker_radius: radius (m) the goal site is drawn with. Meta-World draws it at 0.02 m, 2-3 px
         at 96 px from ``corner``: a BC policy did not learn where the goal is (SR 0.2 on reach-v3).
-        Sites have no physics; only the image changes.
+        Sites have no physics; only the image changes. Applies to the site named 'goal', which 32
+        of the 50 scenes have (the others mark their goal otherwise or not at all).
     max_path_length: control steps after which the env refuses to step (Meta-World's truncation).
     benchmark_seed: seed of ``metaworld.MT1``, i.e. which 50 task variants episode seeds pick from.
     disturbances: ``MetaWorldDisturbanceConfig()`` (on) or ``MetaWorldDisturbanceConfig.none()``.

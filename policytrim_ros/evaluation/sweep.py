@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from policytrim_ros.config import from_dict, load_yaml, ros_parameters
 from policytrim_ros.envs.config import EnvConfig
-from policytrim_ros.envs.factory import suite_control_dt, task_suite
+from policytrim_ros.envs.factory import suite_control_dt, task_step_limit, task_suite
 from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.metrics import EpisodeMetrics
@@ -29,14 +29,15 @@ class SweepConfig:
     """One sweep.
 
     policy: the backend and checkpoint to evaluate.
-    tasks: task names, all of the embedded arm or all of Meta-World (names ending in '-v3').
+    tasks: task names, all of the embedded arm or all of Meta-World (its 50 v3 tasks, names ending in '-v3').
     n_action_steps: the executed lengths h to evaluate.
     chunk_size: H of the policy.
     episodes: episodes per task and h.
     seed: seed of each task's first episode (evaluation seeds start at 1000, demos use 0-999).
     control_dt: seconds per control step; must equal the env's (env.control_dt on the arm,
         ``robots.metaworld.CONTROL_DT`` = 0.0125 s on Meta-World).
-    max_episode_steps: step limit per episode.
+    max_episode_steps: step limit per episode (a Meta-World task with a longer ``step_limit`` of its
+        own, see ``robots.metaworld_tasks``, gets that one: ``envs.factory.task_step_limit``).
     workers: worker processes (0 = one per CPU core).
     env: the embedded arm's env (used for arm tasks).
     metaworld: the Meta-World env (used for Meta-World tasks).
@@ -75,8 +76,10 @@ class SweepConfig:
         if self.episodes < 1:
             raise ValueError(f'episodes ({self.episodes}) must be >= 1')
 
-    def execution(self, h: int) -> ExecutionConfig:
-        return ExecutionConfig(self.chunk_size, h, self.control_dt, self.max_episode_steps, self.horizon,
+    def execution(self, h: int, task: str | None = None) -> ExecutionConfig:
+        """How episodes run at executed length ``h``; with ``task``, at that task's step limit."""
+        steps = self.max_episode_steps if task is None else task_step_limit(task, self.max_episode_steps)
+        return ExecutionConfig(self.chunk_size, h, self.control_dt, steps, self.horizon,
                                self.replan_threshold, min(self.replan_min_steps, h))
 
 
@@ -120,7 +123,7 @@ def _run(job: tuple[int, str, int]) -> tuple[EpisodeMetrics, dict]:
         raise _worker['error']
     h, task, k = job
     cfg: SweepConfig = _worker['config']
-    metrics, _ = run_episode(_worker['env'], _worker['policy'], cfg.execution(h), task, cfg.seed + k,
+    metrics, _ = run_episode(_worker['env'], _worker['policy'], cfg.execution(h, task), task, cfg.seed + k,
                              episode_id=f'{task}-{k:03d}', safety=cfg.safety)
     return metrics, _worker['env'].end_state()
 

@@ -1,15 +1,19 @@
 """Meta-World's bundled scripted experts as a ``ChunkPolicy`` that plans H actions ahead.
 
-The experts (``metaworld.policies.ENV_POLICY_MAP``) are feedback laws: action = f(current obs).
-To turn one into an open-loop chunk, ``MetaWorldExpertPolicy`` copies the observed physics state
+The experts are Meta-World's own, one per task: ``metaworld.policies.ENV_POLICY_MAP`` maps each of
+the 50 v3 task names to its ``Sawyer<Name>V3Policy`` class (peg-insert-side-v3's is
+``SawyerPegInsertionSideV3Policy``). They are feedback laws: action = f(current obs). To turn one
+into an open-loop chunk, ``MetaWorldExpertPolicy`` copies the observed physics state
 (``Observation.environment_state``, see ``MetaWorldEnv``) into a private Meta-World env of the
 task and rolls the expert forward there for H steps: row k is the expert's action for the state
-the private simulation reaches after rows 0..k-1. The private env has the nominal object
-friction and mass and no noise, so a chunk is exactly what the closed loop would do in an
-undisturbed world, and drifts from it under disturbances, as a real planner's would. An H = 16
-chunk costs 16 physics steps without Meta-World's reward code: about 5-10 ms on 2 CPU cores.
-``MetaWorldSuiteExpertPolicy`` serves every supported task from one policy (the ``expert`` backend
-of sweeps), and ``MetaWorldStepExpert`` is the per-step expert of demonstration operators.
+the private simulation reaches after rows 0..k-1. For ``fixture`` tasks (doors, drawers, button
+boxes, ...) the private env is first reset to the observed variant's rand_vec (the end of
+``environment_state``), which places the fixture where the observed scene has it. The private
+env has the nominal object friction and mass and no noise, so a chunk is exactly what the closed
+loop would do in an undisturbed world, and drifts from it under disturbances, as a real planner's
+would. An H = 16 chunk costs 16 physics steps without Meta-World's reward code: about 5-10 ms on 2
+CPU cores. ``MetaWorldSuiteExpertPolicy`` serves every task from one policy (the ``expert``
+backend of sweeps), and ``MetaWorldStepExpert`` is the per-step expert of demonstration operators.
 """
 from __future__ import annotations
 
@@ -45,7 +49,8 @@ class MetaWorldExpertPolicy:
         if chunk_size < 1:
             raise ValueError(f'chunk_size ({chunk_size}) must be >= 1')
         self.task = task
-        self.instruction = check_task(task).instruction
+        spec = check_task(task)
+        self.instruction = spec.instruction
         self.metadata = PolicyMetadata(name='metaworld-expert', chunk_size=chunk_size,
                                        joint_names=ACTION_NAMES, image_size=None,
                                        uses_environment_state=True)
@@ -53,6 +58,8 @@ class MetaWorldExpertPolicy:
         # Any variant will do: every chunk overwrites its physics state and goal.
         self._sim = make_metaworld_env(task) if chunk_size > 1 else None
         self._state_size = None if self._sim is None else mujoco.mj_stateSize(self._sim.model, STATE_SPEC)
+        # fixture tasks: the rand_vec that places the fixture ends environment_state (R = 3 or 6)
+        self._layout_size = len(self._sim._last_rand_vec) if self._sim is not None and spec.fixture else 0
 
     def reset(self) -> None:
         """The expert is stateless: every chunk is planned from the observation alone."""
@@ -69,7 +76,7 @@ class MetaWorldExpertPolicy:
         if self._sim is None:
             valid, wanted = state.ndim == 1 and len(state) >= MW_OBS_DIM, f'(>= {MW_OBS_DIM},)'
         else:
-            size = MW_OBS_DIM + self._state_size
+            size = MW_OBS_DIM + self._state_size + self._layout_size
             valid, wanted = state.shape == (size,), f'({size},)'
         if not valid:
             raise PolicyInputError(f'environment_state must be the {wanted} vector of MetaWorldEnv '
@@ -80,7 +87,12 @@ class MetaWorldExpertPolicy:
         if self._sim is None:
             return chunk
         sim = self._sim
-        mujoco.mj_setState(sim.model, sim.data, state[MW_OBS_DIM:], STATE_SPEC)
+        if self._layout_size:
+            layout = state[-self._layout_size:]
+            if not np.array_equal(layout, sim._last_rand_vec):  # another variant: move the fixture there
+                sim._last_rand_vec = layout.copy()
+                sim.reset()  # Meta-World's reset places the fixture at the frozen rand_vec
+        mujoco.mj_setState(sim.model, sim.data, state[MW_OBS_DIM:MW_OBS_DIM + self._state_size], STATE_SPEC)
         sim._target_pos = mw_obs[-3:].copy()  # the goal, read by _get_obs()
         sim._prev_obs = mw_obs[:18].copy()    # the frame stack _get_obs() shifts
         for k in range(1, len(chunk)):
@@ -94,7 +106,7 @@ class MetaWorldExpertPolicy:
 
 
 class MetaWorldSuiteExpertPolicy:
-    """The experts of every supported Meta-World task behind one ``ChunkPolicy``, emitting (H, 4).
+    """The experts of all 50 Meta-World tasks behind one ``ChunkPolicy``, emitting (H, 4).
 
     The task is recognised from the instruction, as ``ScriptedExpertPolicy`` does on the arm; each
     task's ``MetaWorldExpertPolicy`` is built on first use (its private env takes ~0.6 s).

@@ -2,8 +2,9 @@
 
 A leaf of the package: action columns, the layout of the privileged ``environment_state``, the
 scene files and the tasks' names and instructions, one module per robot (``arm``: the embedded
-MuJoCo arm; ``metaworld``: Meta-World's Sawyer). The scripted experts are policies that plan on the
-same scenes, so they read these instead of importing the envs.
+MuJoCo arm; ``metaworld``: Meta-World's Sawyer, with its 50-task table in ``metaworld_tasks``). The
+scripted experts are policies that plan on the same scenes, so they read these instead of importing
+the envs.
 """
 
 

@@ -1,4 +1,4 @@
-"""Meta-World's Sawyer: its action columns, its tasks, the privileged state and raw Meta-World envs.
+"""Meta-World's Sawyer: its action columns, its tasks (``metaworld_tasks``), the privileged state and raw envs.
 
 ``envs.metaworld.MetaWorldEnv`` runs these tasks; the Meta-World expert (``policy.metaworld_expert``) plans
 on a private raw env of the task. ``metaworld`` itself is imported only when a raw env is made.
@@ -6,47 +6,18 @@ on a private raw env of the task. ``metaworld`` itself is imported only when a r
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import mujoco
 
-from policytrim_ros.config import suggest
-from policytrim_ros.robots import UnknownTaskError
+# the task table has its own module; these names stay importable from here
+from policytrim_ros.robots.metaworld_tasks import METAWORLD_TASKS, MetaWorldTask, check_task  # noqa: F401
 
 ACTION_NAMES: tuple[str, ...] = ('dx', 'dy', 'dz', 'grip')
 """The A = 4 action columns: hand mocap delta xyz (1 unit = 1 cm per step), gripper effort."""
 CONTROL_DT = 0.0125
-"""Seconds per Meta-World step: frame_skip (5) x timestep (2.5 ms) of the supported Sawyer scenes."""
-
-
-@dataclass(frozen=True)
-class MetaWorldTask:
-    """A supported Meta-World task: its instruction and which rand_vec spot the layout noise moves.
-
-    randomized: 'object' (rand_vec[0:2], the object's xy) or 'goal' (rand_vec[3:5], the goal's xy).
-    """
-
-    instruction: str
-    randomized: str
-
-
-METAWORLD_TASKS: dict[str, MetaWorldTask] = {
-    'reach-v3': MetaWorldTask('reach the red target', 'goal'),
-    'push-v3': MetaWorldTask('push the puck to the green goal', 'object'),
-    'pick-place-v3': MetaWorldTask('pick up the puck and place it at the blue goal', 'object'),
-}
-"""Meta-World env name -> task; the goal site is drawn red, green or blue in those scenes."""
-
-
-def check_task(name: str) -> MetaWorldTask:
-    """The registered task ``name``; raises UnknownTaskError with a "did you mean" hint."""
-    if name not in METAWORLD_TASKS:
-        raise UnknownTaskError(f"unknown Meta-World task '{name}'{suggest(str(name), METAWORLD_TASKS)} "
-                               f'(tasks: {list(METAWORLD_TASKS)})')
-    return METAWORLD_TASKS[name]
-
+"""Seconds per Meta-World step: frame_skip (5) x timestep (2.5 ms), the same in all 50 Sawyer scenes."""
 
 MW_OBS_DIM = 39
 """Meta-World's observation: hand xyz, gripper opening, object poses, previous frame, goal xyz."""

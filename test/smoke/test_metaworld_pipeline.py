@@ -17,13 +17,14 @@ from policytrim_ros.envs.metaworld import MetaWorldEnv
 from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep_end_states
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
 from policytrim_ros.robots.metaworld import ACTION_NAMES, CONTROL_DT, METAWORLD_TASKS
+from policytrim_ros.robots.metaworld_tasks import CORE_TASKS
 from policytrim_ros.training.bc import train_bc
 from policytrim_ros.training.bc_config import BCConfig
 from policytrim_ros.training.grpo import GRPOConfig
 from policytrim_ros.training.trainer import PolicyTrimConfig, train_policytrim
 
 CLI = [str(Path(sys.executable).parent / 'policytrim')]
-TASKS = tuple(METAWORLD_TASKS)
+TASKS = CORE_TASKS  # the shipped checkpoints' tasks: reach-v3, push-v3, pick-place-v3
 
 
 @pytest.fixture(scope='module')
@@ -82,6 +83,23 @@ def test_bc_trains_and_evaluates_on_meta_world_demos_then_eval_runs_the_checkpoi
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     [row] = [r for r in json.loads((tmp_path / 'eval' / 'sweep.json').read_text())['rows'] if r['task'] == 'reach-v3']
     assert row['n_action_steps'] == 16 and row['chunk_size'] == 16
+
+
+def test_eval_and_collect_run_any_of_the_50_tasks_by_name_and_a_typo_names_the_closest(tmp_path):
+    result = run('eval', '--tasks', 'door-open-v3', 'disassemble-v3', '--episodes', '1', '--seed', '1003',
+                 '--n-action-steps', '16', '--reference', '16', '--workers', '1', '--out', str(tmp_path / 'eval'))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = {r['task']: r for r in json.loads((tmp_path / 'eval' / 'sweep.json').read_text())['rows']}
+    assert rows['door-open-v3']['success_rate'] == rows['disassemble-v3']['success_rate'] == 1.0
+    assert rows['disassemble-v3']['steps'] > 150   # its own step limit (350), not config/sim.yaml's 150
+    result = run('collect', '--tasks', 'door-open-v3', '--episodes', '1', '--style', 'efficient', '--workers', '1',
+                 '--out', str(tmp_path / 'demos'))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    episode = read_episode_bag(tmp_path / 'demos' / 'door-open-v3' / 'efficient-0')
+    assert episode.success and episode.instruction == METAWORLD_TASKS['door-open-v3'].instruction
+    typo = run('eval', '--tasks', 'door-opne-v3', '--out', str(tmp_path / 'typo'))
+    assert typo.returncode == 2 and "unknown task 'door-opne-v3' (did you mean 'door-open-v3'?)" in typo.stderr
+    assert "closest Meta-World tasks: 'door-open-v3'" in typo.stderr
 
 
 def test_eval_through_ros_refuses_meta_world_tasks(tmp_path):
