@@ -12,7 +12,7 @@ head's most likely h (as deployed; so a branch's return has no sampling noise).
 The branches' group-relative advantages then belong to that one decision (VinePPO's Monte Carlo
 branching), where a group of whole episodes spreads each trajectory's advantage over all its
 calls: measured on the arm, that drove every call to the longest h, grasps included
-(docs/experiments.md, 'Learned horizon').
+(docs/experiments.md, section 2.8).
 """
 from __future__ import annotations
 

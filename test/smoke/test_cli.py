@@ -33,11 +33,13 @@ def short_episodes(tmp_path, steps=40):
 def test_demo_prints_the_runs_side_by_side_and_writes_logs(tmp_path, tiny_checkpoint):
     out = run('demo', '--tasks', 'reach', '--episodes', '1', '--compare', f'other={tiny_checkpoint}@8',
               '--params', short_episodes(tmp_path), '--out', str(tmp_path / 'demo'))
-    assert 'side by side (Spd = inference calls of bc-wrist-h32-dagger at h = 8' in out
+    assert ('side by side (Spd (a) = inference calls of bc-wrist-h32-dagger at h = 4, Spd (b) = at h = 8' in out
+            and 'Spd (a) vs h=4' in out and 'Spd (b) vs h=8' in out)
     tmp_path = tmp_path / 'demo'
     summary = json.loads((tmp_path / 'summary.json').read_text())
     assert [(r['policy'], r['n_action_steps'], r['chunk_size']) for r in summary['runs']] == [
-        ('bc-wrist-h32-dagger', 8, 32), ('bc-wrist-h32-dagger', 32, 32), ('other', 8, 16)]   # each at its own H
+        ('bc-wrist-h32-dagger', 4, 32), ('bc-wrist-h32-dagger', 8, 32), ('other', 8, 16)]   # each at its own H
+    assert summary['best_h'] == 8
     assert (tmp_path / 'bc-wrist-h32-dagger-h8' / 'episodes.jsonl').read_text().count('\n') == 1
     assert (tmp_path / 'other-h8' / 'episodes.jsonl').read_text().count('\n') == 1
 
@@ -159,7 +161,7 @@ def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path, ti
     assert bad.returncode == 2 and 'expected NAME=CHECKPOINT@h' in bad.stderr
     plain = subprocess.run(command[:6] + ['--method', f'bc={tiny_checkpoint}'],
                            env=launcher.ros_env(), capture_output=True, text=True)
-    assert plain.returncode == 2 and 'not a PolicyTrim Stage 2 checkpoint' in plain.stderr
+    assert plain.returncode == 2 and 'neither a PolicyTrim Stage 2 checkpoint nor one with an efficiency head' in plain.stderr
     mixed = subprocess.run(command[:3] + ['reach', 'push-v3'] + command[4:], env=launcher.ros_env(),
                            capture_output=True, text=True)
     assert mixed.returncode == 2 and 'mix embedded arm tasks' in mixed.stderr
@@ -173,26 +175,28 @@ def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path, ti
     assert f'--out {tmp_path} holds the results of another comparison (bc-wrist-more-ft-vs-h24)' in another.stderr
 
 
-def test_demo_runs_the_shipped_policytrim_model_at_its_trained_h_next_to_the_baseline():
+def test_demo_runs_the_baseline_at_the_default_and_best_h_then_the_shipped_efficiency_head():
     import argparse
 
     from policytrim_ros.cli.demo import demo_runs
-    from policytrim_ros.evaluation.efficiency import trained_n_action_steps
     args = argparse.Namespace(backend=None, checkpoint=None, n_action_steps=None, chunk_size=None, compare=None)
     shown = {'backend': 'torch', 'checkpoint': 'package://policytrim_ros/models/bc-wrist-h32-dagger'}
-    runs = demo_runs(args, shown, 32, 4)
-    trained = trained_n_action_steps('package://policytrim_ros/models/policytrim-wrist-h32-dagger')
+    runs = demo_runs(args, shown, 32, 8)
     assert [(label, h, H) for label, _, h, H in runs] == [('bc-wrist-h32-dagger', 4, 32),
-                                                          ('bc-wrist-h32-dagger', 32, 32), ('policytrim', trained, 32)]
+                                                          ('bc-wrist-h32-dagger', 8, 32), ('head', 32, 32)]
     assert runs[2][1] == {'policy.backend': 'torch',
-                          'policy.checkpoint': 'package://policytrim_ros/models/policytrim-wrist-h32-dagger'}
+                          'policy.checkpoint': 'package://policytrim_ros/models/horizon-wrist-h32-dagger',
+                          'execution.chunk_size': 32, 'execution.n_action_steps': 32, 'execution.horizon': 'learned'}
+    stage2 = argparse.Namespace(**{**vars(args), 'compare': [
+        'policytrim=package://policytrim_ros/models/policytrim-wrist-h32-dagger']})
+    assert demo_runs(stage2, shown, 32, 8)[2][1]['execution.horizon'] == 'fixed'
     expert = argparse.Namespace(**{**vars(args), 'backend': 'expert'})
-    assert [(label, h) for label, _, h, _ in demo_runs(expert, {'backend': 'expert'}, 16, 4)] == [
-        ('expert', 4), ('expert', 16)]
-    assert [h for _, _, h, _ in demo_runs(expert, {'backend': 'expert'}, 4, 4)] == [4]   # h = H once
+    assert [(label, h) for label, _, h, _ in demo_runs(expert, {'backend': 'expert'}, 16, 8)] == [
+        ('expert', 4), ('expert', 8)]
+    assert [h for _, _, h, _ in demo_runs(expert, {'backend': 'expert'}, 4, 8)] == [4]   # both capped at H: once
     # a --compare policy runs at its own H, whatever the first policy's
     other = argparse.Namespace(**{**vars(args), 'compare': ['short=package://policytrim_ros/models/bc-wrist-more-ft@16']})
-    assert [(h, H) for _, _, h, H in demo_runs(other, shown, 32, 4)] == [(4, 32), (32, 32), (16, 16)]
+    assert [(h, H) for _, _, h, H in demo_runs(other, shown, 32, 8)] == [(4, 32), (8, 32), (16, 16)]
 
 
 def test_collect_runs_the_env_of_the_params_file(tmp_path):

@@ -73,3 +73,32 @@ def test_a_results_folder_of_another_comparison_is_named_and_the_same_one_may_be
         'bc-wrist-more-ft-vs-policytrim-wrist'
     (tmp_path / 'efficiency.json').write_text('{}')
     assert 'unreadable' in other_comparison_in(tmp_path, 'models/bc-wrist-h32-dagger', other)
+
+
+def test_a_checkpoint_with_an_efficiency_head_runs_with_h_learned(tiny_horizon_checkpoint, tiny_checkpoint):
+    from policytrim_ros.evaluation.efficiency import PolicySpec, parse_policy_spec
+    spec = parse_policy_spec(f'head={tiny_horizon_checkpoint}')
+    assert spec == PolicySpec('head', str(tiny_horizon_checkpoint), 16, 'learned')
+    assert spec.overrides['execution.horizon'] == 'learned' and spec.overrides['execution.chunk_size'] == 16
+    assert parse_policy_spec(f'head={tiny_horizon_checkpoint}@8').horizon == 'fixed'   # @h: that fixed h
+    with pytest.raises(ValueError, match='nor one with an efficiency head'):
+        parse_policy_spec(f'bc={tiny_checkpoint}')
+
+
+def test_wilson_interval_and_the_curve_rows_of_hand_made_cells():
+    from policytrim_ros.evaluation.efficiency import curve_rows, wilson_interval
+    low, high = wilson_interval(9, 10)
+    assert (round(low, 4), round(high, 4)) == (0.5958, 0.9821)   # the textbook values for 9 / 10
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))     # no episodes
+    assert wilson_interval(10, 10)[1] == 1.0 and wilson_interval(0, 10)[0] == 0.0
+
+    def episodes(h, successes, calls):
+        return [EpisodeMetrics(f'e{i}', 'reach', 'go', i < successes, 40, calls, h, 32, h / 32, 1.0,
+                               'success' if i < successes else 'max_steps') for i in range(10)]
+    cells = {('baseline', '4'): episodes(4, 10, 12), ('baseline', '8'): episodes(8, 10, 6),
+             ('baseline', '32'): episodes(32, 7, 2), ('head', 'learned'): episodes(32, 10, 3)}
+    rows = {(r['task'], r['policy'], r['horizon']): r for r in curve_rows(cells, 'baseline', '4')}
+    head = rows[('all', 'head', 'learned')]
+    assert head['best_h'] == 8                                  # h = 32 is 3 points below the best SR
+    assert (head['speedup_vs_default_h'], head['speedup_vs_best_h']) == (4.0, 2.0)
+    assert head['success_rate_delta'] == 0.0 and head['success_rate_low'] == pytest.approx(0.7225, abs=1e-4)

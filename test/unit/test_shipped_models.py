@@ -19,11 +19,13 @@ REPO = Path(__file__).resolve().parents[2]
 MODELS = sorted(p for p in (REPO / 'models').iterdir() if p.is_dir())
 MAX_FILE_BYTES = 5 * 1024 * 1024
 
-# README column -> key of the metrics file's rows; the first three identify a row
-KEYS = {'task': 'task', 'policy': 'policy', 'h': 'n_action_steps'}
+# A row is identified by its task, policy and h (n_action_steps), or for a curve row (curve.json)
+# its horizon: the fixed h, 'learned' or 'divergence'. README column -> key of the file's rows:
 VALUES = {'SR': 'success_rate', 'steps S': 'steps', 'inference calls': 'inference_calls', 'calls': 'inference_calls',
           'episodes': 'episodes', 'Spd vs h=4': 'speedup', 'Spd (a) vs h = 4': 'speedup_vs_default_h',
           'Spd (b) vs best h': 'speedup_vs_best_h', 'ROS s / episode': 'ros_wall_clock_s',
+          'Spd (a)': 'speedup_vs_default_h', 'Spd (b)': 'speedup_vs_best_h', 'SR 95% low': 'success_rate_low',
+          'SR 95% high': 'success_rate_high',
           'wall-clock s per episode': 'wall_clock_s'}
 POLICY_LABELS = {'baseline (h = 4)': 'baseline (default h)'}   # the README's name for the benchmark's row
 OUT = re.compile(r'--out ((?:models|bench/results)/[\w.-]+(?:/[\w.-]+)?)')
@@ -41,8 +43,8 @@ def result_tables(readme: Path):
         outs = OUT.findall(text[:match.start()])
         assert outs, f'{readme}: no --out before the table at {lines[0]!r} says where its numbers are'
         folder = REPO / outs[-1]
-        files = [f for f in ('sweep.json', 'efficiency.json') if (folder / f).is_file()]
-        assert files, f'{readme}: {outs[-1]} (the table at {lines[0]!r}) holds no sweep.json or efficiency.json'
+        files = [f for f in ('sweep.json', 'efficiency.json', 'curve.json') if (folder / f).is_file()]
+        assert files, f'{readme}: {outs[-1]} (the table at {lines[0]!r}) holds no sweep.json, efficiency.json or curve.json'
         rows = [[c.strip() for c in line.strip('|').split('|')] for line in lines[2:]]
         yield folder / files[0], header, rows
 
@@ -65,13 +67,14 @@ def test_readme_result_tables_match_the_metrics_files_they_name(model, n):
     """Every number of the table (SR, steps, calls, Spd, wall-clock) is its row of the metrics file,
     rounded as written; a row the file lacks fails too."""
     path, header, rows = list(result_tables(model / 'README.md'))[n]
-    data = {tuple(str(r.get(k, '')) for k in KEYS.values()): r for r in json.loads(path.read_text())['rows']}
+    data = {(str(r['task']), str(r.get('policy', '')), '' if 'horizon' in r else str(r.get('n_action_steps', '')),
+             str(r.get('horizon', ''))): r for r in json.loads(path.read_text())['rows']}   # a curve row: by horizon
     for cells in rows:
         cell = dict(zip(header, cells))
         key = (cell['task'], POLICY_LABELS.get(cell.get('policy'), cell.get('policy', '')),
-               str(float(cell['h'])) if 'h' in cell else '')
+               str(float(cell['h'])) if 'h' in cell else '', cell.get('horizon', ''))
         if not cell.get('policy'):   # a sweep row: no policy column in the file either
-            key = (key[0], '', key[2])
+            key = (key[0], '', key[2], key[3])
         assert key in data, f'{path.relative_to(REPO)} has no row {key} (README {model.name}, {cells})'
         for column, name in VALUES.items():
             written = cell.get(column, '')
