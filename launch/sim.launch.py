@@ -4,6 +4,7 @@
     ros2 launch policytrim_ros sim.launch.py run_episodes:=true n_action_steps:=32
     ros2 launch policytrim_ros sim.launch.py checkpoint:=package://policytrim_ros/models/policytrim-wrist-h32-dagger n_action_steps:=8
     ros2 launch policytrim_ros sim.launch.py checkpoint:=package://policytrim_ros/models/policytrim-wrist chunk_size:=16 n_action_steps:=16
+    ros2 launch policytrim_ros sim.launch.py checkpoint:=package://policytrim_ros/models/horizon-wrist-h32-dagger n_action_steps:=32 horizon:=learned
     ros2 launch policytrim_ros sim.launch.py namespace:=arm1 joint_states:=robot/joint_states controller:=my_controller
 
 With run_episodes:=true the launch ends when episode_runner is done, exiting 1 if it failed. If
@@ -36,6 +37,10 @@ def generate_launch_description():
         DeclareLaunchArgument('checkpoint', default_value='package://policytrim_ros/models/bc-wrist-h32-dagger',
                               description='policy checkpoint (directory or package:// URI) of the torch and '
                                           "onnx backends; overrides the params file's policy.checkpoint"),
+        DeclareLaunchArgument('horizon', default_value='',
+                              description="execution.horizon: fixed, learned (the checkpoint's efficiency head "
+                                          "picks h per call, at most n_action_steps) or divergence; '' keeps the "
+                                          "params file's"),
         DeclareLaunchArgument('run_episodes', default_value='false',
                               description='also start episode_runner to evaluate the configured tasks; the '
                                           'launch then exits when it is done (1 if it failed)'),
@@ -51,6 +56,8 @@ def _nodes(context):
     given = LaunchConfiguration('params_file').perform(context)
     params_file = launch_support.params_in_namespace(given, namespace)
     controller = launch_support.controller_parameters(context)
+    horizon = LaunchConfiguration('horizon').perform(context)
+    execution = {'execution.horizon': horizon} if horizon else {}
     sim = Node(package='policytrim_ros', executable='sim_node', name='sim_node', output='screen',
                namespace=LaunchConfiguration('namespace'), parameters=[params_file, controller],
                remappings=launch_support.remappings(context, given, 'sim_node', SimTopicsConfig()))
@@ -59,7 +66,7 @@ def _nodes(context):
                   parameters=[params_file, {'execution.n_action_steps': ParameterValue(
                       LaunchConfiguration('n_action_steps'), value_type=int),
                       'execution.chunk_size': ParameterValue(LaunchConfiguration('chunk_size'), value_type=int),
-                      'policy.checkpoint': LaunchConfiguration('checkpoint'), **controller}],
+                      'policy.checkpoint': LaunchConfiguration('checkpoint'), **execution, **controller}],
                   remappings=launch_support.remappings(context, given, 'policy_node', PolicyTopicsConfig()))
     runner = Node(package='policytrim_ros', executable='episode_runner', name='episode_runner', output='screen',
                   namespace=LaunchConfiguration('namespace'), parameters=[params_file],

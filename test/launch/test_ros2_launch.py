@@ -183,6 +183,17 @@ def test_sim_launch_exits_non_zero_when_the_runner_fails(tmp_path, ros_launch):
     assert not run.leftovers(), run.leftovers()
 
 
+def test_sim_launch_passes_horizon_to_policy_node(tmp_path, ros_launch):
+    """horizon:=learned reaches policy_node: the scripted expert has no efficiency head, so the node
+    refuses to start, naming why, and the launch shuts down with exit code 1."""
+    run = ros_launch('sim.launch.py', 'horizon:=learned', f'params_file:={expert_params(tmp_path)}')
+    code = run.wait(timeout=120)
+    assert code != 0, run.output()[-3000:]
+    assert 'execution.horizon learned runs the h an efficiency head picks, and the expert policy has none' \
+        in run.output()
+    assert not run.leftovers(), run.leftovers()
+
+
 def test_sim_launch_shuts_down_when_policy_node_dies(tmp_path, ros_launch):
     run = ros_launch('sim.launch.py', f'params_file:={expert_params(tmp_path)}')
     # both nodes up and running (their start-up log lines), not just started
