@@ -309,7 +309,10 @@ class PolicyNode(Node):
                             joint_velocities=np.zeros(len(meta.joint_names)), environment_state=np.zeros(0),
                             instruction='warm up', time=0.0, step=0)
         started = time.perf_counter()
-        self.policy.predict_action_chunk(blank)
+        if self.executor_.config.horizon == 'learned':   # the call an episode makes: chunk and h
+            self.policy.predict_chunk_and_horizon(blank)
+        else:
+            self.policy.predict_action_chunk(blank)
         self.policy.reset()
         self.get_logger().info(f'warm-up inference: {time.perf_counter() - started:.2f}s')
 
