@@ -110,6 +110,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
                     ax.annotate(f"h={r['horizon']}", (r[C.INFERENCE_CALLS], r[C.SUCCESS_RATE]), fontsize=6,
                                 xytext=(3, -8), textcoords='offset points')
         ax.set_xscale('log')
+        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator([1, 2, 4, 8, 16, 32]))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_title(task, fontsize=9)
         ax.set_xlabel('inference calls per successful episode')
         ax.grid(alpha=0.3)
