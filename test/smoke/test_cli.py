@@ -136,6 +136,26 @@ def test_a_dotted_set_key_changes_one_field_of_a_nested_mapping():
         with_overrides(values, ['lr.x=1'])
 
 
+def test_horizon_curve_bench_runs_every_cell_on_the_same_seeds(tmp_path):
+    head = 'package://policytrim_ros/models/horizon-wrist-h32-dagger'
+    command = [sys.executable, str(REPO / 'bench' / 'horizon_curve.py'), '--head', head, '--policytrim', '',
+               '--horizons', '8', '32', '--default-h', '8', '--tasks', 'reach', '--episodes', '2',
+               '--ros-episodes', '0', '--workers', '1', '--out', str(tmp_path)]
+    done = subprocess.run(command, env=launcher.ros_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / 'curve.json').read_text())
+    cells = [(r['task'], r['policy'], r['horizon']) for r in report['rows']]
+    assert cells == [(t, p, h) for t in ('reach', 'all') for p, h in (
+        ('baseline', '8'), ('baseline', '32'), ('efficiency head', 'learned'),
+        ('baseline, replan on divergence', 'divergence'))]
+    for row in report['rows']:
+        assert row['episodes'] == 2 and row['success_rate_low'] <= row['success_rate'] <= row['success_rate_high']
+    assert (tmp_path / 'curve.png').stat().st_size > 0 and 'SR 95% low' in (tmp_path / 'curve.md').read_text()
+    bad = subprocess.run(command[:2] + ['--head', head, '--horizons', '8', '32', '--default-h', '4'],
+                         env=launcher.ros_env(), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and '--default-h 4 must be one of --horizons [8, 32]' in bad.stderr
+
+
 def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path, tiny_checkpoint):
     from policytrim_ros import resources
     from policytrim_ros.policy.checkpoint import load_checkpoint, save_checkpoint
