@@ -27,9 +27,9 @@ from policytrim_ros import constants as C
 from policytrim_ros import launcher
 from policytrim_ros.envs.factory import task_suite
 from policytrim_ros.evaluation import efficiency as E
-from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep, sim_configs
+from policytrim_ros.evaluation.sweep import checkpoint_sweep
 from policytrim_ros.execution.metrics import format_table, summarize_by_task, write_json
-from policytrim_ros.policy.factory import PolicyConfig, checkpoint_chunk_size
+from policytrim_ros.policy.factory import checkpoint_chunk_size
 
 BASELINE = 'package://policytrim_ros/models/bc-wrist-h32-dagger'
 RESULTS = Path('bench/results')
@@ -97,13 +97,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def core_sweep(args, checkpoint: str, horizons: list[int], tasks: list[str], episodes: int, params: Path,
                horizon: str = 'fixed') -> dict:
-    env, execution, safety = sim_configs(params, tasks)
-    config = SweepConfig(policy=PolicyConfig(backend='torch', checkpoint=checkpoint), tasks=tuple(tasks),
-                         n_action_steps=tuple(horizons), chunk_size=checkpoint_chunk_size(checkpoint),
-                         episodes=episodes, seed=args.seed, control_dt=execution.control_dt,
-                         max_episode_steps=execution.max_episode_steps, workers=args.workers, env=env, safety=safety,
-                         horizon=horizon)
-    return run_sweep(config)
+    return checkpoint_sweep(checkpoint, params, tasks, horizons, episodes, args.seed, args.workers, horizon=horizon)
 
 
 def ros_wall_clock(args, params: Path, spec: E.PolicySpec, tasks: list[str], out: Path) -> dict[str, float]:

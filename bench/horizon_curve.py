@@ -22,9 +22,9 @@ from policytrim_ros import constants as C
 from policytrim_ros import launcher
 from policytrim_ros.envs.factory import suite_joint_names, task_suite
 from policytrim_ros.evaluation import efficiency as E
-from policytrim_ros.evaluation.sweep import SweepConfig, run_sweep, sim_configs
+from policytrim_ros.evaluation.sweep import checkpoint_sweep
 from policytrim_ros.execution.metrics import format_table, summarize, write_json
-from policytrim_ros.policy.factory import PolicyConfig, checkpoint_chunk_size
+from policytrim_ros.policy.factory import checkpoint_chunk_size
 
 BASELINE = 'package://policytrim_ros/models/bc-wrist-h32-dagger'
 POLICYTRIM = 'package://policytrim_ros/models/policytrim-wrist-h32-dagger'
@@ -64,26 +64,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def sweep(args, params: Path, checkpoint: str, horizons, **execution) -> dict:
-    env, base, safety = sim_configs(params, args.tasks)
-    config = SweepConfig(policy=PolicyConfig(backend='torch', checkpoint=checkpoint), tasks=tuple(args.tasks),
-                         n_action_steps=tuple(horizons), chunk_size=checkpoint_chunk_size(checkpoint),
-                         episodes=args.episodes, seed=args.seed, control_dt=base.control_dt,
-                         max_episode_steps=base.max_episode_steps, workers=args.workers, env=env, safety=safety,
-                         **execution)
-    return run_sweep(config)
+    return checkpoint_sweep(checkpoint, params, args.tasks, horizons, args.episodes, args.seed, args.workers,
+                            **execution)
 
 
-def ros_row(args, params: Path, name: str, checkpoint: str, h: int, horizon: str) -> dict:
+def ros_row(args, params: Path, spec: E.PolicySpec) -> dict:
+    """The pooled row of ``spec`` run through sim_node + policy_node."""
     from policytrim_ros.evaluation.ros import run_ros_episodes
-    episodes = run_ros_episodes(params, {'policy.backend': 'torch', 'policy.checkpoint': checkpoint,
-                                         'execution.chunk_size': checkpoint_chunk_size(checkpoint),
-                                         'execution.n_action_steps': h, 'execution.horizon': horizon},
-                                args.tasks, args.ros_episodes, args.seed, args.out / 'ros' / name,
-                                launcher.run_env()[0])
+    episodes = run_ros_episodes(params, spec.overrides, args.tasks, args.ros_episodes, args.seed,
+                                args.out / 'ros' / spec.name, launcher.run_env()[0])
     s = summarize(episodes)
     low, high = E.wilson_interval(sum(e.success for e in episodes), len(episodes))
-    return {'task': 'all', 'policy': name, 'horizon': horizon if horizon != 'fixed' else str(h), **s,
-            E.SR_LOW: low, E.SR_HIGH: high}
+    label = str(spec.n_action_steps) if spec.horizon == 'fixed' else spec.horizon
+    return {'task': 'all', 'policy': spec.name, 'horizon': label, **s, E.SR_LOW: low, E.SR_HIGH: high}
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
@@ -149,10 +142,11 @@ def main(argv=None) -> int:
     ros_rows = []
     if args.ros_episodes:
         best_h = next(r['best_h'] for r in rows if r['task'] == 'all')
-        for name, checkpoint, h, horizon in (('baseline', args.baseline, best_h, 'fixed'),
-                                             ('efficiency head', args.head, chunk_size, HEAD)):
-            print(f'ROS nodes: {name} ({horizon}, h = {h}), {args.ros_episodes} episodes per task', flush=True)
-            ros_rows.append(ros_row(args, params, name.replace(' ', '-'), checkpoint, h, horizon))
+        for spec in (E.PolicySpec('baseline', args.baseline, best_h),
+                     E.PolicySpec('efficiency-head', args.head, chunk_size, HEAD)):
+            print(f'ROS nodes: {spec.name} ({spec.horizon}, h = {spec.n_action_steps}), {args.ros_episodes} '
+                  'episodes per task', flush=True)
+            ros_rows.append(ros_row(args, params, spec))
     meta = {'baseline': args.baseline, 'policytrim': args.policytrim, 'head': args.head, 'horizons': args.horizons,
             'default_h': args.default_h, 'divergence_threshold': args.divergence_threshold,
             'divergence_min_steps': args.divergence_min_steps, 'episodes_per_task': args.episodes,

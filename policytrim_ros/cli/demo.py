@@ -116,7 +116,7 @@ def run(args) -> int:
                      C.CHUNK_SIZE: H, 'summary': M.summarize_by_task(episodes)})
     rows = []
     default = runs[0]['summary']
-    best = next((r for r in runs if r[C.N_ACTION_STEPS] == best_h and r is not runs[0]), runs[0])['summary']
+    best = next(r for r in runs if r[C.N_ACTION_STEPS] == best_h)['summary']   # a baseline run: best_h is one of its h
     for task in default:
         for run in runs:
             s = dict(run['summary'][task])

@@ -161,3 +161,19 @@ def run_sweep(config: SweepConfig, progress: bool = True) -> dict[int, list[Epis
     """{h: episodes in (task, k) order} for every h of the sweep."""
     return {h: [metrics for metrics, _ in episodes]
             for h, episodes in run_sweep_end_states(config, progress).items()}
+
+
+def checkpoint_sweep(checkpoint: str, params: str | Path, tasks: Sequence[str], n_action_steps: Sequence[int],
+                     episodes: int, seed: int = 1000, workers: int = 0, progress: bool = True,
+                     **execution) -> dict[int, list[EpisodeMetrics]]:
+    """``run_sweep`` of a torch checkpoint at its own H, with the env, safety limits, control step and
+    step limit of the ROS parameter file ``params`` (``sim_configs``); ``execution`` sets
+    SweepConfig's horizon, replan_threshold and replan_min_steps."""
+    from policytrim_ros.policy.factory import checkpoint_chunk_size
+    env, base, safety = sim_configs(params, tasks)
+    config = SweepConfig(policy=PolicyConfig(backend='torch', checkpoint=checkpoint), tasks=tuple(tasks),
+                         n_action_steps=tuple(n_action_steps), chunk_size=checkpoint_chunk_size(checkpoint),
+                         episodes=episodes, seed=seed, control_dt=base.control_dt,
+                         max_episode_steps=base.max_episode_steps, workers=workers, env=env, safety=safety,
+                         **execution)
+    return run_sweep(config, progress)

@@ -11,6 +11,8 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from policytrim_ros import constants as C
 from policytrim_ros.config import ConfigError
 from policytrim_ros.envs.base import camera_tiles, select_tiles
@@ -30,6 +32,14 @@ def require_horizon_head(metadata: PolicyMetadata, horizon: str) -> None:
     if horizon == 'learned' and not metadata.horizons:
         raise ConfigError(f'execution.horizon learned runs the h an efficiency head picks, and the {metadata.name} '
                           'policy has none (a checkpoint from policytrim train-horizon has one)')
+
+
+def predict(policy: ChunkPolicy, observation: Observation, horizon: str) -> tuple[np.ndarray, int | None]:
+    """One inference call: ((H, A) chunk, h), h the efficiency head's with ``horizon`` learned
+    (``HorizonPolicy.predict_chunk_and_horizon``), else None (the executor's fixed h)."""
+    if horizon == 'learned':
+        return policy.predict_chunk_and_horizon(observation)
+    return policy.predict_action_chunk(observation), None
 
 
 def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: ExecutionConfig, task: str, seed: int,
@@ -67,7 +77,6 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
         return replace(obs, image=select_tiles(obs.image, len(cameras), tiles))
 
     require_horizon_head(meta, config.horizon)
-    learned = config.horizon == 'learned'
     executor = ChunkExecutor(config, env.joint_names, safety, window_end)
     divergence = config.horizon == 'divergence'
     if divergence and not env.joint_targets:
@@ -80,10 +89,7 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
     while True:
         started = time.perf_counter()
         try:
-            if learned:
-                chunk, h = policy.predict_chunk_and_horizon(seen(observation))
-            else:
-                chunk, h = policy.predict_action_chunk(seen(observation)), None
+            chunk, h = predict(policy, seen(observation), config.horizon)
             traj, record = executor.dispatch(chunk, env.time, observation.joint_positions,
                                              time.perf_counter() - started, h)
         except (PolicyInputError, UnsafeChunkError):

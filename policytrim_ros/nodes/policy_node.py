@@ -26,7 +26,7 @@ from std_msgs.msg import String
 from policytrim_ros import constants as C
 from policytrim_ros.config import ConfigError
 from policytrim_ros.constants import camera_topic
-from policytrim_ros.execution.episode import require_horizon_head
+from policytrim_ros.execution.episode import predict, require_horizon_head
 from policytrim_ros.execution.executor import ChunkExecutor
 from policytrim_ros.execution.metrics import JsonlLog, read_jsonl
 from policytrim_ros.execution.safety import UnsafeChunkError
@@ -224,10 +224,7 @@ class PolicyNode(Node):
             return
         started = time.perf_counter()
         try:
-            if ex.config.horizon == 'learned':
-                chunk, h = self.policy.predict_chunk_and_horizon(observation)
-            else:
-                chunk, h = self.policy.predict_action_chunk(observation), None
+            chunk, h = predict(self.policy, observation, ex.config.horizon)
         except PolicyInputError as err:
             self._reject('policy_input', str(err), episode_id)
             return
@@ -309,10 +306,7 @@ class PolicyNode(Node):
                             joint_velocities=np.zeros(len(meta.joint_names)), environment_state=np.zeros(0),
                             instruction='warm up', time=0.0, step=0)
         started = time.perf_counter()
-        if self.executor_.config.horizon == 'learned':   # the call an episode makes: chunk and h
-            self.policy.predict_chunk_and_horizon(blank)
-        else:
-            self.policy.predict_action_chunk(blank)
+        predict(self.policy, blank, self.executor_.config.horizon)   # the call an episode makes
         self.policy.reset()
         self.get_logger().info(f'warm-up inference: {time.perf_counter() - started:.2f}s')
 

@@ -98,13 +98,12 @@ class HorizonRollout:
     """One episode with sampled h.
 
     metrics: its outcome. features: (C, F) float32 head inputs of the C dispatched calls.
-    choices: (C,) int64 index of each call's h in the model's horizons. instruction: the task's.
+    choices: (C,) int64 index of each call's h in the model's horizons.
     """
 
     metrics: EpisodeMetrics
     features: np.ndarray
     choices: np.ndarray
-    instruction: str
 
 
 def collect_horizon_rollout(env: ArmEnv | MetaWorldEnv, policy: HorizonSamplingPolicy, config: ExecutionConfig,
@@ -119,7 +118,7 @@ def collect_horizon_rollout(env: ArmEnv | MetaWorldEnv, policy: HorizonSamplingP
     calls = len(records)
     width = HorizonHead.input_size(policy.config)
     features = np.stack(policy.features[:calls]) if calls else np.zeros((0, width), np.float32)
-    return HorizonRollout(metrics, features, np.asarray(policy.choices[:calls], dtype=np.int64), env.instruction)
+    return HorizonRollout(metrics, features, np.asarray(policy.choices[:calls], dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -240,7 +239,6 @@ def head_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantage: t
     entropy, approx_kl, clip_fraction).
     """
     old = old_log_probs.detach()
-    n, k = log_probs.shape
     out = ppo_clip_loss(log_probs.flatten(), old.flatten(), advantage.flatten(), old.exp().flatten(), clip)
     pg_loss = out.pg_loss   # the weights sum to 1 per decision and are normalized over all: 1 / N each
     entropy = -(log_probs.exp() * log_probs).sum(-1).mean()

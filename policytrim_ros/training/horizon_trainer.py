@@ -194,11 +194,10 @@ def train_horizon_head(cfg: HorizonTrainConfig, env: EnvConfig | None = None, sa
                disable=not progress)
     with log, RolloutPool(setup, cfg.workers) as pool:
         for iteration in bar:
-            weights = model.state_dict()
             jobs = trunk_jobs(cfg, iteration, longest)
-            trunks = pool.collect(weights, jobs)
+            trunks = pool.collect(model.state_dict(), jobs)
             plan = branch_jobs(cfg, iteration, jobs, trunks)
-            branched = pool.collect(weights, [b for _, _, branches in plan for b in branches])
+            branched = pool.collect(None, [b for _, _, branches in plan for b in branches])   # same weights
             k = len(cfg.horizons)
             groups = [DecisionGroup(trunks[t].features[call], horizon_rewards(branched[i * k:(i + 1) * k], cfg.reward))
                       for i, (t, call, _) in enumerate(plan)]

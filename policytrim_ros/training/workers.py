@@ -1,7 +1,8 @@
 """Parallel RL rollouts: a pool of spawned processes, each with its own env and a copy of the policy.
 
-Every ``collect`` call writes the current weights once to a safetensors file in the pool's
-temporary folder; a worker loads them when their version changed. A job names the task,
+Every ``collect`` call with weights writes them once to a safetensors file in the pool's temporary
+folder (a new version; ``collect(None, ...)`` reuses the last); a worker loads them when their
+version changed. A job names the task,
 initial-state seed, executed length h and exploration-noise seed, so the same job gives the same
 rollout in any worker (in this process too, up to the last float bit if torch already ran here
 with other thread settings). The env is the one of the tasks' suite: the embedded arm or Meta-World.
@@ -119,20 +120,25 @@ class RolloutPool:
             _init(setup)
         self._folder = tempfile.TemporaryDirectory(prefix='policytrim-rollout-')
         self._version = 0
+        self._path: str | None = None   # the weights file of the current version
 
-    def collect(self, weights: dict, jobs: list[RolloutJob]) -> list:
-        """Rollouts of ``jobs`` (in job order) under ``weights`` (a state dict of tensors)."""
+    def collect(self, weights: dict | None, jobs: list[RolloutJob]) -> list:
+        """Rollouts of ``jobs`` (in job order) under ``weights`` (a state dict of tensors), or with
+        None under those of the previous collect (nothing written, nothing reloaded)."""
         from policytrim_ros.policy.checkpoint import save_tensors
-        self._version += 1
-        path = str(Path(self._folder.name) / f'weights-{self._version}.safetensors')
-        save_tensors(path, weights)
-        args = [(self._version, path, job) for job in jobs]
-        try:
-            if self._pool is None:
-                return [_run(a) for a in args]
-            return self._pool.map(_run, args, chunksize=1)
-        finally:
-            Path(path).unlink(missing_ok=True)   # every worker has loaded it by now
+        if weights is not None:
+            previous = self._path
+            self._version += 1
+            self._path = str(Path(self._folder.name) / f'weights-{self._version}.safetensors')
+            save_tensors(self._path, weights)
+            if previous:
+                Path(previous).unlink()   # no worker loads an older version than this one again
+        elif self._path is None:
+            raise ValueError('the first collect needs weights')
+        args = [(self._version, self._path, job) for job in jobs]
+        if self._pool is None:
+            return [_run(a) for a in args]
+        return self._pool.map(_run, args, chunksize=1)
 
     def close(self) -> None:
         if self._pool is not None:

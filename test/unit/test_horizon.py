@@ -78,14 +78,14 @@ def metrics(success, calls, utilization=0.5):
 
 
 def rollout(success, choices, feats):
-    return HorizonRollout(metrics(success, len(choices)), feats, np.array(choices), 'go')
+    return HorizonRollout(metrics(success, len(choices)), feats, np.array(choices))
 
 
 def test_rewards_price_calls_or_reward_longer_windows():
     group = [rollout(True, [0] * 4, None), rollout(True, [0] * 10, None), rollout(False, [0] * 2, None)]
     np.testing.assert_allclose(horizon_rewards(group, HorizonRewardConfig('calls', call_cost=0.05)), [0.8, 0.5, 0.0])
-    group = [HorizonRollout(metrics(True, 3, 0.75), None, np.zeros(3, int), 'go'),
-             HorizonRollout(metrics(False, 3, 1.0), None, np.zeros(3, int), 'go')]
+    group = [HorizonRollout(metrics(True, 3, 0.75), None, np.zeros(3, int)),
+             HorizonRollout(metrics(False, 3, 1.0), None, np.zeros(3, int))]
     np.testing.assert_allclose(horizon_rewards(group, HorizonRewardConfig('extension', beta=2.0)), [2.5, 0.0])
     with pytest.raises(ValueError, match="kind 'speed' must be one of"):
         HorizonRewardConfig('speed')
