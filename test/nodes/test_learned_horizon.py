@@ -4,12 +4,15 @@ calls are those of the ROS-free loop on the same seed: the same h per call, wind
 (test/unit/test_horizon.py has episodes whose h changes from call to call)."""
 import subprocess
 
+import yaml
 from rclpy.qos import QoSProfile
+from trajectory_msgs.msg import JointTrajectory
 
 from policytrim_ros import launcher
 from policytrim_ros.config import from_dict, load_yaml, ros_parameters
 from policytrim_ros.envs.arm import ArmEnv
 from policytrim_ros.envs.config import EnvConfig
+from policytrim_ros.execution import jtc
 from policytrim_ros.execution.config import ExecutionConfig
 from policytrim_ros.execution.episode import run_episode
 from policytrim_ros.execution.metrics import read_jsonl
@@ -27,6 +30,7 @@ def test_a_learned_h_episode_sends_each_call_for_the_h_its_head_picked(tmp_path,
     params = launcher.package_share() / 'config' / 'sim.yaml'
     log = tmp_path / 'episodes.jsonl'
     calls = harness.record(ChunkStats, 'policytrim/chunk_stats', QoSProfile(depth=100))
+    sent = harness.record(JointTrajectory, 'arm_controller/joint_trajectory', QoSProfile(depth=100))
     launch([NodeSpec('sim_node', [params], {}),
             NodeSpec('policy_node', [params], {
                 'policy.backend': 'torch', 'policy.checkpoint': str(tiny_horizon_checkpoint),
@@ -51,3 +55,13 @@ def test_a_learned_h_episode_sends_each_call_for_the_h_its_head_picked(tmp_path,
     assert (episode.inference_calls, episode.chunk_utilization) == (core.inference_calls, core.chunk_utilization)
     assert all(c.n_action_steps in (2, 4, 8) for c in stats[:-1])   # the head's, not n_action_steps (16)
     assert sum(c.n_action_steps for c in stats) == MAX_STEPS       # the last window ends at the step limit
+
+    # every window of varying length (and the final hold) is what each distro's real JTC accepts,
+    # with the shipped controllers.yaml (config/sim.yaml's controller)
+    shipped = yaml.safe_load((launcher.package_share() / 'config' / 'controllers.yaml').read_text())
+    settings = {k: v for k, v in shipped['arm_controller']['ros__parameters'].items() if k in jtc.PARAMETERS}
+    windows = wait_for(lambda: len(sent) > len(stats) and sent, what='the windows and the hold')
+    assert sorted({len(m.points) for m in windows[:len(stats)]}) == sorted({c.n_action_steps for c in stats})
+    for distro in jtc.DISTROS:
+        rules = jtc.ControllerRules.for_distro(distro, env.joint_names, **settings)
+        assert not [jtc.rejection(m, rules) for m in windows if jtc.rejection(m, rules)], distro
