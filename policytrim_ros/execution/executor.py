@@ -30,6 +30,8 @@ class ChunkRecord:
     first_step: int
     last_step: int
     inference_latency_s: float
+    weights_version: int = 0
+    sampling_seed: int = -1
 
 
 @dataclass
@@ -38,6 +40,8 @@ class _Episode:
     task: str
     instruction: str
     start_wall_time: float
+    weights_version: int = 0
+    sampling_seed: int = -1
     steps: int = 0
     inference_calls: int = 0
 
@@ -83,9 +87,11 @@ class ChunkExecutor:
         self.window: Window | None = None
 
     # -- episode -------------------------------------------------------------------------------
-    def start(self, episode_id: str, task: str, instruction: str, wall_time: float) -> None:
-        """Begin a new episode (any previous one must have been finished)."""
-        self._episode = _Episode(episode_id, task, instruction, wall_time)
+    def start(self, episode_id: str, task: str, instruction: str, wall_time: float,
+              weights_version: int = 0, sampling_seed: int = -1) -> None:
+        """Begin a new episode (any previous one must have been finished); its metrics and every
+        call's record carry ``weights_version`` and ``sampling_seed`` (provenance)."""
+        self._episode = _Episode(episode_id, task, instruction, wall_time, weights_version, sampling_seed)
         self.window = None
 
     @property
@@ -121,7 +127,8 @@ class ChunkExecutor:
             episode_id=ep.episode_id, task=ep.task, instruction=ep.instruction, success=bool(success),
             steps=ep.steps, inference_calls=ep.inference_calls, n_action_steps=cfg.n_action_steps,
             chunk_size=cfg.chunk_size, chunk_utilization=utilization,
-            wall_clock_s=max(0.0, wall_time - ep.start_wall_time), end_reason=end_reason)
+            wall_clock_s=max(0.0, wall_time - ep.start_wall_time), end_reason=end_reason,
+            weights_version=ep.weights_version, sampling_seed=ep.sampling_seed)
 
     # -- windows -------------------------------------------------------------------------------
     def dispatch(self, chunk: np.ndarray, start_time: float, current_position: np.ndarray | None,
@@ -167,7 +174,8 @@ class ChunkExecutor:
         traj = window_trajectory(shaping, n, self.config.control_dt, self.joint_names, start_time=start_time,
                                  window_end=self.window_end)
         record = ChunkRecord(ep.episode_id, ep.inference_calls, self.config.chunk_size, n,
-                             ep.steps, ep.steps + n - 1, float(inference_latency_s))
+                             ep.steps, ep.steps + n - 1, float(inference_latency_s), ep.weights_version,
+                             ep.sampling_seed)
         ep.inference_calls += 1
         self.window = Window(float(start_time), n, self.config.control_dt)
         self._planned = traj.positions

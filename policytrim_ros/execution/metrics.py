@@ -16,7 +16,12 @@ from policytrim_ros import constants as C
 
 @dataclass(frozen=True)
 class EpisodeMetrics:
-    """One finished episode; the same fields as the EpisodeStats message and a JSONL line."""
+    """One finished episode; the same fields as the EpisodeStats message and a JSONL line.
+
+    weights_version: the version of the policy's weights the episode ran (0 = as loaded at start-up;
+        a hot reload sets it). sampling_seed: the seed of the chunks' exploration noise, -1 when the
+        policy ran its means (deployment and evaluation).
+    """
 
     episode_id: str
     task: str
@@ -29,6 +34,8 @@ class EpisodeMetrics:
     chunk_utilization: float
     wall_clock_s: float
     end_reason: str
+    weights_version: int = 0
+    sampling_seed: int = -1
 
     def __post_init__(self):
         if self.end_reason not in C.END_REASONS:

@@ -159,7 +159,8 @@ def episode_stats_msg(m: EpisodeMetrics, stamp: Time) -> EpisodeStats:
     msg = EpisodeStats(episode_id=m.episode_id, task=m.task, instruction=m.instruction, success=m.success,
                        steps=m.steps, inference_calls=m.inference_calls, n_action_steps=m.n_action_steps,
                        chunk_size=m.chunk_size, chunk_utilization=float(m.chunk_utilization),
-                       wall_clock_s=float(m.wall_clock_s), end_reason=m.end_reason)
+                       wall_clock_s=float(m.wall_clock_s), end_reason=m.end_reason,
+                       weights_version=m.weights_version, sampling_seed=m.sampling_seed)
     msg.header.stamp = stamp
     return msg
 
@@ -169,12 +170,14 @@ def episode_stats_from_msg(msg: EpisodeStats) -> EpisodeMetrics:
                           success=msg.success, steps=msg.steps, inference_calls=msg.inference_calls,
                           n_action_steps=msg.n_action_steps, chunk_size=msg.chunk_size,
                           chunk_utilization=msg.chunk_utilization, wall_clock_s=msg.wall_clock_s,
-                          end_reason=msg.end_reason)
+                          end_reason=msg.end_reason, weights_version=msg.weights_version,
+                          sampling_seed=msg.sampling_seed)
 
 
 def chunk_stats_msg(r: ChunkRecord, stamp: Time) -> ChunkStats:
     msg = ChunkStats(episode_id=r.episode_id, call_index=r.call_index, chunk_size=r.chunk_size,
                      n_action_steps=r.n_action_steps, first_step=r.first_step, last_step=r.last_step,
-                     inference_latency_s=r.inference_latency_s)
+                     inference_latency_s=r.inference_latency_s, weights_version=r.weights_version,
+                     sampling_seed=r.sampling_seed)
     msg.header.stamp = stamp
     return msg
