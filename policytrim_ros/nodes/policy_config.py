@@ -74,6 +74,8 @@ class PolicyTopicsConfig:
     object_poses: geometry_msgs/PoseArray [cube, goal]; only read by backends that need privileged state.
     episode_stats: policytrim_ros/EpisodeStats, one per finished episode.
     chunk_stats: policytrim_ros/ChunkStats, one per inference call.
+    load_weights: policytrim_ros/LoadWeights service (with trainer.enabled).
+    configure_episode: policytrim_ros/ConfigureEpisode service (with trainer.enabled).
     """
 
     cameras: tuple[str, ...] = ()
@@ -83,6 +85,8 @@ class PolicyTopicsConfig:
     object_poses: str = 'sim/object_poses'
     episode_stats: str = 'policytrim/episode_stats'
     chunk_stats: str = 'policytrim/chunk_stats'
+    load_weights: str = 'policytrim/load_weights'
+    configure_episode: str = 'policytrim/configure_episode'
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,25 @@ class EpisodeConfig:
 
 
 @dataclass(frozen=True)
+class TrainerLinkConfig:
+    """Training episodes for a trainer (trainer_node, `ros2 launch policytrim_ros train.launch.py`).
+
+    enabled: offer the load_weights and configure_episode services, through which a trainer
+        hot-reloads the policy's weights between episodes and makes an episode sample its chunks
+        (or its h) for RL. Off by default: a deployed arm runs the weights it was started with,
+        at their means, and no other process can change that. Needs the torch backend.
+    max_pending_plans: configured episodes kept until their START arrives (the oldest dropped).
+    """
+
+    enabled: bool = False
+    max_pending_plans: int = 64
+
+    def __post_init__(self):
+        if self.max_pending_plans < 1:
+            raise ValueError(f'max_pending_plans ({self.max_pending_plans}) must be >= 1')
+
+
+@dataclass(frozen=True)
 class PolicyNodeConfig:
     """Everything policy_node reads from its parameters."""
 
@@ -140,3 +163,4 @@ class PolicyNodeConfig:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     episode: EpisodeConfig = field(default_factory=EpisodeConfig)
     topics: PolicyTopicsConfig = field(default_factory=PolicyTopicsConfig)
+    trainer: TrainerLinkConfig = field(default_factory=TrainerLinkConfig)

@@ -36,8 +36,10 @@ from policytrim_ros.nodes.controller_link import ControllerLink
 from policytrim_ros.nodes.params import declare_config
 from policytrim_ros.nodes.policy_config import PolicyNodeConfig
 from policytrim_ros.nodes.runtime import LATCHED, RELIABLE, CauseLog, run_node
+from policytrim_ros.nodes.training_link import TrainingLink
 from policytrim_ros.policy.base import Observation, PolicyInputError, camera_mismatch
 from policytrim_ros.policy.factory import make_policy
+from policytrim_ros.training.episodes import episode_policy, episode_rollout, save_rollout
 
 VERDICT_WAIT_S = 1.0
 """Wall seconds an episode whose last window has run waits for a SUCCESS/FAILURE event before it
@@ -80,6 +82,10 @@ class PolicyNode(Node):
         self._last_window_end = 0.0            # end time (input clock) of the last completed window
         self._thinking_until = 0.0             # monotonic end of the latest inference call
         self._waiting_since: float | None = None   # monotonic start of a wait for inputs
+        self._execution = cfg.execution            # the deployed execution; a trainer's plan may change h
+        self._plan = None                          # the running episode's EpisodePlan (trainer.enabled)
+        self._episode_policy = None                # the plan's sampling policy, else self.policy
+        self._records: list = []                   # the running episode's ChunkRecords
 
         self.controller = ControllerLink(self, cfg.controller, cfg.robot.joint_names, cfg.execution.control_dt,
                                          self.executor_, self.trouble, self._on_controller_failure)
@@ -108,6 +114,8 @@ class PolicyNode(Node):
         # One thread runs every callback (nodes.runtime): sensor messages that arrive during an
         # inference call wait in their (keep-last) queues and update the latest-only buffers after it.
         self._wake = self.create_guard_condition(self._control_step)
+        self.training = (TrainingLink(self, cfg, self.policy, self._lock, lambda: self.executor_.active)
+                         if cfg.trainer.enabled else None)
         self.create_timer(0.05, self._control_step)
         self._warm_up()
         self.get_logger().info(
@@ -220,11 +228,12 @@ class PolicyNode(Node):
                 return
             observation = self._observation()
             episode_id = ex.episode_id
+            policy = self._episode_policy or self.policy
         if observation is None:
             return
         started = time.perf_counter()
         try:
-            chunk, h = predict(self.policy, observation, ex.config.horizon)
+            chunk, h = predict(policy, observation, ex.config.horizon)
         except PolicyInputError as err:
             self._reject('policy_input', str(err), episode_id)
             return
@@ -239,6 +248,7 @@ class PolicyNode(Node):
             except UnsafeChunkError as err:
                 self._reject('unsafe_chunk', str(err), episode_id)
                 return
+            self._records.append(record)
             self.controller.send(conv.trajectory_to_msg(traj), episode_id)
             self.chunk_pub.publish(conv.chunk_stats_msg(record, self.get_clock().now().to_msg()))
 
@@ -318,14 +328,43 @@ class PolicyNode(Node):
             if self.executor_.active:
                 self._finish(False, C.END_PREEMPTED)
             self.policy.reset()
-            self.executor_.start(episode_id, task, instruction, time.monotonic())
+            version, seed = self._plan_episode(episode_id)
+            self.executor_.start(episode_id, task, instruction, time.monotonic(), version, seed)
             self._instruction, self._ready_after = instruction, stamp
             self._episode_started_at = time.monotonic()
             self._waiting_since = None
             self.trouble.clear()
             self.controller.ask_again()
+            if self._plan and self._plan.weights_version != self.training.version:
+                self.get_logger().error(f'episode {episode_id} was configured for weights version '
+                                        f'{self._plan.weights_version} but version {self.training.version} is '
+                                        'loaded: it ends at once')
+                self._finish(False, C.END_ERROR)
+                return
         self.get_logger().info(f'episode {episode_id} ({task}): "{instruction}"')
         self._wake.trigger()
+
+    def _plan_episode(self, episode_id: str) -> tuple[int, int]:
+        """Set up the episode a trainer configured (its h, sampling policy), or the deployed one;
+        returns (weights version, sampling seed) for its stats (lock held)."""
+        plan = self.training.take_plan(episode_id) if self.training else None
+        self._plan, self._records = plan, []
+        self.executor_.config = plan.execution(self._execution) if plan else self._execution
+        self._episode_policy = episode_policy(plan, self.policy.model) if plan else None
+        version = self.training.version if self.training else 0
+        return version, plan.seed if plan else -1
+
+    def _write_rollout(self, metrics) -> None:
+        """Write a training episode's rollout where its plan says, before its stats go out."""
+        plan = self._plan
+        if plan is None or not plan.record_path or plan.sample == 'mean':
+            return
+        try:
+            save_rollout(plan.record_path, episode_rollout(plan, self._episode_policy, metrics, self._records,
+                                                           self.executor_.config))
+        except (OSError, ValueError) as err:
+            self.get_logger().error(f'episode {metrics.episode_id}: cannot write its rollout to '
+                                    f'{plan.record_path}: {err}')
 
     def _finish(self, success: bool, end_reason: str) -> None:
         """End the running episode (lock held): hold the arm, publish and log its stats."""
@@ -333,6 +372,7 @@ class PolicyNode(Node):
         metrics = self.executor_.finish(success, end_reason, time.monotonic())
         self.finished_ids.add(metrics.episode_id)
         self._hold()
+        self._write_rollout(metrics)
         self.episode_pub.publish(conv.episode_stats_msg(metrics, self.get_clock().now().to_msg()))
         if self.log is not None:
             self.log.append(metrics)

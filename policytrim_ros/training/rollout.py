@@ -16,6 +16,7 @@ import torch
 from policytrim_ros import constants as C
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.episode import run_episode
+from policytrim_ros.execution.executor import ChunkRecord
 from policytrim_ros.execution.metrics import EpisodeMetrics
 from policytrim_ros.policy.base import Observation
 from policytrim_ros.policy.torch_policy import vla_inputs, vla_metadata
@@ -114,6 +115,13 @@ def collect_rollout(env: ArmEnv | MetaWorldEnv, policy: SamplingVLAPolicy, confi
     the update may charge the failure to it (``GRPOConfig.credit_refused``).
     """
     metrics, records = run_episode(env, policy, config, task, seed, episode_id=episode_id, safety=safety)
+    return rollout_from_episode(policy, metrics, records, config, env.instruction)
+
+
+def rollout_from_episode(policy: SamplingVLAPolicy, metrics: EpisodeMetrics, records: list[ChunkRecord],
+                         config: ExecutionConfig, instruction: str) -> Rollout:
+    """The rollout of a finished episode that ``policy`` sampled, from its metrics and its calls'
+    records: here (``collect_rollout``) or on the robot (policy_node, ``training.episodes``)."""
     executed = [min(r.n_action_steps, metrics.steps - r.first_step) for r in records]
     calls = len(records)
     refused = 0
@@ -130,6 +138,6 @@ def collect_rollout(env: ArmEnv | MetaWorldEnv, policy: SamplingVLAPolicy, confi
         states=np.stack(policy.states[:calls]) if calls else np.zeros((0, policy.config.state_dim), np.float32),
         chunks=np.stack(policy.chunks[:calls]) if calls else np.zeros((0, *shape), np.float32),
         executed=executed,
-        instruction=env.instruction,
+        instruction=instruction,
         refused=refused,
     )

@@ -1,0 +1,381 @@
+"""trainer_node: PolicyTrim fine-tuning episodes on the robot (or the simulator) through policy_node.
+
+The GRPO loop is ``policytrim train``'s (``training.trainer.train_policytrim``, in a thread of this
+process); only where its episodes run differs: each rollout job becomes one episode of the running
+policy_node (started with ``trainer.enabled``), as on a real arm:
+
+1. new weights after an update: written to ``<out_dir>/weights/<sha256>.safetensors`` and
+   hot-reloaded into policy_node (LoadWeights: versioned, sha256-checked, rolled back on failure)
+   before the next episode;
+2. ConfigureEpisode tells policy_node what the episode runs: the weights version, sampling on and
+   its seed, h, and where to write the rollout;
+3. the reset: the simulator's ``sim/reset_episode`` service (embedded sim or Gazebo), or on a real
+   arm an operator prompt (``reset: operator``): the operator resets the scene and calls the
+   ``trainer/reset_done`` service, this node announces the episode START, and the outcome comes
+   from a detector's episode/event or from the operator's ``trainer/outcome`` call;
+4. the episode's EpisodeStats (with its weights version) and its rollout file end it. Episodes the
+   robot side cut short (a simulator or driver that died, a node that stopped) are run again.
+
+Every finished rollout is persisted (``training.episodes.EpisodeStore``, keyed by the weights'
+sha256 and the job) before the trainer uses it, and the trainer's state is saved every
+``checkpoint_every`` iterations: after a kill of any process at any instant, a restart continues the
+run exactly, with no episode lost or counted twice.
+"""
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from rclpy.node import Node
+from std_srvs.srv import SetBool, Trigger
+
+from policytrim_ros import constants as C
+from policytrim_ros import launcher
+from policytrim_ros.config import ConfigError, from_dict, load_yaml
+from policytrim_ros.msg import EpisodeEvent, EpisodeStats
+from policytrim_ros.nodes import conversions as conv
+from policytrim_ros.nodes.params import declare_config
+from policytrim_ros.nodes.runtime import LATCHED, RELIABLE, run_node
+from policytrim_ros.policy.checkpoint import file_sha256, save_tensors
+from policytrim_ros.srv import ConfigureEpisode, LoadWeights, ResetEpisode
+from policytrim_ros.training.episodes import EpisodeStore, is_scorable, load_rollout
+
+RESETS = ('service', 'operator')
+
+
+def task_instruction(task: str) -> str:
+    """The instruction the policy was trained with for ``task`` (the arm's or Meta-World's)."""
+    from policytrim_ros.robots.arm import TASK_INSTRUCTIONS
+    if task in TASK_INSTRUCTIONS:
+        return TASK_INSTRUCTIONS[task]
+    from policytrim_ros.robots.metaworld_tasks import check_task
+    return check_task(task).instruction
+
+
+@dataclass(frozen=True)
+class TrainingRunConfig:
+    """The run.
+
+    config: YAML of ``policytrim train``'s PolicyTrimConfig (e.g. config/training/policytrim.yaml);
+        its out_dir holds the run (a run there continues where it stopped).
+    overrides: KEY=VALUE entries over that file, dotted keys for nested fields (['iterations=2']).
+    stage: 1 or 2 (Stage 2 needs the config's n_action_steps and step_budget).
+    params: ROS parameter file whose policy_node safety limits and execution the run records,
+        as ``policytrim train --params`` does (''= the installed config/sim.yaml).
+    """
+
+    config: str = ''
+    overrides: tuple[str, ...] = ()
+    stage: int = 1
+    params: str = ''
+
+    def __post_init__(self):
+        if self.stage not in (1, 2):
+            raise ValueError(f'run.stage ({self.stage}) must be 1 or 2')
+
+
+@dataclass(frozen=True)
+class EpisodeLinkConfig:
+    """How episodes run on the robot side.
+
+    reset: service (the simulator's ResetEpisode service) or operator (a person resets a real arm:
+        the log prompts, and ``trainer/reset_done`` (std_srvs/Trigger) answers).
+    reset_service: the simulator's policytrim_ros/ResetEpisode service.
+    episode_timeout_s: wall seconds an episode may take from its reset to its EpisodeStats before it
+        is run again; the wait also ends early when policy_node disappears.
+    operator_timeout_s: wall seconds to wait for the operator's reset_done (then the prompt repeats).
+    outcome_timeout_s: with reset operator and no detector: wall seconds to wait for the operator's
+        ``trainer/outcome`` (std_srvs/SetBool: true = success) after the policy stopped.
+    discovery_timeout_s: wall seconds to wait for policy_node's services (and the simulator's) before
+        the run stops with an error.
+    max_attempts: runs of one episode the robot side may cut short before the run stops.
+    episode_stats, episode_event, load_weights, configure_episode: policy_node's topics and services.
+    """
+
+    reset: str = 'service'
+    reset_service: str = 'sim/reset_episode'
+    episode_timeout_s: float = 120.0
+    operator_timeout_s: float = 600.0
+    outcome_timeout_s: float = 120.0
+    discovery_timeout_s: float = 60.0
+    max_attempts: int = 5
+    episode_stats: str = 'policytrim/episode_stats'
+    episode_event: str = 'episode/event'
+    load_weights: str = 'policytrim/load_weights'
+    configure_episode: str = 'policytrim/configure_episode'
+
+    def __post_init__(self):
+        if self.reset not in RESETS:
+            raise ValueError(f"reset '{self.reset}' must be one of {list(RESETS)}")
+        for name in ('episode_timeout_s', 'operator_timeout_s', 'outcome_timeout_s', 'discovery_timeout_s'):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f'{name} ({value}) must be > 0 seconds')
+        if self.max_attempts < 1:
+            raise ValueError(f'max_attempts ({self.max_attempts}) must be >= 1')
+
+
+@dataclass(frozen=True)
+class TrainerNodeConfig:
+    """Everything trainer_node reads from its parameters."""
+
+    run: TrainingRunConfig = field(default_factory=TrainingRunConfig)
+    episodes: EpisodeLinkConfig = field(default_factory=EpisodeLinkConfig)
+
+
+class RobotSideError(RuntimeError):
+    """The robot side cannot run the run's episodes (a node missing, weights refused, no outcome)."""
+
+
+class RosRollouts:
+    """``RolloutPool.collect`` over ROS: each job one episode of policy_node, persisted when done."""
+
+    def __init__(self, node: Node, config: EpisodeLinkConfig, run_dir: Path, stop: threading.Event):
+        self.node, self.config, self.stop = node, config, stop
+        self.store = EpisodeStore(run_dir / 'episodes')
+        self.weights_dir = run_dir / 'weights'
+        self.weights_dir.mkdir(parents=True, exist_ok=True)
+        self.inbox = run_dir / 'episodes' / 'incoming'
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        self.tag = secrets.token_hex(3)   # this process's episodes: a restarted trainer never reuses an id
+        self.count = 0
+        self.sha = self.path = None       # the weights the jobs run
+        self.loaded_sha, self.version = None, 0
+        self.stats: dict[str, EpisodeStats] = {}
+        self.reset_done = threading.Event()
+        self.outcome: bool | None = None
+        self.outcome_ready = threading.Event()
+        self.load_client = node.create_client(LoadWeights, config.load_weights)
+        self.configure_client = node.create_client(ConfigureEpisode, config.configure_episode)
+        self.reset_client = (node.create_client(ResetEpisode, config.reset_service)
+                             if config.reset == 'service' else None)
+        node.create_subscription(EpisodeStats, config.episode_stats, self._on_stats, RELIABLE)
+        if config.reset == 'operator':
+            self.event_pub = node.create_publisher(EpisodeEvent, config.episode_event, LATCHED)
+            node.create_service(Trigger, 'trainer/reset_done', self._on_reset_done)
+            node.create_service(SetBool, 'trainer/outcome', self._on_outcome)
+
+    # -- RolloutPool's interface ---------------------------------------------------------------
+    def collect(self, weights: dict | None, jobs: list) -> list:
+        if weights is not None:
+            self._write_weights(weights)
+        elif self.sha is None:
+            raise ValueError('the first collect needs weights')
+        rollouts = []
+        for job in jobs:
+            key = EpisodeStore.key(self.sha, job)
+            rollout = self.store.get(key)   # run before a restart: never twice
+            if rollout is None:
+                rollout = self._run(job)
+                self.store.put(key, rollout)   # persisted before the trainer sees it
+            rollouts.append(rollout)
+        return rollouts
+
+    # -- weights -------------------------------------------------------------------------------
+    def _write_weights(self, weights: dict) -> None:
+        staging = self.weights_dir / 'staging.safetensors'
+        save_tensors(staging, weights)
+        sha = file_sha256(staging)
+        path = self.weights_dir / f'{sha}.safetensors'
+        staging.replace(path)
+        for old in self.weights_dir.glob('*.safetensors'):
+            if old != path and old.name != staging.name:
+                old.unlink()   # policy_node read it already (or will get the new one)
+        self.sha, self.path = sha, path
+
+    def _ensure_weights(self) -> None:
+        """Make policy_node run self.sha (a restarted node runs its start-up weights, version 0)."""
+        if self.loaded_sha == self.sha:
+            return
+        version = self.version + 1
+        for _ in range(2):
+            response = self._call(self.load_client, LoadWeights.Request(path=str(self.path), version=version,
+                                                                        sha256=self.sha), 'load_weights')
+            if response.success:
+                self.loaded_sha, self.version = self.sha, response.version
+                self.node.get_logger().info(f'policy_node runs weights version {self.version} ({self.sha[:12]})')
+                return
+            if 'not newer' not in response.message:
+                break
+            version = response.version + 1   # it ran newer versions than this process knows of
+        raise RobotSideError(f'policy_node refused the weights {self.path}: {response.message}')
+
+    # -- one episode ---------------------------------------------------------------------------
+    def _run(self, job):
+        log = self.node.get_logger()
+        for attempt in range(1, self.config.max_attempts + 1):
+            self.count += 1
+            episode_id = f'train-{self.tag}-{self.count:05d}'
+            record = self.inbox / f'{episode_id}.safetensors'
+            self._ensure_weights()
+            request = ConfigureEpisode.Request(
+                episode_id=episode_id, weights_version=self.version, sample='chunk',
+                sampling_seed=job.noise_seed, n_action_steps=job.n_action_steps, record_path=str(record))
+            exploration = getattr(self, 'exploration', None)
+            if exploration is not None:
+                request.noise_correlation, request.noise_shape = exploration.correlation, exploration.shape
+                request.noise_waypoints = exploration.waypoints
+            response = self._call(self.configure_client, request, 'configure_episode')
+            if not response.success:
+                if 'version' in response.message:
+                    self.loaded_sha = None   # policy_node restarted with other weights: reload them
+                    log.warning(f'{episode_id}: {response.message}; reloading the weights')
+                    continue
+                raise RobotSideError(f'policy_node refused episode {episode_id}: {response.message}')
+            stats = self._episode(job, episode_id)
+            if stats is None:
+                log.warning(f'{episode_id} ({job.task}, seed {job.seed}): no EpisodeStats (attempt {attempt}); '
+                            'running it again')
+                self.loaded_sha = None
+                continue
+            metrics = conv.episode_stats_from_msg(stats)
+            if metrics.weights_version != self.version or not is_scorable(metrics):
+                log.warning(f'{episode_id} ended {metrics.end_reason} under weights version '
+                            f'{metrics.weights_version} (attempt {attempt}): not the policy\'s outcome, running it again')
+                self.loaded_sha = None if metrics.weights_version != self.version else self.loaded_sha
+                continue
+            try:
+                rollout = load_rollout(record)
+            except ValueError as err:
+                log.warning(f'{episode_id}: {err} (attempt {attempt}); running it again')
+                continue
+            record.unlink()
+            if self.config.reset == 'operator' and metrics.end_reason == C.END_MAX_STEPS:
+                rollout = replace(rollout, metrics=replace(rollout.metrics, success=self._operator_outcome(episode_id)))
+            return rollout
+        raise RobotSideError(f'episode of {job.task} seed {job.seed} did not finish in '
+                             f'{self.config.max_attempts} attempts (see the warnings above)')
+
+    def _episode(self, job, episode_id: str) -> EpisodeStats | None:
+        """Reset, start and wait for the episode's stats (None: it never ended)."""
+        cfg = self.config
+        if cfg.reset == 'service':
+            response = self._call(self.reset_client, ResetEpisode.Request(task=job.task, seed=job.seed,
+                                                                          episode_id=episode_id), 'reset')
+            if not response.success:
+                raise RobotSideError(f'reset of {episode_id} failed: {response.message}')
+        else:
+            self._operator_reset(job, episode_id)
+        deadline = time.monotonic() + cfg.episode_timeout_s
+        gone_since = None
+        while time.monotonic() < deadline and not self.stop.is_set():
+            stats = self.stats.pop(episode_id, None)
+            if stats is not None:
+                return stats
+            if self.node.count_publishers(cfg.episode_stats) == 0:   # policy_node died
+                gone_since = gone_since or time.monotonic()
+                if time.monotonic() - gone_since > 2.0:
+                    return None
+            else:
+                gone_since = None
+            time.sleep(0.01)
+        return None
+
+    def _operator_reset(self, job, episode_id: str) -> None:
+        """A person resets the arm and the scene, says so, and this node announces the START."""
+        self.reset_done.clear()
+        self.outcome_ready.clear()
+        while True:
+            self.node.get_logger().warning(
+                f'RESET the scene for task {job.task} (initial state {job.seed}, episode {episode_id}), then: '
+                'ros2 service call /trainer/reset_done std_srvs/srv/Trigger')
+            if self.reset_done.wait(self.config.operator_timeout_s):
+                break
+            if self.stop.is_set():
+                raise RobotSideError('stopped')
+        msg = EpisodeEvent(event=EpisodeEvent.START, episode_id=episode_id, task=job.task,
+                           instruction=task_instruction(job.task))
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.event_pub.publish(msg)
+
+    def _operator_outcome(self, episode_id: str) -> bool:
+        """The operator's verdict on an episode no detector judged (it ran to its step limit)."""
+        self.node.get_logger().warning(
+            f'episode {episode_id} ran to its step limit with no success detector: did it succeed? '
+            "ros2 service call /trainer/outcome std_srvs/srv/SetBool '{data: true}' (or false)")
+        if not self.outcome_ready.wait(self.config.outcome_timeout_s):
+            raise RobotSideError(f'no outcome for episode {episode_id} in {self.config.outcome_timeout_s}s')
+        return bool(self.outcome)
+
+    # -- callbacks and plumbing ----------------------------------------------------------------
+    def _on_stats(self, msg: EpisodeStats) -> None:
+        self.stats[msg.episode_id] = msg
+
+    def _on_reset_done(self, request, response):
+        self.reset_done.set()
+        response.success, response.message = True, 'starting the episode'
+        return response
+
+    def _on_outcome(self, request, response):
+        self.outcome = bool(request.data)
+        self.outcome_ready.set()
+        response.success, response.message = True, f'outcome {"success" if request.data else "failure"}'
+        return response
+
+    def _call(self, client, request, what: str):
+        """Call a service, waiting for it to appear (policy_node or the sim may be restarting)."""
+        deadline = time.monotonic() + self.config.discovery_timeout_s
+        while not client.service_is_ready():
+            if self.stop.is_set():
+                raise RobotSideError('stopped')
+            if time.monotonic() > deadline:
+                raise RobotSideError(f'service {client.srv_name} ({what}) did not appear in '
+                                     f'{self.config.discovery_timeout_s}s: is everything launched with the '
+                                     'same ROS_DOMAIN_ID, and policy_node with trainer.enabled?')
+            time.sleep(0.05)
+        future = client.call_async(request)
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(self.config.episode_timeout_s) or future.result() is None:
+            raise RobotSideError(f'service {client.srv_name} ({what}) did not answer')
+        return future.result()
+
+
+class TrainerNode(Node):
+    """Runs ``train_policytrim`` in a thread with its episodes on the robot side; exits when done."""
+
+    def __init__(self):
+        super().__init__('trainer_node')
+        cfg = declare_config(self, TrainerNodeConfig)
+        if not cfg.run.config:
+            raise ConfigError('run.config must name the training YAML (e.g. config/training/policytrim.yaml)')
+        from policytrim_ros.cli.overrides import with_overrides
+        from policytrim_ros.evaluation.sweep import sim_configs
+        from policytrim_ros.training.trainer import PolicyTrimConfig
+        values = with_overrides(load_yaml(cfg.run.config), list(cfg.run.overrides))
+        self.training = from_dict(PolicyTrimConfig, {**values, 'stage': cfg.run.stage})
+        self.env, _, self.safety = sim_configs(launcher.params_file(cfg.run.params or None), self.training.tasks)
+        self.done, self.exit_code = False, 0
+        self.stop = threading.Event()
+        self.rollouts = RosRollouts(self, cfg.episodes, Path(self.training.out_dir), self.stop)
+        self.rollouts.exploration = self.training.exploration
+        self._thread = threading.Thread(target=self._train, daemon=True)
+        self._thread.start()
+
+    def _train(self) -> None:
+        from policytrim_ros.training.trainer import train_policytrim
+        out = Path(self.training.out_dir)
+        try:
+            final = train_policytrim(self.training, self.env, self.safety, resume=(out / 'last').exists(),
+                                     progress=False, rollouts=self.rollouts)
+            self.get_logger().info(f'training done: {final}')
+        except (RobotSideError, ConfigError, ValueError, FileExistsError) as err:
+            self.get_logger().error(f'training stopped: {err}')
+            self.exit_code = 1
+        finally:
+            self.done = True
+
+    def shutdown(self) -> None:
+        self.stop.set()
+
+
+def main(args=None) -> int:
+    return run_node(TrainerNode, 'trainer_node', args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
