@@ -45,6 +45,8 @@ from policytrim_ros.srv import ConfigureEpisode, LoadWeights, ResetEpisode
 from policytrim_ros.training.episodes import EpisodeStore, is_scorable, load_rollout
 
 RESETS = ('service', 'operator')
+CALL_RETRY_S = 5.0
+"""Seconds to wait for a service's answer before the request is sent again."""
 
 
 def task_instruction(task: str) -> str:
@@ -141,6 +143,8 @@ class RosRollouts:
         self.weights_dir.mkdir(parents=True, exist_ok=True)
         self.inbox = run_dir / 'episodes' / 'incoming'
         self.inbox.mkdir(parents=True, exist_ok=True)
+        for orphan in self.inbox.glob('*'):
+            orphan.unlink()   # rollouts of an earlier process's episodes, never counted
         self.tag = secrets.token_hex(3)   # this process's episodes: a restarted trainer never reuses an id
         self.count = 0
         self.sha = self.path = None       # the weights the jobs run
@@ -192,17 +196,20 @@ class RosRollouts:
         if self.loaded_sha == self.sha:
             return
         version = self.version + 1
-        for _ in range(2):
+        deadline = time.monotonic() + self.config.episode_timeout_s
+        while True:
             response = self._call(self.load_client, LoadWeights.Request(path=str(self.path), version=version,
                                                                         sha256=self.sha), 'load_weights')
-            if response.success:
+            if response.status == LoadWeights.Response.LOADED or response.sha256 == self.sha:
                 self.loaded_sha, self.version = self.sha, response.version
                 self.node.get_logger().info(f'policy_node runs weights version {self.version} ({self.sha[:12]})')
                 return
-            if 'not newer' not in response.message:
-                break
-            version = response.version + 1   # it ran newer versions than this process knows of
-        raise RobotSideError(f'policy_node refused the weights {self.path}: {response.message}')
+            if response.status == LoadWeights.Response.NOT_NEWER:
+                version = response.version + 1   # it ran newer versions than this process knows of
+            elif response.status == LoadWeights.Response.BUSY and time.monotonic() < deadline:
+                time.sleep(0.2)                  # an episode of an earlier trainer process is ending
+            else:
+                raise RobotSideError(f'policy_node refused the weights {self.path}: {response.message}')
 
     # -- one episode ---------------------------------------------------------------------------
     def _run(self, job):
@@ -221,7 +228,7 @@ class RosRollouts:
                 request.noise_waypoints = exploration.waypoints
             response = self._call(self.configure_client, request, 'configure_episode')
             if not response.success:
-                if 'version' in response.message:
+                if response.status == ConfigureEpisode.Response.WRONG_VERSION:
                     self.loaded_sha = None   # policy_node restarted with other weights: reload them
                     log.warning(f'{episode_id}: {response.message}; reloading the weights')
                     continue
@@ -327,12 +334,21 @@ class RosRollouts:
                                      f'{self.config.discovery_timeout_s}s: is everything launched with the '
                                      'same ROS_DOMAIN_ID, and policy_node with trainer.enabled?')
             time.sleep(0.05)
-        future = client.call_async(request)
-        done = threading.Event()
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(self.config.episode_timeout_s) or future.result() is None:
-            raise RobotSideError(f'service {client.srv_name} ({what}) did not answer')
-        return future.result()
+        # A server that has not yet matched this client's response reader drops the response (a
+        # restarted client, rmw_fastrtps): send again. Every request here is safe to repeat.
+        while True:
+            future = client.call_async(request)
+            done = threading.Event()
+            future.add_done_callback(lambda _: done.set())
+            if done.wait(CALL_RETRY_S) and future.result() is not None:
+                return future.result()
+            client.remove_pending_request(future)
+            if self.stop.is_set():
+                raise RobotSideError('stopped')
+            if time.monotonic() > deadline:
+                raise RobotSideError(f'service {client.srv_name} ({what}) did not answer in '
+                                     f'{self.config.discovery_timeout_s}s')
+            self.node.get_logger().warning(f'{client.srv_name} did not answer in {CALL_RETRY_S}s; asking again')
 
 
 class TrainerNode(Node):

@@ -27,6 +27,7 @@ class TrainingLink:
         self.max_pending = config.trainer.max_pending_plans
         self.chunk_size = config.execution.chunk_size
         self.version = 0
+        self.sha256 = ''   # of the running weights ('' = the start-up checkpoint's)
         self.plans: OrderedDict[str, EpisodePlan] = OrderedDict()
         node.create_service(LoadWeights, config.topics.load_weights, self._on_load_weights)
         node.create_service(ConfigureEpisode, config.topics.configure_episode, self._on_configure)
@@ -38,21 +39,28 @@ class TrainingLink:
     def _on_load_weights(self, request, response):
         log = self.node.get_logger()
         with self._lock:
-            response.version = self.version
+            response.version, response.sha256 = self.version, self.sha256
             if self._busy():
+                response.status = LoadWeights.Response.BUSY
                 response.message = 'an episode is running: weights are loaded between episodes'
             elif request.version <= self.version:
+                response.status = LoadWeights.Response.NOT_NEWER
                 response.message = f'version {request.version} is not newer than the running {self.version}'
             else:
                 try:
                     self.policy.model = load_weights(self.policy.model, request.path, request.sha256)
                 except WeightsError as err:
+                    response.status = LoadWeights.Response.BAD_FILE
                     response.message = f'kept version {self.version}: {err}'
                 else:
                     self.version = response.version = request.version
-                    response.success = True
+                    self.sha256 = response.sha256 = request.sha256.lower()
+                    response.success, response.status = True, LoadWeights.Response.LOADED
                     response.message = f'loaded version {request.version} from {request.path}'
-        (log.info if response.success else log.error)(f'load_weights: {response.message}')
+        if response.success:   # (one rclpy logger call site has one severity)
+            log.info(f'load_weights: {response.message}')
+        else:
+            log.error(f'load_weights: {response.message}')
         return response
 
     def _on_configure(self, request, response):
@@ -65,10 +73,12 @@ class TrainingLink:
                                forced=tuple(int(c) for c in request.forced), greedy=request.greedy,
                                record_path=request.record_path)
         except ValueError as err:
-            response.message = f'refused: {err}'
+            response.status, response.message = ConfigureEpisode.Response.INVALID, f'refused: {err}'
             return response
         with self._lock:
+            response.status = ConfigureEpisode.Response.INVALID
             if plan.weights_version != self.version:
+                response.status = ConfigureEpisode.Response.WRONG_VERSION
                 response.message = (f'refused: the episode must run weights version {plan.weights_version} and '
                                     f'version {self.version} is loaded')
             elif not plan.n_action_steps <= self.chunk_size:
@@ -79,6 +89,6 @@ class TrainingLink:
                 self.plans[plan.episode_id] = plan
                 while len(self.plans) > self.max_pending:
                     self.plans.popitem(last=False)
-                response.success = True
+                response.success, response.status = True, ConfigureEpisode.Response.ACCEPTED
                 response.message = f'episode {plan.episode_id} will run sample {plan.sample}'
         return response

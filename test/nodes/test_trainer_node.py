@@ -1,0 +1,126 @@
+"""trainer_node + policy_node + sim_node over DDS: PolicyTrim GRPO with its episodes on the robot side.
+
+Two iterations of one group of 2 on the shipped baseline: the weights are hot-reloaded into
+policy_node before each iteration (versions 1 and 2 in the EpisodeStats), every episode is
+persisted, and the run's scalars equal those of the in-process trainer on the same seeds. A kill -9
+of any of the three processes mid-episode, then a restart, changes nothing: no episode lost, none
+counted twice, the same scalars.
+"""
+import csv
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from policytrim_ros import launcher
+from policytrim_ros.config import from_dict
+from policytrim_ros.evaluation.sweep import sim_configs
+from policytrim_ros.launcher import NodeSpec
+from policytrim_ros.msg import ChunkStats, EpisodeStats
+from policytrim_ros.training.trainer import PolicyTrimConfig, iteration_jobs, stage_horizons, train_policytrim
+
+from harness import node_log, wait_for
+
+PARAMS = launcher.package_share() / 'config' / 'sim.yaml'
+RUN = {'init': 'package://policytrim_ros/models/bc-wrist-h32-dagger', 'tasks': ['reach'], 'iterations': 2,
+       'groups_per_iteration': 1, 'group_size': 2, 'base_n_action_steps': 8, 'acceptance_ratio_count': 2,
+       'log_std': -2.5, 'lr': 5.0e-6, 'workers': 0, 'seed': 0, 'checkpoint_every': 1}
+EPISODES = RUN['iterations'] * RUN['groups_per_iteration'] * RUN['group_size']
+
+
+def read_scalars(path):
+    """(iteration, metric, value) rows: everything but the wall-clock column."""
+    with open(path, newline='') as f:
+        return [tuple(row[:3]) for row in csv.reader(f)][1:]
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+    """The in-process trainer's scalars and jobs on the same config and seeds."""
+    out = tmp_path_factory.mktemp('in-process') / 'run'
+    config = from_dict(PolicyTrimConfig, {**RUN, 'out_dir': str(out)})
+    env, _, safety = sim_configs(PARAMS, config.tasks)
+    train_policytrim(config, env, safety, progress=False)
+    jobs = [job for i in range(config.iterations) for job in iteration_jobs(config, i, stage_horizons(config, 32))]
+    return read_scalars(out / 'scalars.csv'), jobs
+
+
+def run_config(tmp_path):
+    path = tmp_path / 'train.yaml'
+    path.write_text(yaml.safe_dump({**RUN, 'out_dir': str(tmp_path / 'run')}))
+    return path
+
+
+def robot_side(tmp_path, name: str, logs: str = 'logs') -> NodeSpec:
+    if name == 'sim_node':
+        return NodeSpec('sim_node', [PARAMS], {})
+    return NodeSpec('policy_node', [PARAMS], {'trainer.enabled': True,
+                                              'episode.log_path': str(tmp_path / 'episodes.jsonl')})
+
+
+def trainer_spec(tmp_path) -> NodeSpec:
+    return NodeSpec('trainer_node', [], {'run.config': str(run_config(tmp_path)), 'run.stage': 1,
+                                         'episodes.episode_timeout_s': 60.0})
+
+
+def start(spec: NodeSpec, tmp_path, logs: str = 'logs') -> launcher.Launch:
+    return launcher.Launch([spec], launcher.ros_env(), log_dir=tmp_path / logs).__enter__()
+
+
+def test_trainer_node_runs_grpo_through_the_nodes_like_the_in_process_trainer(tmp_path, harness, reference):
+    scalars, jobs = reference
+    stats = harness.record(EpisodeStats, 'policytrim/episode_stats', 100)
+    chunks = harness.record(ChunkStats, 'policytrim/chunk_stats', 1000)
+    robot = [start(robot_side(tmp_path, name), tmp_path) for name in ('sim_node', 'policy_node')]
+    try:
+        done = subprocess.run(trainer_spec(tmp_path).command(), env=launcher.ros_env(), capture_output=True,
+                              text=True, timeout=300)
+    finally:
+        for run in robot:
+            run.stop()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + node_log(tmp_path, 'policy_node')
+    assert read_scalars(tmp_path / 'run' / 'scalars.csv') == scalars
+    trained = [s for s in stats if s.episode_id.startswith('train-')]
+    # two hot reloads: iteration 1 runs version 1, iteration 2 version 2; every episode sampled with its job's seed
+    assert [s.weights_version for s in trained] == [1, 1, 2, 2]
+    assert [s.sampling_seed for s in trained] == [job.noise_seed for job in jobs]
+    assert [s.n_action_steps for s in trained] == [job.n_action_steps for job in jobs]
+    for s in trained:
+        calls = [c for c in chunks if c.episode_id == s.episode_id]
+        assert len(calls) == s.inference_calls and calls
+        assert {(c.weights_version, c.sampling_seed) for c in calls} == {(s.weights_version, s.sampling_seed)}
+    assert len(list((tmp_path / 'run' / 'episodes').glob('*.safetensors'))) == EPISODES
+    assert 'policy_node runs weights version 2' in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize('victim', ['trainer_node', 'policy_node', 'sim_node'])
+def test_a_kill_mid_episode_changes_nothing(tmp_path, harness, reference, victim):
+    scalars, _ = reference
+    stats = harness.record(EpisodeStats, 'policytrim/episode_stats', 100)
+    chunks = harness.record(ChunkStats, 'policytrim/chunk_stats', 1000)
+    runs = {name: start(robot_side(tmp_path, name), tmp_path) for name in ('sim_node', 'policy_node')}
+    runs['trainer_node'] = start(trainer_spec(tmp_path), tmp_path)
+    try:
+        def mid_episode():
+            finished = {s.episode_id for s in stats}
+            return len(finished) >= 2 and any(c.episode_id.startswith('train-') and c.episode_id not in finished
+                                              and c.call_index >= 1 for c in chunks)
+        wait_for(mid_episode, 120.0, 'the third training episode to be under way')
+        runs[victim].processes[victim].kill()   # SIGKILL: no shutdown code runs
+        runs[victim].processes[victim].wait()
+        runs[victim].stop()                     # closes its log
+        spec = trainer_spec(tmp_path) if victim == 'trainer_node' else robot_side(tmp_path, victim)
+        runs[victim] = start(spec, tmp_path, logs='logs-restarted')
+        trainer = runs['trainer_node'].processes['trainer_node']
+        deadline = time.monotonic() + 240
+        while trainer.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        for run in runs.values():
+            run.stop()
+    logs = ''.join(node_log(tmp_path, 'trainer_node') + (tmp_path / 'logs-restarted' / f'{n}.log').read_text()
+                   for n in [victim] if (tmp_path / 'logs-restarted' / f'{n}.log').exists())
+    assert trainer.returncode == 0, logs[-4000:]
+    assert read_scalars(tmp_path / 'run' / 'scalars.csv') == scalars, logs[-4000:]
+    assert len(list((tmp_path / 'run' / 'episodes').glob('*.safetensors'))) == EPISODES
