@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import (CONTROLLERS, DRIVER, GAZEBO, MOCK, PLUGINS, REPO, WORLD, XACRO, require_tool,
+from description_support import (CONTROLLERS, GAZEBO, MOCK, PLUGINS, REPO, WORLD, XACRO, require_tool,
                       run_xacro)
 from policytrim_ros.robots.arm import SCENE_PATH
 
@@ -185,7 +185,8 @@ def frame_errors(urdf_path: Path, configurations: int = 1000, seed: int = 0) -> 
 
     def record(name, pos_a, rot_a, pos_b, rot_b):
         old = errors.get(name, (0.0, 0.0))
-        errors[name] = (max(old[0], float(np.abs(pos_a - pos_b).max())), max(old[1], float(np.abs(rot_a - rot_b).max())))
+        errors[name] = (max(old[0], float(np.abs(pos_a - pos_b).max())),
+                        max(old[1], float(np.abs(rot_a - rot_b).max())))
 
     for _ in range(configurations):
         for urdf_joint, mjcf_joint in JOINTS.items():
@@ -237,7 +238,8 @@ def inertial_errors(urdf_path: Path) -> dict[str, float]:
         rotation = rotation.reshape(3, 3)
         expected = rotation @ np.diag(body.inertia) @ rotation.T
         i = {k: float(v) for k, v in inertial.find('inertia').attrib.items()}
-        tensor = np.array([[i['ixx'], i['ixy'], i['ixz']], [i['ixy'], i['iyy'], i['iyz']], [i['ixz'], i['iyz'], i['izz']]])
+        tensor = np.array([[i['ixx'], i['ixy'], i['ixz']], [i['ixy'], i['iyy'], i['iyz']],
+                           [i['ixz'], i['iyz'], i['izz']]])
         assert inertial.find('origin').get('rpy', '0 0 0').split() == ['0', '0', '0']
         com = np.array([float(v) for v in inertial.find('origin').get('xyz').split()])
         errors[link.get('name')] = max(abs(float(inertial.find('mass').get('value')) / body.mass[0] - 1),
@@ -300,9 +302,10 @@ def world_differences(world: Path) -> list[str]:
     compare('goal pose', numbers(models['goal'].findtext('pose'))[:3], mjcf.body('goal').pos)
     if models['goal'].find('link/collision') is not None:
         found.append('the goal marker must be visual only')
-    compare('goal sphere radius', [float(models['goal'].findtext('link/visual[@name="goal_sphere"]/geometry/sphere/radius'))],
+    goal = models['goal'].find('link')
+    compare('goal sphere radius', [float(goal.findtext('visual[@name="goal_sphere"]/geometry/sphere/radius'))],
             mjcf.geom('goal_sphere').size[:1])
-    compare('goal disc radius', [float(models['goal'].findtext('link/visual[@name="goal_disc"]/geometry/cylinder/radius'))],
+    compare('goal disc radius', [float(goal.findtext('visual[@name="goal_disc"]/geometry/cylinder/radius'))],
             mjcf.geom('goal_disc').size[:1])
     return found
 
