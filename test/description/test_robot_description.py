@@ -144,9 +144,7 @@ def test_gazebo_keeps_the_cameras_and_the_control_plugin(gazebo_sdf):
 def test_gazebo_drops_a_camera_hung_on_the_world_link(ament_env, tmp_path):
     """Why the fixed cameras hang from `base`: Gazebo's URDF parser silently drops what hangs from
     `world`, so the check above would miss scene_camera."""
-    macros = tmp_path / 'urdf'
-    macros.mkdir()
-    broken = edited(XACRO, macros, 'name="scene_camera" parent="base"', 'name="scene_camera" parent="world"')
+    broken = edited(XACRO, tmp_path, 'name="scene_camera" parent="base"', 'name="scene_camera" parent="world"')
     urdf = tmp_path / 'broken.urdf'
     done = run_xacro(ament_env, broken, hardware_plugin=GAZEBO)
     assert done.returncode == 0, done.stderr
