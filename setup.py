@@ -25,6 +25,9 @@ setup(
         ('share/' + PACKAGE, ['package.xml']),
         ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
         ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
+        # the arm's robot description and Gazebo world (launch/robot.launch.py, launch/gazebo.launch.py)
+        ('share/' + PACKAGE + '/urdf', glob('urdf/*.xacro')),
+        ('share/' + PACKAGE + '/worlds', glob('worlds/*.sdf')),
         # shipped checkpoints, each with the command and metrics that made it
         *[('share/' + PACKAGE + '/' + model, sorted(f for f in glob(model + '/*') if os.path.isfile(f)))
           for model in sorted(glob('models/*'))],

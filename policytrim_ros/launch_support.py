@@ -1,19 +1,26 @@
-"""What launch/sim.launch.py and launch/deploy.launch.py share: the namespace and robot-topic
-arguments, the params file re-keyed for a namespace, and the exit rules.
+"""What the launch files share: the namespace and robot-topic arguments, the params file re-keyed
+for a namespace, the exit rules, and the ros2_control bring-up of launch/robot.launch.py and
+launch/gazebo.launch.py (robot description from the xacro, controller spawners, then the policy).
 
 Needs the ROS 2 launch packages (launch, launch_ros); only the launch files import this module.
 Uses launch APIs shared by Humble, Jazzy and Kilted.
 """
 from __future__ import annotations
 
+import json
+import os
 import tempfile
 
 import yaml
 from launch import Event, EventHandler
-from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.actions import (DeclareLaunchArgument, EmitEvent, ExecuteProcess, IncludeLaunchDescription,
+                            OpaqueFunction, RegisterEventHandler)
 from launch.event_handlers import OnProcessExit, OnShutdown
 from launch.events import Shutdown
-from launch.substitutions import LaunchConfiguration
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import Command, FindExecutable, LaunchConfiguration
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 from policytrim_ros.constants import camera_topic
 
@@ -121,6 +128,15 @@ def controller_parameters(context) -> dict:
     return {'controller.name': controller} if controller else {}
 
 
+def failure_handler() -> RegisterEventHandler:
+    """Turns a _NodeFailed event into a LaunchFailedError, so that `ros2 launch` exits 1."""
+    def fail(context):
+        # raised while handling our own event (not inside the ProcessExited handlers, which must all run)
+        raise LaunchFailedError(context.locals.event.message + '; shutting the launch down')
+    return RegisterEventHandler(EventHandler(matcher=lambda event: isinstance(event, _NodeFailed),
+                                             entities=[OpaqueFunction(function=fail)]))
+
+
 def exit_rules(required: dict, runner=None) -> list[RegisterEventHandler]:
     """Event handlers that end the launch with the run.
 
@@ -140,13 +156,8 @@ def exit_rules(required: dict, runner=None) -> list[RegisterEventHandler]:
             return [EmitEvent(event=_NodeFailed(f'{label} exited with code {event.returncode}'))]
         return [EmitEvent(event=Shutdown(reason=f'{label} exited'))]
 
-    def fail(context):
-        # raised while handling our own event (not inside the ProcessExited handlers, which must all run)
-        raise LaunchFailedError(context.locals.event.message + '; shutting the launch down')
-
     rules = [RegisterEventHandler(OnShutdown(on_shutdown=lambda event, context: shutting_down.append(True))),
-             RegisterEventHandler(EventHandler(matcher=lambda event: isinstance(event, _NodeFailed),
-                                               entities=OpaqueFunction(function=fail)))]
+             failure_handler()]
     for label, action in required.items():
         rules.append(RegisterEventHandler(OnProcessExit(
             target_action=action, on_exit=lambda event, context, label=label: on_exit(label, event, context))))
@@ -154,3 +165,73 @@ def exit_rules(required: dict, runner=None) -> list[RegisterEventHandler]:
         rules.append(RegisterEventHandler(OnProcessExit(
             target_action=runner, on_exit=lambda event, context: on_exit('episode_runner', event, context))))
     return rules
+
+
+CONTROLLERS = ('joint_state_broadcaster', 'arm_controller')
+"""The controllers config/controllers.yaml defines, spawned in this order."""
+
+
+def bringup_arguments(share: str, params_file: str, hardware_plugin: str | None = None) -> list[DeclareLaunchArgument]:
+    """The arguments robot.launch.py and gazebo.launch.py share; ``share`` is the package's share
+    directory, ``params_file`` and ``hardware_plugin`` the launch file's defaults (no
+    hardware_plugin argument when None: Gazebo's is fixed)."""
+    plugin = [] if hardware_plugin is None else [
+        DeclareLaunchArgument('hardware_plugin', default_value=hardware_plugin,
+                              description="the <ros2_control> hardware plugin (the xacro's hardware_plugin arg): "
+                                          "mock_components/GenericSystem or your arm's driver")]
+    # deploy.launch.py's remaps, declared here too so that `ros2 launch --show-args` lists them (the
+    # policy is included later, from an event handler); one arm per launch, so no namespace
+    remaps = [a for a in robot_arguments('policy_node') if a.name != 'namespace']
+    return [*plugin, *remaps,
+        DeclareLaunchArgument('description_file',
+                              default_value=os.path.join(share, 'urdf', 'policytrim_arm.urdf.xacro'),
+                              description='the robot description (xacro) for robot_state_publisher and ros2_control'),
+        DeclareLaunchArgument('controllers_file', default_value=os.path.join(share, 'config', 'controllers.yaml'),
+                              description='ros2_control controllers: joint_state_broadcaster and arm_controller'),
+        DeclareLaunchArgument('params_file', default_value=params_file,
+                              description='ROS parameter file for policy_node'),
+        DeclareLaunchArgument('spawn_controllers', default_value='true',
+                              description="spawn joint_state_broadcaster and arm_controller, then start policy_node; "
+                                          "false if your robot's bring-up spawns them"),
+        DeclareLaunchArgument('instruction', default_value='',
+                              description="a task instruction (e.g. 'reach the red target') published once on "
+                                          "/instruction when policy_node listens: starts an episode; '' = none"),
+    ]
+
+
+def robot_description(hardware_plugin) -> ParameterValue:
+    """The ``robot_description`` parameter: the description_file expanded by xacro at launch time."""
+    return ParameterValue(Command([
+        FindExecutable(name='xacro'), ' ', LaunchConfiguration('description_file'),
+        ' hardware_plugin:=', hardware_plugin, ' controllers_file:=', LaunchConfiguration('controllers_file')]),
+        value_type=str)
+
+
+def after_success(action, label: str, entities: list) -> RegisterEventHandler:
+    """``entities`` once ``action`` (a process that is meant to finish, such as a spawner) exits 0;
+    if it fails, the launch shuts down and `ros2 launch` exits 1 (the handler of exit_rules)."""
+    def on_exit(event, context):
+        if event.returncode != 0:
+            return [EmitEvent(event=_NodeFailed(f'{label} exited with code {event.returncode}'))]
+        return entities
+    return RegisterEventHandler(OnProcessExit(target_action=action, on_exit=on_exit))
+
+
+def controllers_then_policy(context, share: str, use_sim_time: str) -> list:
+    """The controller spawner (if spawn_controllers), then deploy.launch.py's policy_node with the
+    params_file and ``use_sim_time``, and the instruction once policy_node subscribes to it."""
+    policy = [IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(os.path.join(share, 'launch', 'deploy.launch.py')),
+        launch_arguments={'params_file': LaunchConfiguration('params_file'), 'use_sim_time': use_sim_time}.items())]
+    instruction = LaunchConfiguration('instruction').perform(context).strip()
+    if instruction:
+        # -w 1: waits for policy_node's subscription, so the episode is not announced to nobody
+        policy.append(ExecuteProcess(cmd=[FindExecutable(name='ros2'), 'topic', 'pub', '--once', '-w', '1',
+                                          'instruction', 'std_msgs/msg/String', json.dumps({'data': instruction})],
+                                     name='instruction', output='screen'))
+    if LaunchConfiguration('spawn_controllers').perform(context).strip().lower() not in ('true', '1'):
+        return policy
+    spawner = Node(package='controller_manager', executable='spawner', name='controller_spawner', output='screen',
+                   arguments=[*CONTROLLERS, '--controller-manager', '/controller_manager',
+                              '--param-file', LaunchConfiguration('controllers_file')])
+    return [spawner, after_success(spawner, 'the controller spawner', policy)]

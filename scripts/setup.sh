@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Idempotent setup for the pip path: system GL libs for headless MuJoCo, .venv with the pinned
-# packages (ROS 2 Kilted wheels included), the msg/srv interfaces built into the venv, this
-# package installed, and the ROS 2 launch/CLI tools from ../shared/ros2-extras when that exists.
+# Idempotent setup for the pip path: Debian packages (GL libraries for headless MuJoCo, the URDF
+# and SDF checkers), .venv with the pinned packages (ROS 2 Kilted wheels included), the msg/srv
+# interfaces built into the venv, this package installed, and the ROS 2 launch/CLI tools from
+# ../shared/ros2-extras when that exists.
 # Each step is skipped when its inputs have not changed, so a second run takes seconds.
 #   Usage: bash scripts/setup.sh      (env: PYTHON=python3.11 to pick the interpreter)
 set -euo pipefail
@@ -16,19 +17,22 @@ hash_of() { (cd "$repo" && cat "$@" 2>/dev/null) | sha256sum | cut -d' ' -f1; }
 fresh() { [ -f "$stamps/$1" ] && [ "$(cat "$stamps/$1")" = "$2" ]; }
 mark() { mkdir -p "$stamps"; echo "$2" > "$stamps/$1"; }
 
-# 1. Debian GL libraries MuJoCo needs to render without a display (EGL and OSMesa backends),
-#    plus cmake and a C++ compiler for the rosidl interfaces when the machine lacks them.
-gl_pkgs="libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6"
-command -v cmake >/dev/null || gl_pkgs="$gl_pkgs cmake"
-command -v g++ >/dev/null || gl_pkgs="$gl_pkgs g++"
+# 1. Debian packages: the GL libraries MuJoCo needs to render without a display (EGL and OSMesa
+#    backends); cmake and a C++ compiler for the rosidl interfaces when the machine lacks them; and
+#    the real tools that check the robot description and the Gazebo world in test/description/:
+#    check_urdf (liburdfdom-tools) and `ign sdf` (ignition-tools + libsdformat-dev, sdformat 12 on
+#    Debian bookworm: Debian has no gz-tools2 / sdformat 14).
+debian_pkgs="libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 liburdfdom-tools ignition-tools libsdformat-dev"
+command -v cmake >/dev/null || debian_pkgs="$debian_pkgs cmake"
+command -v g++ >/dev/null || debian_pkgs="$debian_pkgs g++"
 missing=""
-for p in $gl_pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+for p in $debian_pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
-    log "installing GL libraries:$missing"
+    log "installing Debian packages:$missing"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   elif command -v sudo >/dev/null; then
-    log "installing GL libraries with sudo:$missing"
+    log "installing Debian packages with sudo:$missing"
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
     echo "[setup] missing Debian packages:$missing (run: apt-get install -y$missing)" >&2; exit 1
@@ -67,7 +71,7 @@ if ! fresh interfaces "$ifc"; then
 fi
 
 # 4. This package (pip path; `pip install -e` is not usable: it installs no data_files).
-pkg=$(cd "$repo" && find policytrim_ros launch config models setup.py package.xml -type f \
+pkg=$(cd "$repo" && find policytrim_ros launch config models urdf worlds setup.py package.xml -type f \
         ! -name '*.pyc' ! -path '*__pycache__*' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
 if ! fresh package "$pkg"; then
   log "installing policytrim_ros into the venv"

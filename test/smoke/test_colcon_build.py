@@ -32,8 +32,10 @@ def workspace(tmp_path_factory):
 
 def test_colcon_installs_launch_config_and_node_wrappers(workspace):
     share = workspace / 'share' / 'policytrim_ros'
-    assert {'sim.launch.py', 'deploy.launch.py'} <= {p.name for p in (share / 'launch').iterdir()}
-    assert {'sim.yaml', 'deploy.yaml'} <= {p.name for p in (share / 'config').iterdir()}
+    assert {'sim.launch.py', 'deploy.launch.py', 'robot.launch.py', 'gazebo.launch.py'} <= {
+        p.name for p in (share / 'launch').iterdir()}
+    assert {'sim.yaml', 'deploy.yaml', 'gazebo.yaml', 'controllers.yaml'} <= {p.name for p in (share / 'config').iterdir()}
+    assert (share / 'urdf' / 'policytrim_arm.urdf.xacro').is_file() and (share / 'worlds' / 'arm_table.sdf').is_file()
     assert (workspace / 'share' / 'ament_index' / 'resource_index' / 'packages' / 'policytrim_ros').exists()
     for exe in EXECUTABLES:
         assert os.access(workspace / 'lib' / 'policytrim_ros' / exe, os.X_OK), exe
