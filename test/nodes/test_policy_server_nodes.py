@@ -64,6 +64,7 @@ def policy_server(tmp_path):
     for process, log in started:
         process.kill()
         process.wait()
+        process.stdout.close()
         log.close()
 
 
