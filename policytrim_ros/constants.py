@@ -50,5 +50,10 @@ END_CONTROLLER_REJECTED = 'controller_rejected'  # the trajectory controller ref
 END_TOLERANCE_VIOLATED = 'tolerance_violated'    # the controller aborted a window: path/goal tolerance
 END_CONTROLLER_ABORTED = 'controller_aborted'    # the controller aborted a window for another reason
 END_JOINT_STATES_LOST = 'joint_states_lost'      # joint states stopped arriving mid-episode
+END_INFERENCE_FAILED = 'inference_failed'        # the policy raised (a bug in a backend or plug-in)
+END_INFERENCE_TIMEOUT = 'inference_timeout'      # an inference call took longer than its limit
+END_SERVER_ERROR = 'server_error'                # the policy server answered with an error (text frame)
+END_SERVER_LOST = 'server_lost'                  # the policy server could not be reached or closed
 END_REASONS = (END_SUCCESS, END_MAX_STEPS, END_FAILURE, END_PREEMPTED, END_STOPPED, END_ERROR,
-               END_CONTROLLER_REJECTED, END_TOLERANCE_VIOLATED, END_CONTROLLER_ABORTED, END_JOINT_STATES_LOST)
+               END_CONTROLLER_REJECTED, END_TOLERANCE_VIOLATED, END_CONTROLLER_ABORTED, END_JOINT_STATES_LOST,
+               END_INFERENCE_FAILED, END_INFERENCE_TIMEOUT, END_SERVER_ERROR, END_SERVER_LOST)

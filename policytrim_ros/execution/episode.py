@@ -20,7 +20,7 @@ from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.executor import ChunkExecutor, ChunkRecord
 from policytrim_ros.execution.metrics import EpisodeMetrics
 from policytrim_ros.execution.safety import UnsafeChunkError
-from policytrim_ros.policy.base import ChunkPolicy, Observation, PolicyInputError, PolicyMetadata
+from policytrim_ros.policy.base import ChunkPolicy, InferenceError, Observation, PolicyInputError, PolicyMetadata
 
 if TYPE_CHECKING:
     from policytrim_ros.envs.arm import ArmEnv
@@ -50,7 +50,8 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
     Each call executes the chunk's first h actions as one trajectory, stepping the env once per
     action until success (the episode ends at the first successful step) or the step limit. A
     chunk the executor rejects, or an observation the policy cannot use, ends the episode with
-    end_reason 'error' and the arm holding. The policy sees the env's cameras it was trained on, in
+    end_reason 'error' and the arm holding; a failed inference call (``InferenceError``: a policy
+    server gone, timed out or in error) ends it with that error's end_reason. The policy sees the env's cameras it was trained on, in
     its order (an env may render more; a policy that does not name its cameras sees the first ones,
     as policy_node's default topics give it); one the env does not render raises ConfigError: that
     is a setup mistake, not an episode that failed. ``window_end`` is how each window ends
@@ -95,6 +96,9 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
         except (PolicyInputError, UnsafeChunkError):
             env.hold()
             return executor.finish(False, C.END_ERROR, time.perf_counter()), records
+        except InferenceError as err:   # a policy server gone, timed out or in error
+            env.hold()
+            return executor.finish(False, err.end_reason, time.perf_counter()), records
         records.append(record)
         env.set_trajectory(traj)
         for executed in range(1, record.n_action_steps + 1):

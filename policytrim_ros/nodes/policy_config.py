@@ -116,6 +116,9 @@ class EpisodeConfig:
         rejected (a clock jump or a wrong stamp would otherwise delay every window by as much).
     joint_states_timeout_s: a running episode whose joint_states stopped arriving for this many
         wall-clock seconds ends with end_reason joint_states_lost (a dead driver or simulator).
+    inference_timeout_s: an inference call still running after this many wall-clock seconds ends
+        the episode with end_reason inference_timeout (a hung model; the remote backend's own
+        policy.remote.timeout_s usually fires first). Later episodes wait for that call to return.
     """
 
     task: str = ''
@@ -123,9 +126,10 @@ class EpisodeConfig:
     max_observation_age_s: float = 1.0
     max_future_stamp_s: float = 0.05
     joint_states_timeout_s: float = 3.0
+    inference_timeout_s: float = 30.0
 
     def __post_init__(self):
-        for name in ('max_observation_age_s', 'joint_states_timeout_s'):
+        for name in ('max_observation_age_s', 'joint_states_timeout_s', 'inference_timeout_s'):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f'{name} ({value}) must be > 0 seconds')

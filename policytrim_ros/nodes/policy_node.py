@@ -4,9 +4,10 @@ Each call sends the chunk's executed window (h of H actions) as ONE timed trajec
 joint_trajectory_controller (its topic, or a FollowJointTrajectory goal), waits until the
 controller's clock has passed the window's end and fresh observations arrived, then re-plans.
 Windows end moving or at rest, whichever the controller accepts (read from its parameters at
-start-up). Episodes start on an instruction (or an EpisodeEvent START from the environment) and end
-on success, failure, the step limit, preemption, shutdown, a controller rejection or abort, or lost
-joint states; each ends with a hold the controller accepts, an EpisodeStats message and a JSONL
+start-up). The model runs on its own thread: a slow or hung one never delays events, the hold or
+shutdown. Episodes start on an instruction (or an EpisodeEvent START from the environment) and end
+on success, failure, the step limit, preemption, shutdown, a controller rejection or abort, lost
+joint states, or a failed or timed-out inference call (a policy server's error or loss); each ends with a hold the controller accepts, an EpisodeStats message and a JSONL
 line. Bad input is logged once per cause (then throttled, with since when), counted, and never
 reaches the arm.
 """
@@ -28,6 +29,7 @@ from policytrim_ros.config import ConfigError
 from policytrim_ros.constants import camera_topic
 from policytrim_ros.execution.episode import predict, require_horizon_head
 from policytrim_ros.execution.executor import ChunkExecutor
+from policytrim_ros.execution.inference import InferenceResult, InferenceThread
 from policytrim_ros.execution.metrics import JsonlLog, read_jsonl
 from policytrim_ros.execution.safety import UnsafeChunkError
 from policytrim_ros.msg import ChunkStats, EpisodeEvent, EpisodeStats
@@ -37,7 +39,7 @@ from policytrim_ros.nodes.params import declare_config
 from policytrim_ros.nodes.policy_config import PolicyNodeConfig
 from policytrim_ros.nodes.runtime import LATCHED, RELIABLE, CauseLog, run_node
 from policytrim_ros.nodes.training_link import TrainingLink
-from policytrim_ros.policy.base import Observation, PolicyInputError, camera_mismatch
+from policytrim_ros.policy.base import InferenceError, Observation, PolicyInputError, camera_mismatch
 from policytrim_ros.policy.factory import make_policy
 from policytrim_ros.training.episodes import episode_policy, episode_rollout, save_rollout
 
@@ -80,7 +82,6 @@ class PolicyNode(Node):
         self._cameras_seen: set[tuple[int, str]] = set()   # (camera, frame_id) of images received, checked once
         self._out_of_steps_at: float | None = None   # wall time the last window completed (monotonic)
         self._last_window_end = 0.0            # end time (input clock) of the last completed window
-        self._thinking_until = 0.0             # monotonic end of the latest inference call
         self._waiting_since: float | None = None   # monotonic start of a wait for inputs
         self._execution = cfg.execution            # the deployed execution; a trainer's plan may change h
         self._plan = None                          # the running episode's EpisodePlan (trainer.enabled)
@@ -111,9 +112,11 @@ class PolicyNode(Node):
                                      qos_profile_sensor_data)
         self.create_subscription(String, t.instruction, self._on_instruction, RELIABLE)
         self.create_subscription(EpisodeEvent, t.episode_event, self._on_event, LATCHED)
-        # One thread runs every callback (nodes.runtime): sensor messages that arrive during an
-        # inference call wait in their (keep-last) queues and update the latest-only buffers after it.
+        # One thread runs every callback (nodes.runtime); the model runs on the inference thread, so
+        # events, joint states, the hold and shutdown are handled while it thinks; a finished call
+        # wakes the control step.
         self._wake = self.create_guard_condition(self._control_step)
+        self._inference = InferenceThread(self._wake.trigger)
         self.training = (TrainingLink(self, cfg, self.policy, self._lock, lambda: self.executor_.active)
                          if cfg.trainer.enabled else None)
         self.create_timer(0.05, self._control_step)
@@ -198,16 +201,24 @@ class PolicyNode(Node):
         self._start(msg.episode_id, msg.task or msg.instruction, msg.instruction, stamp or self._now())
 
     def _control_step(self) -> None:
-        """Re-plan when the window in flight has run and fresh observations are in."""
+        """Re-plan when the window in flight has run and fresh observations are in: the model runs on
+        the inference thread, and its chunk is dispatched here when that call returns."""
         with self._lock:
+            done = self._inference.take()
             self._take_pending_start()
             ex = self.executor_
             if not ex.active:
+                return
+            if done is not None:
+                self._dispatch(done)
                 return
             if self._joint_states_lost():
                 return
             if self.controller.problem:
                 self._reject('controller', self.controller.problem, ex.episode_id)
+                return
+            if self._inference.busy:
+                self._check_inference_time()
                 return
             if self.controller.querying or not self.controller.ready():
                 return   # its parameters decide how the first window ends; its action server is needed
@@ -227,30 +238,52 @@ class PolicyNode(Node):
                 self._finish(False, C.END_MAX_STEPS)
                 return
             observation = self._observation()
-            episode_id = ex.episode_id
-            policy = self._episode_policy or self.policy
-        if observation is None:
+            if observation is not None:
+                self._inference.submit((ex.episode_id, observation),
+                                       functools.partial(predict, self._episode_policy or self.policy, observation,
+                                                         ex.config.horizon))
+
+    def _dispatch(self, done: InferenceResult) -> None:
+        """Send the chunk of a finished inference call as the next window (lock held), or end the
+        episode if the call failed; a call of an episode that ended meanwhile is dropped."""
+        ex = self.executor_
+        episode_id, observation = done.tag
+        if ex.episode_id != episode_id or ex.window is not None:
+            return  # the episode ended (or was replaced) while the policy was thinking
+        if isinstance(done.error, PolicyInputError):
+            self._reject('policy_input', str(done.error), episode_id)
             return
-        started = time.perf_counter()
+        if done.error is not None:
+            self._inference_failed(done.error)
+            return
+        chunk, h = done.value
         try:
-            chunk, h = predict(policy, observation, ex.config.horizon)
-        except PolicyInputError as err:
-            self._reject('policy_input', str(err), episode_id)
+            traj, record = ex.dispatch(chunk, observation.time, observation.joint_positions, done.seconds, h)
+        except UnsafeChunkError as err:
+            self._reject('unsafe_chunk', str(err), episode_id)
             return
-        finally:
-            self._thinking_until = time.monotonic()
-        latency = time.perf_counter() - started
-        with self._lock:
-            if not ex.active or ex.episode_id != episode_id or ex.window is not None:
-                return  # the episode ended (or was replaced) while the policy was thinking
-            try:
-                traj, record = ex.dispatch(chunk, observation.time, observation.joint_positions, latency, h)
-            except UnsafeChunkError as err:
-                self._reject('unsafe_chunk', str(err), episode_id)
-                return
-            self._records.append(record)
-            self.controller.send(conv.trajectory_to_msg(traj), episode_id)
-            self.chunk_pub.publish(conv.chunk_stats_msg(record, self.get_clock().now().to_msg()))
+        self._records.append(record)
+        self.controller.send(conv.trajectory_to_msg(traj), episode_id)
+        self.chunk_pub.publish(conv.chunk_stats_msg(record, self.get_clock().now().to_msg()))
+
+    def _inference_failed(self, error: BaseException) -> None:
+        """End the running episode with the failed call's end_reason (lock held) and hold."""
+        end_reason = error.end_reason if isinstance(error, InferenceError) else C.END_INFERENCE_FAILED
+        self.errors[end_reason] = self.errors.get(end_reason, 0) + 1
+        detail = str(error) if isinstance(error, InferenceError) else f'{type(error).__name__}: {error}'
+        self.get_logger().error(f'inference failed ({end_reason}): {detail}; holding, ending the episode')
+        self._finish(False, end_reason)
+
+    def _check_inference_time(self) -> None:
+        """End the running episode if the call in flight ran past episode.inference_timeout_s (lock held)."""
+        running, limit = self._inference.running_for(), self.config.episode.inference_timeout_s
+        if running is None or running <= limit:
+            return
+        self.errors[C.END_INFERENCE_TIMEOUT] = self.errors.get(C.END_INFERENCE_TIMEOUT, 0) + 1
+        self.get_logger().error(f'the {self.policy.metadata.name} policy has not returned from a call started '
+                                f'{running:.1f}s ago (episode.inference_timeout_s {limit}); holding, ending the '
+                                'episode (later episodes wait for that call to return)')
+        self._finish(False, C.END_INFERENCE_TIMEOUT)
 
     def _cut_on_divergence(self) -> bool:
         """horizon divergence: end the window in flight early if the latest joint state left its
@@ -316,7 +349,10 @@ class PolicyNode(Node):
                             joint_velocities=np.zeros(len(meta.joint_names)), environment_state=np.zeros(0),
                             instruction='warm up', time=0.0, step=0)
         started = time.perf_counter()
-        predict(self.policy, blank, self.executor_.config.horizon)   # the call an episode makes
+        try:
+            predict(self.policy, blank, self.executor_.config.horizon)   # the call an episode makes
+        except InferenceError as err:   # a policy server that answers no well-formed call: a setup mistake
+            raise ConfigError(f'the warm-up inference of the {meta.name} policy failed: {err}') from None
         self.policy.reset()
         self.get_logger().info(f'warm-up inference: {time.perf_counter() - started:.2f}s')
 
@@ -390,7 +426,7 @@ class PolicyNode(Node):
 
     def _joint_states_lost(self) -> bool:
         """End the episode if joint states stopped arriving (lock held); True if it ended."""
-        last = max(self._joints_received_at or 0.0, self._episode_started_at, self._thinking_until)
+        last = max(self._joints_received_at or 0.0, self._episode_started_at)
         silent = time.monotonic() - last
         if silent <= self.config.episode.joint_states_timeout_s:
             return False

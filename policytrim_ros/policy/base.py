@@ -12,6 +12,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from policytrim_ros import constants as C
+
 
 @dataclass(frozen=True)
 class Observation:
@@ -40,6 +42,19 @@ class Observation:
 
 class PolicyInputError(ValueError):
     """The observation cannot be used by this policy (e.g. an instruction it does not know)."""
+
+
+class InferenceError(RuntimeError):
+    """An inference call failed for a reason outside the observation (a policy server that is gone,
+    timed out or answered with an error); ``end_reason`` is what the episode ends with."""
+
+    end_reason = C.END_INFERENCE_FAILED
+
+
+class InferenceTimeoutError(InferenceError):
+    """An inference call did not return within its time limit."""
+
+    end_reason = C.END_INFERENCE_TIMEOUT
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,19 @@
 """Build a policy backend from its config."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+import re
+from dataclasses import dataclass, field
+
+import yaml
 
 from policytrim_ros import resources
 from policytrim_ros.config import ConfigError, suggest
-from policytrim_ros.policy.base import ChunkPolicy
+from policytrim_ros.policy.base import ChunkPolicy, PolicyMetadata
+from policytrim_ros.policy.remote import RemoteConfig
 
-BACKENDS = ('expert', 'replay', 'torch', 'onnx')
+BACKENDS = ('expert', 'replay', 'torch', 'onnx', 'remote', 'plugin')
+PLUGIN_SPEC = re.compile(r'^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$')
 
 
 @dataclass(frozen=True)
@@ -16,19 +22,31 @@ class PolicyConfig:
 
     backend: expert (the scripted experts: the embedded arm's, or Meta-World's bundled ones for a
         robot with Meta-World's action columns), replay (chunks from a .npy file), torch
-        (a VLA checkpoint run by PyTorch) or onnx (its exported model.onnx run by onnxruntime).
+        (a VLA checkpoint run by PyTorch), onnx (its exported model.onnx run by onnxruntime), remote
+        (a policy server speaking openpi's websocket protocol: policy.remote) or plugin (your
+        ChunkPolicy class, policy.plugin; docs/policy-server.md).
     checkpoint: what the backend loads: the (N, H, A) .npy file for replay, the checkpoint directory
-        for torch and onnx; unused by expert. ``package://policytrim_ros/models/bc-wrist-h32-dagger`` names
-        the shipped baseline in the installed package's share directory.
+        for torch and onnx, passed to a plug-in as is; unused by expert and remote.
+        ``package://policytrim_ros/models/bc-wrist-h32-dagger`` names the shipped baseline in the installed
+        package's share directory.
     device: torch device of the torch backend ('cpu', 'cuda', 'cuda:1'); onnx picks CUDA by itself
         when onnxruntime-gpu is installed.
     num_threads: CPU threads per inference for torch and onnx (0 = the library's default).
+    plugin: 'package.module:Class' of the plugin backend, importable on the robot's PYTHONPATH; it is
+        called with keyword arguments chunk_size, control_dt, joint_names, checkpoint and those of
+        plugin_args, and must satisfy the ChunkPolicy protocol.
+    plugin_args: YAML mapping of extra keyword arguments for the plug-in ('' = none), e.g.
+        '{latency_s: 0.2}'.
+    remote: the policy server of the remote backend and its observation/action mapping.
     """
 
     backend: str = 'expert'
     checkpoint: str = ''
     device: str = 'cpu'
     num_threads: int = 0
+    plugin: str = ''
+    plugin_args: str = ''
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -42,6 +60,21 @@ class PolicyConfig:
             raise ValueError(f"policy.device '{self.device}' must be 'cpu', 'cuda' or 'cuda:<index>'")
         if self.num_threads < 0:
             raise ValueError(f'policy.num_threads ({self.num_threads}) must be >= 0 (0 = library default)')
+        if self.backend == 'plugin' and not PLUGIN_SPEC.match(self.plugin):
+            raise ValueError(f"policy.plugin '{self.plugin}' must name the plug-in class as 'package.module:Class'")
+        self.plugin_kwargs   # noqa: B018 (validates plugin_args)
+
+    @property
+    def plugin_kwargs(self) -> dict:
+        """plugin_args as a dict (ValueError if it is not a YAML mapping with string keys)."""
+        try:
+            args = yaml.safe_load(self.plugin_args) if self.plugin_args.strip() else {}
+        except yaml.YAMLError as err:
+            raise ValueError(f'policy.plugin_args {self.plugin_args!r} is not YAML: {err}') from None
+        if not isinstance(args, dict) or not all(isinstance(k, str) and k.isidentifier() for k in args):
+            raise ValueError(f"policy.plugin_args {self.plugin_args!r} must be a mapping of keyword arguments "
+                             "('{latency_s: 0.2}')")
+        return args
 
 
 def checkpoint_chunk_size(checkpoint: str) -> int:
@@ -71,7 +104,13 @@ def make_policy(config: PolicyConfig, chunk_size: int, control_dt: float,
             return MetaWorldSuiteExpertPolicy(chunk_size)
         from policytrim_ros.policy.arm_expert import ScriptedExpertPolicy
         return ScriptedExpertPolicy(chunk_size=chunk_size, control_dt=control_dt)
+    if config.backend == 'remote':
+        from policytrim_ros.policy.remote import RemotePolicy
+        return RemotePolicy(config.remote, chunk_size, control_dt, tuple(joint_names))
     checkpoint = resources.resolve(config.checkpoint)
+    if config.backend == 'plugin':
+        policy = load_plugin(config, checkpoint, chunk_size, control_dt, tuple(joint_names))
+        return check_policy(policy, f'the plug-in {config.plugin}', chunk_size, joint_names)
     if config.backend == 'replay':
         from policytrim_ros.policy.replay import ReplayPolicy
         return ReplayPolicy(checkpoint, chunk_size, joint_names)
@@ -87,12 +126,47 @@ def make_policy(config: PolicyConfig, chunk_size: int, control_dt: float,
         policy = OnnxVLAPolicy(checkpoint, intra_op_num_threads=config.num_threads)
     else:
         raise AssertionError(config.backend)  # unreachable: PolicyConfig validates the name
+    return check_policy(policy, f'the checkpoint {config.checkpoint}', chunk_size, joint_names)
+
+
+def check_policy(policy: ChunkPolicy, what: str, chunk_size: int, joint_names: tuple[str, ...]) -> ChunkPolicy:
+    """``policy`` if its H and joints are the run's (ConfigError naming ``what`` otherwise)."""
     meta = policy.metadata
     if meta.chunk_size != chunk_size:
-        raise ConfigError(f'chunk_size ({chunk_size}) must equal the chunk size H ({meta.chunk_size}) of the '
-                          f'checkpoint {config.checkpoint}: the model always predicts H steps (choose '
-                          f'n_action_steps <= {meta.chunk_size} to run fewer)')
+        raise ConfigError(f'chunk_size ({chunk_size}) must equal the chunk size H ({meta.chunk_size}) of '
+                          f'{what}: the model always predicts H steps (choose n_action_steps <= {meta.chunk_size} '
+                          'to run fewer)')
     if meta.joint_names != tuple(joint_names):
-        raise ConfigError(f'the checkpoint {config.checkpoint} commands joints {list(meta.joint_names)} but the '
-                          f'robot has {list(joint_names)}')
+        raise ConfigError(f'{what} commands joints {list(meta.joint_names)} but the robot has {list(joint_names)}')
+    return policy
+
+
+def load_plugin(config: PolicyConfig, checkpoint: str, chunk_size: int, control_dt: float,
+                joint_names: tuple[str, ...]) -> ChunkPolicy:
+    """Import ``config.plugin`` ('package.module:Class') and build it (ConfigError naming policy.plugin
+    if it cannot be imported or built, or if what it builds is not a ChunkPolicy)."""
+    module_name, _, attribute = config.plugin.partition(':')
+    try:
+        target = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"policy.plugin '{config.plugin}': cannot import {module_name}: {err} (is it on "
+                          'PYTHONPATH?)') from None
+    for part in attribute.split('.'):
+        if not hasattr(target, part):
+            names = [n for n in dir(target) if not n.startswith('_')]
+            raise ConfigError(f"policy.plugin '{config.plugin}': {module_name} has no '{attribute}'"
+                              f'{suggest(part, names)}')
+        target = getattr(target, part)
+    kwargs = dict(chunk_size=chunk_size, control_dt=control_dt, joint_names=joint_names, checkpoint=checkpoint,
+                  **config.plugin_kwargs)
+    try:
+        policy = target(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"policy.plugin '{config.plugin}' cannot be built with keyword arguments "
+                          f'{sorted(kwargs)}: {err}') from None
+    missing = [name for name in ('metadata', 'reset', 'predict_action_chunk') if not hasattr(policy, name)]
+    if missing or not isinstance(policy.metadata, PolicyMetadata):
+        raise ConfigError(f"policy.plugin '{config.plugin}' built a {type(policy).__name__}, which is not a "
+                          f'ChunkPolicy: it needs a PolicyMetadata metadata, reset() and predict_action_chunk()'
+                          + (f' (missing: {missing})' if missing else ''))
     return policy
