@@ -35,6 +35,7 @@ setup(
             'sim_node = policytrim_ros.nodes.sim_node:main',
             'policy_node = policytrim_ros.nodes.policy_node:main',
             'episode_runner = policytrim_ros.nodes.episode_runner:main',
+            'recorder_node = policytrim_ros.nodes.recorder_node:main',
             'policytrim = policytrim_ros.cli:main',
         ],
     },

@@ -105,11 +105,11 @@ def _qos(reliability: QosReliability, durability: QosDurability, depth: int) -> 
 
 # The publishers' QoS (rclpy's qos_profile_sensor_data, RELIABLE, LATCHED in nodes/runtime.py), so
 # `ros2 bag play` offers what the nodes expect.
-_SENSOR = _qos(QosReliability.BEST_EFFORT, QosDurability.VOLATILE, 5)
-_RELIABLE = _qos(QosReliability.RELIABLE, QosDurability.VOLATILE, 10)
-_LATCHED = _qos(QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, 1)
-_TOPIC_QOS = {IMAGE_TOPIC: _SENSOR, JOINT_STATES_TOPIC: _SENSOR, COMMAND_TOPIC: _RELIABLE,
-              INSTRUCTION_TOPIC: _RELIABLE, EVENT_TOPIC: _LATCHED}
+SENSOR_QOS = _qos(QosReliability.BEST_EFFORT, QosDurability.VOLATILE, 5)
+RELIABLE_QOS = _qos(QosReliability.RELIABLE, QosDurability.VOLATILE, 10)
+LATCHED_QOS = _qos(QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, 1)
+_TOPIC_QOS = {IMAGE_TOPIC: SENSOR_QOS, JOINT_STATES_TOPIC: SENSOR_QOS, COMMAND_TOPIC: RELIABLE_QOS,
+              INSTRUCTION_TOPIC: RELIABLE_QOS, EVENT_TOPIC: LATCHED_QOS}
 
 
 def _msg_dir() -> Path:
@@ -224,7 +224,7 @@ def write_episode_bag(episode: Episode, path: str | Path, storage: str = 'mcap')
     with writer:
         types = {**TOPIC_TYPES, **{t: TOPIC_TYPES[IMAGE_TOPIC] for t in image_topics(max(1, len(e.cameras)))}}
         connections = {topic: writer.add_connection(topic, msgtype, typestore=store,
-                                                    offered_qos_profiles=[_TOPIC_QOS.get(topic, _SENSOR)])
+                                                    offered_qos_profiles=[_TOPIC_QOS.get(topic, SENSOR_QOS)])
                        for topic, msgtype in types.items()}
         for topic, ns, msg in _episode_messages(e, store):
             writer.write(connections[topic], ns, store.serialize_cdr(msg, types[topic]))

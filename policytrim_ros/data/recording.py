@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +49,7 @@ in custom_data); command: streamed, pre-rolled since the last episode's end; eve
 episode_stats: routed by their episode_id."""
 _KEYED = ('event', 'chunk_stats', 'episode_stats')
 _START = 0   # EpisodeEvent.START
-_MAX_PREROLL_COMMANDS = 100
+_RECENT = 50  # stamped messages kept per topic for the next episode's pre-roll
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,24 @@ def bag_name(episode_id: str) -> str:
     return name or 'episode-' + time.strftime('%Y%m%d-%H%M%S')
 
 
+def _has_header(store, msgtype: str) -> bool:
+    """Whether messages of ``msgtype`` start with a std_msgs/Header (their stamp is readable raw)."""
+    fields = store.fielddefs[msgtype][1]
+    return bool(fields) and fields[0][1][1] == 'std_msgs/msg/Header'
+
+
+def _stamp_ns(data: bytes) -> int:
+    """header.stamp (ns) of a CDR message that starts with a std_msgs/Header, read without
+    deserializing it: after the 4-byte encapsulation header (byte 1: 1 = little endian) come
+    int32 sec and uint32 nanosec."""
+    sec, nanosec = struct.unpack_from('<iI' if data[1] == 1 else '>iI', data, 4)
+    return sec * 1_000_000_000 + nanosec
+
+
+def _header_ns(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
 class _EpisodeBag:
     """One episode's open bag and what it learned about the episode for custom_data."""
 
@@ -133,6 +152,7 @@ class _EpisodeBag:
         self.start = None        # the START EpisodeEvent
         self.stats = None        # the EpisodeStats
         self.closes_at: float | None = None   # monotonic deadline once the episode's stream ended
+        self.start_ns = 0        # stream messages stamped from here on belong to this episode
         self.flushed_at = now
 
     def write(self, topic: str, data: bytes, log_ns: int) -> None:
@@ -187,14 +207,18 @@ class EpisodeRecorder:
         for role in _KEYED:
             if sum(t.role == role for t in topics) > 1:
                 raise ValueError(f'more than one {role} topic: {[t.name for t in topics if t.role == role]}')
+        store = typestore()   # built once (0.5 s), now rather than on the first START
         self.output_dir = Path(config.output_dir)
         self.bags: dict[str, _EpisodeBag] = {}     # open bags by episode id
-        self.current: str | None = None            # the episode the stream topics go to
         self.finished: list[Path] = []             # closed bags, in closing order
         self.done_ids: set[str] = set()            # closed here, or whose bag existed: never opened again
         self.late = Counter()                      # episode id -> messages that came after its bag closed
-        self._latest: dict[str, tuple[int, bytes]] = {}        # camera/observation topic -> latest message
-        self._commands: list[tuple[int, str, bytes]] = []      # commands since the last episode ended
+        # stream topics whose messages start with a std_msgs/Header: routed by stamp, kept for the pre-roll
+        self._recent = {t.name: deque(maxlen=_RECENT) for t in topics
+                        if t.role not in _KEYED and _has_header(store, t.msgtype)}
+        self._unstamped: dict[str, tuple[int, bytes]] = {}   # instruction: the latest not yet in a bag
+        self._last_stamp = 0                                  # the newest stamp seen (ns)
+        self._ended_at = 0                                    # the newest stamp when the last episode ended
 
     # -- the stream ------------------------------------------------------------------------------
     def write(self, topic: str, data: bytes, log_ns: int) -> None:
@@ -203,19 +227,29 @@ class EpisodeRecorder:
         if role in _KEYED:
             self._write_keyed(topic, role, data, log_ns)
             return
-        if role in ('camera', 'observation'):
-            self._latest[topic] = (log_ns, data)
-        bag = self.bags.get(self.current) if self.current is not None else None
+        if topic in self._recent:
+            stamp = _stamp_ns(data)
+            if stamp:   # the bag of the newest episode that started at or before the stamp
+                self._recent[topic].append((stamp, log_ns, data))
+                self._last_stamp = max(self._last_stamp, stamp)
+                bag = max((b for b in self.bags.values() if b.start_ns <= stamp), key=lambda b: b.start_ns,
+                          default=None)
+            else:       # stamp 0, "now" (a hold): the newest episode
+                bag = max(self.bags.values(), key=lambda b: b.start_ns, default=None)
+        else:           # no header: the running episode, else the next one's pre-roll
+            bag = max((b for b in self.bags.values() if b.closes_at is None), key=lambda b: b.start_ns, default=None)
+            if bag is None:
+                self._unstamped[topic] = (log_ns, data)
         if bag is not None:
             bag.write(topic, data, log_ns)
-        elif role == 'command':
-            self._commands = self._commands[-_MAX_PREROLL_COMMANDS + 1:] + [(log_ns, topic, data)]
 
     def _write_keyed(self, topic: str, role: str, data: bytes, log_ns: int) -> None:
         msg = typestore().deserialize_cdr(data, self.topics[topic].msgtype)
         episode_id = msg.episode_id
-        if (role == 'event' and msg.event == _START) or (role == 'chunk_stats' and episode_id not in self.bags):
-            self._open(episode_id)
+        if role == 'event' and msg.event == _START:
+            self._open(episode_id, _header_ns(msg) or self._last_stamp)
+        elif role == 'chunk_stats' and episode_id not in self.bags:   # started by a plain instruction:
+            self._open(episode_id, self._ended_at + 1)                 # it owns what came after the last one
         bag = self.bags.get(episode_id)
         if bag is None:
             self.late[episode_id] += 1
@@ -227,36 +261,37 @@ class EpisodeRecorder:
             bag.calls += 1
         elif role == 'episode_stats':
             bag.stats = msg
-            self._end_stream(episode_id)
+            self._ended_at = self._last_stamp
+            self._end_stream(bag)
 
-    def _open(self, episode_id: str) -> None:
-        """Open the bag of ``episode_id`` (once) and make it the current episode."""
+    def _open(self, episode_id: str, start_ns: int) -> None:
+        """Open the bag of ``episode_id`` (once) for the messages stamped from ``start_ns`` on."""
         if episode_id in self.bags or episode_id in self.done_ids:
             return
-        if self.current is not None:
-            self._end_stream(self.current)   # preempted: its EpisodeStats may still come
+        for other in self.bags.values():
+            self._end_stream(other)   # preempted: its EpisodeStats may still come
         path = self.output_dir / bag_name(episode_id)
         if path.exists():
             self.done_ids.add(episode_id)
             self.log(f'not recording episode {episode_id}: {path} exists (a bag is never overwritten)')
             return
         bag = self.bags[episode_id] = _EpisodeBag(path, episode_id, self.topics, self.config, self.clock())
-        self.current = episode_id
-        preroll = sorted([(ns, topic, data) for topic, (ns, data) in self._latest.items()] + self._commands,
-                         key=lambda m: m[0])
-        for ns, topic, data in preroll:
-            bag.write(topic, data, ns)
-        self._commands = []
+        bag.start_ns = start_ns
+        preroll = [(log_ns, topic, data) for topic, (log_ns, data) in self._unstamped.items()]
+        self._unstamped.clear()
+        for topic, recent in self._recent.items():
+            before = [m for m in recent if m[0] < start_ns]
+            if before and self.topics[topic].role != 'command':   # the observation the first step sees
+                preroll.append((before[-1][1], topic, before[-1][2]))
+            preroll += [(log_ns, topic, data) for stamp, log_ns, data in recent if stamp >= start_ns]
+        for log_ns, topic, data in sorted(preroll, key=lambda m: m[0]):
+            bag.write(topic, data, log_ns)
         self.log(f'recording episode {episode_id} into {path}')
 
-    def _end_stream(self, episode_id: str) -> None:
-        """The stream topics stop going to ``episode_id``; its bag closes after the grace period."""
-        bag = self.bags[episode_id]
+    def _end_stream(self, bag: _EpisodeBag) -> None:
+        """The episode ended (or was preempted): its bag closes after the grace period."""
         if bag.closes_at is None:
             bag.closes_at = self.clock() + self.config.grace_s
-        if self.current == episode_id:
-            self.current = None
-            self._commands = []
 
     # -- time and shutdown -----------------------------------------------------------------------
     def poll(self) -> None:
@@ -273,12 +308,9 @@ class EpisodeRecorder:
         """Close every open bag (shutdown); an episode without its EpisodeStats is marked complete: false."""
         for episode_id in list(self.bags):
             self._close(episode_id)
-        self.current = None
 
     def _close(self, episode_id: str) -> None:
         bag = self.bags.pop(episode_id)
-        if self.current == episode_id:
-            self.current = None
         bag.close()
         self.done_ids.add(episode_id)
         self.finished.append(bag.path)

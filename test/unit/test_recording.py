@@ -15,7 +15,7 @@ from rosbags.rosbag2 import Reader
 
 from policytrim_ros.data.bag import (CHUNK_STATS_TOPIC, COMMAND_TOPIC, EPISODE_STATS_TOPIC, EVENT_TOPIC,
                                      IMAGE_TOPIC, INSTRUCTION_TOPIC, JOINT_STATES_TOPIC, PROVENANCE_TOPIC_TYPES,
-                                     TOPIC_TYPES, UnreadableBagError, _LATCHED, _RELIABLE, _SENSOR,
+                                     TOPIC_TYPES, UnreadableBagError, LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS,
                                      read_episode_bag, typestore)
 from policytrim_ros.data.recording import EpisodeRecorder, RecordedTopic, RecordingConfig, bag_name
 from policytrim_ros.data.salvage import salvage_episode_bag
@@ -24,9 +24,9 @@ DT, H, JOINTS = 0.1, 2, ['j1', 'j2']
 ROLES = {IMAGE_TOPIC: 'camera', JOINT_STATES_TOPIC: 'observation', INSTRUCTION_TOPIC: 'observation',
          COMMAND_TOPIC: 'command', EVENT_TOPIC: 'event', CHUNK_STATS_TOPIC: 'chunk_stats',
          EPISODE_STATS_TOPIC: 'episode_stats'}
-QOS = {IMAGE_TOPIC: _SENSOR, JOINT_STATES_TOPIC: _SENSOR, EVENT_TOPIC: _LATCHED}
+QOS = {IMAGE_TOPIC: SENSOR_QOS, JOINT_STATES_TOPIC: SENSOR_QOS, EVENT_TOPIC: LATCHED_QOS}
 TYPES = {**TOPIC_TYPES, **PROVENANCE_TOPIC_TYPES}
-TOPICS = [RecordedTopic(t, TYPES[t], role, QOS.get(t, _RELIABLE)) for t, role in ROLES.items()]
+TOPICS = [RecordedTopic(t, TYPES[t], role, QOS.get(t, RELIABLE_QOS)) for t, role in ROLES.items()]
 
 
 class Clock:
@@ -43,11 +43,12 @@ class Stream:
         self.recorder, self.store, self.t = recorder, typestore(), 0.0
 
     def put(self, topic, t, stamp=None, **fields):
-        """Publish at ``t`` (the log time), stamped ``stamp`` (default ``t``)."""
-        ns = int(round(t * 1e9))
+        """Publish at ``t`` (the log time; both 10 s into the clock), stamped ``stamp`` (default ``t``;
+        0 = unset: a JTC command's "start now")."""
+        ns = int(round((t + 10.0) * 1e9))
         types = self.store.types
         if 'header' in types[TYPES[topic]].__dataclass_fields__:
-            stamped = ns if stamp is None else int(round(stamp * 1e9))
+            stamped = ns if stamp is None else int(round((stamp + 10.0) * 1e9)) if stamp else 0
             stamp = types['builtin_interfaces/msg/Time'](sec=stamped // 10**9, nanosec=stamped % 10**9)
             fields['header'] = types['std_msgs/msg/Header'](stamp=stamp, frame_id=fields.pop('frame_id', ''))
         msg = types[TYPES[topic]](**fields)
@@ -138,11 +139,12 @@ def test_each_episode_gets_its_own_bag_with_its_calls_and_stats(recording, tmp_p
                           'instruction': 'reach the goal', 'success': 'true', 'end_reason': 'success',
                           'steps': str(calls * H), 'inference_calls': str(calls), 'weights_version': '3',
                           'sampling_seed': '11', 'control_dt': '0.1'}
-    # the second bag's pre-roll is the START scene, not the observation taken between the episodes
+    # the second bag's pre-roll: the latest observation before its START (taken between the
+    # episodes), then the START scene; none of the first episode's
     with Reader(recorder.finished[1]) as reader:
         joints = [typestore().deserialize_cdr(raw, c.msgtype) for c, _, raw in reader.messages()
                   if c.topic == JOINT_STATES_TOPIC]
-    assert joints[0].position[0] == 0.0 and len(joints) == 3 * H + 1
+    assert [j.position[0] for j in joints[:2]] == [9.0, 0.0] and len(joints) == 3 * H + 2
 
 
 def test_bags_read_with_rosbags_and_mcap(recording):
@@ -186,6 +188,23 @@ def test_late_and_reordered_messages_within_the_grace_period_go_to_their_episode
     assert [read_episode_bag(p).calls[-1].call_index for p in recorder.finished] == [1, 1]
     assert recorder.late == {'reach-000': 1}
     assert any('closed' in line and 'reach-000' in line and '(complete)' in line for line in lines)
+
+
+def test_a_backlog_that_delivers_the_stats_before_the_images_still_splits_by_stamp(recording):
+    """A recorder that falls behind takes one message per topic per wake-up (rclpy's executor):
+    a short episode's EpisodeStats, and the next START, can come before its images and commands."""
+    recorder, stream, clock, _ = recording
+    queued = []
+    stream.recorder = type('Queue', (), {'write': lambda self, *message: queued.append(message)})()
+    t = stream.episode('reach-000', 0.0)
+    stream.episode('reach-001', t + 0.5)
+    keyed = (EVENT_TOPIC, CHUNK_STATS_TOPIC, EPISODE_STATS_TOPIC)
+    for message in [m for m in queued if m[0] in keyed] + [m for m in queued if m[0] not in keyed]:
+        recorder.write(*message)
+    recorder.close()
+    episodes = [read_episode_bag(p) for p in recorder.finished]
+    assert [(e.steps, len(e.calls), e.success) for e in episodes] == [(4, 2, True), (4, 2, True)]
+    assert [e.actions[:, 0].tolist() for e in episodes] == [[1.0, 2.0, 3.0, 4.0]] * 2
 
 
 def test_a_preempted_episode_keeps_its_stats_and_the_next_one_its_stream(recording):
