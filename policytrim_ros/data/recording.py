@@ -8,16 +8,21 @@ passes rclpy's raw subscriptions straight through) and writes each episode into
 
 An episode's bag
 - opens on its EpisodeEvent START, or on the first ChunkStats of an episode id not seen before
-  (an episode policy_node started from a plain instruction); a START while another episode is
-  open ends that one's stream (it was preempted; its own EpisodeStats may still follow);
-- begins with the pre-roll: the latest message of each camera/observation topic (the observation
-  the first inference call may read was published before the START) and the commands received
-  since the previous episode ended;
-- takes the stream topics (cameras, joint states, instruction, commands) while it is the current
-  episode, and the episode-keyed messages of its own id (events, ChunkStats, EpisodeStats) while open;
-- closes ``grace_s`` after its EpisodeStats arrived (ChunkStats and events published just before
-  it can arrive after it), with the episode's custom_data in metadata.yaml. Messages between
-  episodes go to no bag (they wait in the pre-roll); late messages of a closed episode are counted.
+  (an episode policy_node started from a plain instruction); a START ends the stream of any
+  episode still open (it was preempted; its own EpisodeStats may still follow);
+- takes the stream messages (cameras, joint states, commands) by their header stamp, read from
+  the CDR bytes: each goes to the open episode that started last at or before its stamp, so a
+  recorder that falls behind (rclpy takes one message per topic per wake-up, so an episode's
+  EpisodeStats can come before its last images) still splits them right. A command stamped 0
+  ("start now", policy_node's closing hold) goes to the newest episode; the instruction (no
+  header) to the running one, or to the next one's pre-roll;
+- begins with its pre-roll, from a short buffer of each stream topic: the messages stamped from
+  its start on that came before the START did, and the latest camera image and joint state
+  before it (the observation its first step sees);
+- takes the episode-keyed messages of its own id (events, ChunkStats, EpisodeStats);
+- closes ``grace_s`` after its EpisodeStats arrived, with the episode's custom_data in
+  metadata.yaml. Messages between episodes go to no bag (they wait in the pre-roll buffer);
+  episode-keyed messages of a closed episode are counted (``late``).
 
 A crash of the recorder leaves every closed episode complete. The running one's directory has no
 metadata.yaml (what ``ros2 bag record`` leaves too): ``read_episode_bag`` refuses it, and
