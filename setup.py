@@ -39,6 +39,7 @@ setup(
             'policy_node = policytrim_ros.nodes.policy_node:main',
             'episode_runner = policytrim_ros.nodes.episode_runner:main',
             'trainer_node = policytrim_ros.nodes.trainer_node:main',
+            'recorder_node = policytrim_ros.nodes.recorder_node:main',
             'policytrim = policytrim_ros.cli:main',
         ],
     },

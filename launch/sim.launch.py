@@ -6,6 +6,7 @@
     ros2 launch policytrim_ros sim.launch.py checkpoint:=package://policytrim_ros/models/policytrim-wrist chunk_size:=16 n_action_steps:=16
     ros2 launch policytrim_ros sim.launch.py checkpoint:=package://policytrim_ros/models/horizon-wrist-h32-dagger n_action_steps:=32 horizon:=learned
     ros2 launch policytrim_ros sim.launch.py namespace:=arm1 joint_states:=robot/joint_states controller:=my_controller
+    ros2 launch policytrim_ros sim.launch.py run_episodes:=true record:=true record_dir:=/tmp/bags
 
 With run_episodes:=true the launch ends when episode_runner is done, exiting 1 if it failed. If
 sim_node or policy_node exits first, the launch shuts down (exiting 1 if that node failed).
@@ -44,7 +45,13 @@ def generate_launch_description():
         DeclareLaunchArgument('run_episodes', default_value='false',
                               description='also start episode_runner to evaluate the configured tasks; the '
                                           'launch then exits when it is done (1 if it failed)'),
-        *launch_support.robot_arguments('sim_node and policy_node'),
+        DeclareLaunchArgument('record', default_value='false',
+                              description='also start recorder_node: one rosbag2 (MCAP) bag per episode, '
+                                          'with its ChunkStats and EpisodeStats (docs/recording.md)'),
+        DeclareLaunchArgument('record_dir', default_value='',
+                              description="where recorder_node writes the bags (<record_dir>/<episode id>/); "
+                                          "'' keeps the params file's recording.output_dir"),
+        *launch_support.robot_arguments('sim_node, policy_node and recorder_node'),
         OpaqueFunction(function=_nodes),
     ])
 
@@ -52,6 +59,7 @@ def generate_launch_description():
 def _nodes(context):
     from policytrim_ros.nodes.sim_node import SimTopicsConfig
     from policytrim_ros.nodes.policy_config import PolicyTopicsConfig
+    from policytrim_ros.nodes.recorder_node import RecorderTopicsConfig
     namespace = launch_support.full_namespace(context)
     given = LaunchConfiguration('params_file').perform(context)
     params_file = launch_support.params_in_namespace(given, namespace)
@@ -71,5 +79,12 @@ def _nodes(context):
     runner = Node(package='policytrim_ros', executable='episode_runner', name='episode_runner', output='screen',
                   namespace=LaunchConfiguration('namespace'), parameters=[params_file],
                   condition=IfCondition(LaunchConfiguration('run_episodes')))
-    return [sim, policy, runner,
+    record_dir = LaunchConfiguration('record_dir').perform(context).strip()
+    recorder = Node(package='policytrim_ros', executable='recorder_node', name='recorder_node', output='screen',
+                    namespace=LaunchConfiguration('namespace'),
+                    parameters=[params_file, {'recording.output_dir': record_dir} if record_dir else {},
+                                {'topics.controller': name for name in controller.values()}],
+                    remappings=launch_support.remappings(context, given, 'recorder_node', RecorderTopicsConfig()),
+                    condition=IfCondition(LaunchConfiguration('record')))
+    return [sim, policy, runner, recorder,
             *launch_support.exit_rules({'sim_node': sim, 'policy_node': policy}, runner=runner)]

@@ -10,6 +10,12 @@ sim_node + policy_node) load through the same reader:
     /instruction                      std_msgs/msg/String (once, at the start)
     /episode/event                    policytrim_ros/msg/EpisodeEvent (START, then SUCCESS/FAILURE)
 
+and, when recorded from policy_node (``data/recording.py``), its provenance, which the reader
+returns as ``Episode.calls`` and ``Episode.stats``:
+
+    /policytrim/chunk_stats           policytrim_ros/msg/ChunkStats (one per inference call)
+    /policytrim/episode_stats         policytrim_ros/msg/EpisodeStats (once, at the end)
+
 Times are header stamps (sim time for the embedded arm), or the bag's log time where a stamp is
 zero. A command starts at its stamp; its point i is the action of the step that starts at
 ``start + time_from_start[i] - time_from_start[0]`` (so a chunk window of h points expands to h
@@ -20,6 +26,10 @@ left to right in topic order, as the policy sees them (``Observation.image``); e
 frame_id names the camera that took it (``Episode.cameras``). task, style, seed, success,
 control_dt and cameras also go into the bag's ``custom_data`` (metadata.yaml), which
 ``ros2 bag info`` shows.
+
+metadata.yaml is rosbag2 format version 8 (ROSBAG2_VERSION): the newest one that Humble's
+`ros2 bag info` also reads (version 9 writes offered_qos_profiles as a YAML list, which Humble's
+reader converts to a string and fails on); Jazzy and Kilted read 8 as well.
 
 The custom EpisodeEvent type is registered from the package's own .msg text (the repo's msg/
 when running from a checkout, else the installed share/policytrim_ros/msg): one source of truth,
@@ -40,6 +50,8 @@ from rosbags.typesys.store import Typestore
 
 from policytrim_ros.constants import camera_topic
 from policytrim_ros.data.episode import Episode
+from policytrim_ros.execution.executor import ChunkRecord
+from policytrim_ros.execution.metrics import EpisodeMetrics
 
 IMAGE_TOPIC = '/' + camera_topic(0)
 JOINT_STATES_TOPIC = '/joint_states'
@@ -54,6 +66,15 @@ TOPIC_TYPES: dict[str, str] = {
     EVENT_TOPIC: 'policytrim_ros/msg/EpisodeEvent',
 }
 """Topic -> message type of an episode bag."""
+CHUNK_STATS_TOPIC = '/policytrim/chunk_stats'
+EPISODE_STATS_TOPIC = '/policytrim/episode_stats'
+PROVENANCE_TOPIC_TYPES: dict[str, str] = {
+    CHUNK_STATS_TOPIC: 'policytrim_ros/msg/ChunkStats',
+    EPISODE_STATS_TOPIC: 'policytrim_ros/msg/EpisodeStats',
+}
+"""Topic -> message type of the optional provenance a recorded rollout adds (Episode.calls, .stats)."""
+ROSBAG2_VERSION = 8
+"""metadata.yaml format version: the newest Humble, Jazzy and Kilted all read (module docstring)."""
 REQUIRED_TOPICS = (IMAGE_TOPIC, JOINT_STATES_TOPIC, COMMAND_TOPIC)
 """Topics a bag must have to become an Episode; the task comes from an event or custom_data.
 Further cameras add ``image_topics(n)[1:]``, of IMAGE_TOPIC's type."""
@@ -84,11 +105,11 @@ def _qos(reliability: QosReliability, durability: QosDurability, depth: int) -> 
 
 # The publishers' QoS (rclpy's qos_profile_sensor_data, RELIABLE, LATCHED in nodes/runtime.py), so
 # `ros2 bag play` offers what the nodes expect.
-_SENSOR = _qos(QosReliability.BEST_EFFORT, QosDurability.VOLATILE, 5)
-_RELIABLE = _qos(QosReliability.RELIABLE, QosDurability.VOLATILE, 10)
-_LATCHED = _qos(QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, 1)
-_TOPIC_QOS = {IMAGE_TOPIC: _SENSOR, JOINT_STATES_TOPIC: _SENSOR, COMMAND_TOPIC: _RELIABLE,
-              INSTRUCTION_TOPIC: _RELIABLE, EVENT_TOPIC: _LATCHED}
+SENSOR_QOS = _qos(QosReliability.BEST_EFFORT, QosDurability.VOLATILE, 5)
+RELIABLE_QOS = _qos(QosReliability.RELIABLE, QosDurability.VOLATILE, 10)
+LATCHED_QOS = _qos(QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, 1)
+_TOPIC_QOS = {IMAGE_TOPIC: SENSOR_QOS, JOINT_STATES_TOPIC: SENSOR_QOS, COMMAND_TOPIC: RELIABLE_QOS,
+              INSTRUCTION_TOPIC: RELIABLE_QOS, EVENT_TOPIC: LATCHED_QOS}
 
 
 def _msg_dir() -> Path:
@@ -192,7 +213,7 @@ def write_episode_bag(episode: Episode, path: str | Path, storage: str = 'mcap')
         raise FileExistsError(f'{path} exists; a bag is never overwritten')
     path.parent.mkdir(parents=True, exist_ok=True)
     store = typestore()
-    writer = Writer(path, version=9, storage_plugin=plugins[storage])
+    writer = Writer(path, version=ROSBAG2_VERSION, storage_plugin=plugins[storage])
     if storage == 'mcap':
         writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
     e = episode
@@ -203,7 +224,7 @@ def write_episode_bag(episode: Episode, path: str | Path, storage: str = 'mcap')
     with writer:
         types = {**TOPIC_TYPES, **{t: TOPIC_TYPES[IMAGE_TOPIC] for t in image_topics(max(1, len(e.cameras)))}}
         connections = {topic: writer.add_connection(topic, msgtype, typestore=store,
-                                                    offered_qos_profiles=[_TOPIC_QOS.get(topic, _SENSOR)])
+                                                    offered_qos_profiles=[_TOPIC_QOS.get(topic, SENSOR_QOS)])
                        for topic, msgtype in types.items()}
         for topic, ns, msg in _episode_messages(e, store):
             writer.write(connections[topic], ns, store.serialize_cdr(msg, types[topic]))
@@ -232,7 +253,7 @@ def episode_topics(topics: dict[str, str], path: Path) -> tuple[str, ...]:
     cameras = 1
     while image_topics(cameras + 1)[-1] in topics:
         cameras += 1
-    expected = {**TOPIC_TYPES, **{t: TOPIC_TYPES[IMAGE_TOPIC] for t in image_topics(cameras)}}
+    expected = {**TOPIC_TYPES, **PROVENANCE_TOPIC_TYPES, **{t: TOPIC_TYPES[IMAGE_TOPIC] for t in image_topics(cameras)}}
     wrong = {t: topics[t] for t in expected if t in topics and topics[t] != expected[t]}
     if wrong:
         raise BagError(f'{path}: topics with unexpected types {wrong}; expected '
@@ -247,7 +268,7 @@ def _read_messages(path: Path) -> tuple[dict[str, list[tuple[int, object]]], tup
     try:
         with Reader(path) as reader:
             cameras = episode_topics({c.topic: c.msgtype for c in reader.connections}, path)
-            expected = {*TOPIC_TYPES, *cameras}
+            expected = {*TOPIC_TYPES, *PROVENANCE_TOPIC_TYPES, *cameras}
             messages: dict[str, list[tuple[int, object]]] = {t: [] for t in expected}
             wanted = [c for c in reader.connections if c.topic in expected]
             for connection, log_ns, raw in reader.messages(wanted):
@@ -351,6 +372,7 @@ def episode_from_messages(path: Path, messages: dict[str, list[tuple[int, object
     start = next(((ns, m) for ns, m in events if m.event == _START), None)
     end = next(((ns, m) for ns, m in events if m.event in (_SUCCESS, _FAILURE)
                 and (start is None or ns >= start[0])), None)
+    stats, chunk_records = _provenance(messages, start[1].episode_id if start is not None else None, path)
     steps_ns, actions, calls, names = _expand_commands(messages[COMMAND_TOPIC], path)
     keep = np.ones(len(steps_ns), dtype=bool)
     if start is not None:
@@ -361,6 +383,8 @@ def episode_from_messages(path: Path, messages: dict[str, list[tuple[int, object
         observed = min(max((_stamp_ns(m, ns) for ns, m in messages[t]), default=-1)
                        for t in (*cameras, JOINT_STATES_TOPIC))
         keep &= steps_ns <= observed + _ALIGN_TOLERANCE_NS
+    elif stats is not None:   # no end event (a step limit, a stop): the steps policy_node counted;
+        keep &= np.cumsum(keep) <= stats.steps   # the hold it sent at the end is not a step
     if not keep.any():
         raise BagError(f'{path}: no command falls between the START and the end event'
                        + ('' if complete else ' (or the last recorded observation)'))
@@ -379,7 +403,10 @@ def episode_from_messages(path: Path, messages: dict[str, list[tuple[int, object
         raise BagError(f'{path}: no task: neither a START event on {EVENT_TOPIC} nor custom_data task')
     instructions = [m.data for _, m in messages[INSTRUCTION_TOPIC]]
     instruction = instructions[0] if instructions else (start[1].instruction if start is not None else '')
-    success = end[1].event == _SUCCESS if end is not None else complete and custom.get('success') == 'true'
+    if end is not None:
+        success = end[1].event == _SUCCESS
+    else:
+        success = complete and (stats.success if stats is not None else custom.get('success') == 'true')
     if 'control_dt' in custom:
         control_dt = float(custom['control_dt'])
     elif len(steps_ns) > 1:
@@ -391,4 +418,31 @@ def episode_from_messages(path: Path, messages: dict[str, list[tuple[int, object
                    style=custom.get('style', 'recorded'), success=bool(success), control_dt=control_dt,
                    joint_names=tuple(names), images=images, joint_positions=positions, actions=actions,
                    times=(steps_ns - origin) / 1e9, call_index=np.unique(calls, return_inverse=True)[1],
-                   cameras=frame_ids if all(frame_ids) else ())
+                   cameras=frame_ids if all(frame_ids) else (), calls=chunk_records, stats=stats)
+
+
+def _provenance(messages: dict[str, list[tuple[int, object]]], episode_id: str | None, path: Path
+                ) -> tuple[EpisodeMetrics | None, tuple[ChunkRecord, ...]]:
+    """(the episode's EpisodeStats, its ChunkStats in call order, one per call) from a bag's
+    provenance topics; ``episode_id`` (the START event's) picks the episode's messages, else the
+    last EpisodeStats' id does."""
+    reports = [m for _, m in messages.get(EPISODE_STATS_TOPIC, ()) if episode_id in (None, m.episode_id)]
+    if episode_id is None and reports:
+        episode_id = reports[-1].episode_id
+    try:
+        stats = None if not reports else EpisodeMetrics(
+            episode_id=reports[-1].episode_id, task=reports[-1].task, instruction=reports[-1].instruction,
+            success=bool(reports[-1].success), steps=int(reports[-1].steps),
+            inference_calls=int(reports[-1].inference_calls), n_action_steps=int(reports[-1].n_action_steps),
+            chunk_size=int(reports[-1].chunk_size), chunk_utilization=float(reports[-1].chunk_utilization),
+            wall_clock_s=float(reports[-1].wall_clock_s), end_reason=reports[-1].end_reason,
+            weights_version=int(reports[-1].weights_version), sampling_seed=int(reports[-1].sampling_seed))
+    except ValueError as err:
+        raise BagError(f'{path}: {EPISODE_STATS_TOPIC}: {err}') from None
+    calls = {int(m.call_index): ChunkRecord(
+        episode_id=m.episode_id, call_index=int(m.call_index), chunk_size=int(m.chunk_size),
+        n_action_steps=int(m.n_action_steps), first_step=int(m.first_step), last_step=int(m.last_step),
+        inference_latency_s=float(m.inference_latency_s), weights_version=int(m.weights_version),
+        sampling_seed=int(m.sampling_seed))
+        for _, m in messages.get(CHUNK_STATS_TOPIC, ()) if episode_id in (None, m.episode_id)}
+    return stats, tuple(calls[k] for k in sorted(calls))

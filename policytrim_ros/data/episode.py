@@ -5,6 +5,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from policytrim_ros.execution.executor import ChunkRecord
+from policytrim_ros.execution.metrics import EpisodeMetrics
+
 
 @dataclass(frozen=True)
 class Episode:
@@ -29,6 +32,11 @@ class Episode:
         arange(T) for operator demonstrations, repeated runs of h for chunked policy rollouts.
     cameras: the N cameras that took the images, in tile order (their Image messages' frame_id);
         () when unknown (then N = 1).
+    calls: provenance of a policy rollout recorded with its ChunkStats, one per inference call in
+        call order: the steps its window covered (first_step..last_step), h, H, the weights
+        version, the sampling seed and the latency; () when the bag has none (demonstrations).
+    stats: the episode's EpisodeStats as policy_node published it (success, steps,
+        inference_calls, end_reason, weights_version, sampling_seed, ...); None when not recorded.
     """
 
     task: str
@@ -44,6 +52,8 @@ class Episode:
     times: np.ndarray
     call_index: np.ndarray
     cameras: tuple[str, ...] = ()
+    calls: tuple[ChunkRecord, ...] = ()
+    stats: EpisodeMetrics | None = None
 
     def __post_init__(self) -> None:
         t = len(self.actions)
@@ -56,6 +66,7 @@ class Episode:
             if array.ndim != ndim or len(array) != t:
                 raise ValueError(f'{name} has shape {array.shape}; expected {ndim} dims with T = {t} rows')
         object.__setattr__(self, 'cameras', tuple(self.cameras))
+        object.__setattr__(self, 'calls', tuple(self.calls))
         if self.images.shape[2] % max(1, len(self.cameras)):
             raise ValueError(f'images are {self.images.shape[2]} px wide: not {len(self.cameras)} equal tiles, '
                              f'one per camera {list(self.cameras)}')

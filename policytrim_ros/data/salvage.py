@@ -23,8 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from policytrim_ros.data.bag import (EVENT_TOPIC, TOPIC_TYPES, BagError, Episode, bag_custom_data,
-                                     episode_from_messages, episode_topics, typestore)
+from policytrim_ros.data.bag import (EVENT_TOPIC, PROVENANCE_TOPIC_TYPES, TOPIC_TYPES, BagError, Episode,
+                                     bag_custom_data, episode_from_messages, episode_topics, typestore)
 
 _MAGIC = b'\x89MCAP0\r\n'
 _CHANNEL, _SCHEMA, _MESSAGE, _CHUNK, _METADATA, _DATA_END, _FOOTER = 0x04, 0x03, 0x05, 0x06, 0x0C, 0x0F, 0x02
@@ -126,7 +126,7 @@ def salvage_episode_bag(path: str | Path) -> tuple[Episode, str]:
     if not raw:
         raise BagError(f'{files[0]}: no intact chunk holds a message')
     cameras = episode_topics({topics[c]: types[c] for c in topics}, path)
-    expected = {*TOPIC_TYPES, *cameras}
+    expected = {*TOPIC_TYPES, *PROVENANCE_TOPIC_TYPES, *cameras}
     wanted = {c: topics[c] for c in topics if topics[c] in expected}
     store = typestore()
     messages: dict[str, list] = {t: [] for t in expected}

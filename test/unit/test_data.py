@@ -119,7 +119,7 @@ def test_bag_has_the_robot_topics_types_and_metadata(tmp_path, reach_episodes):
     episode = reach_episodes['teleop'][0]
     path = write_episode_bag(episode, tmp_path / 'bag')
     info = yaml.safe_load((path / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
-    assert info['storage_identifier'] == 'mcap' and info['version'] == 9
+    assert info['storage_identifier'] == 'mcap' and info['version'] == 8
     assert info['custom_data'] == {'task': 'reach', 'style': 'teleop', 'seed': '0', 'success': 'true',
                                    'control_dt': '0.1', 'steps': str(episode.steps), 'cameras': 'scene_camera'}
     store = typestore()

@@ -16,10 +16,12 @@ from policytrim_ros import launcher
 from policytrim_ros.nodes.episode_runner import EpisodeRunnerConfig
 from policytrim_ros.nodes.params import config_fields
 from policytrim_ros.nodes.policy_config import PolicyNodeConfig
+from policytrim_ros.nodes.recorder_node import RecorderNodeConfig
 from policytrim_ros.nodes.sim_node import SimNodeConfig
 
 REPO = Path(__file__).resolve().parents[2]
-NODE_CONFIGS = {'sim_node': SimNodeConfig, 'policy_node': PolicyNodeConfig, 'episode_runner': EpisodeRunnerConfig}
+NODE_CONFIGS = {'sim_node': SimNodeConfig, 'policy_node': PolicyNodeConfig, 'episode_runner': EpisodeRunnerConfig,
+                'recorder_node': RecorderNodeConfig}
 BUILTIN_PARAMETERS = {'use_sim_time'}
 LAUNCH_FILES = sorted((REPO / 'launch').glob('*.launch.py'))
 CONFIG_FILES = sorted((REPO / 'config').glob('*.yaml'))
