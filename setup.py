@@ -11,6 +11,10 @@ from setuptools import find_packages, setup
 
 PACKAGE = 'policytrim_ros'
 VERSION = ElementTree.parse('package.xml').getroot().findtext('version')
+# optional extras, pinned in requirements-<extra>.txt (one file each, read by scripts/setup.sh too)
+EXTRAS = {extra: [line.strip() for line in open(f'requirements-{extra}.txt')
+                  if line.strip() and not line.startswith('#')]
+          for extra in ('ray',)}
 
 setup(
     name=PACKAGE,
@@ -33,6 +37,7 @@ setup(
           for model in sorted(glob('models/*'))],
     ],
     install_requires=['numpy', 'pyyaml', 'mujoco', 'tqdm'],
+    extras_require=EXTRAS,
     entry_points={
         'console_scripts': [
             'sim_node = policytrim_ros.nodes.sim_node:main',

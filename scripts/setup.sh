@@ -54,6 +54,18 @@ if ! fresh requirements "$req"; then
   mark requirements "$req"
 fi
 
+# 2b. The optional Ray extra (rollouts on a Ray cluster, requirements-ray.txt) when asked for with
+#     POLICYTRIM_WITH_RAY=1: scripts/test.sh asks, so that the tests run it; a plain setup stays lean
+#     (ray is ~240 MB; measured install ~12 s with the download).
+if [ "${POLICYTRIM_WITH_RAY:-0}" = 1 ]; then
+  ray_req=$(hash_of requirements-ray.txt)
+  if ! fresh ray "$ray_req"; then
+    log "installing the optional Ray extra (requirements-ray.txt)"
+    pip_q install -r "$repo/requirements-ray.txt"
+    mark ray "$ray_req"
+  fi
+fi
+
 export AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv" ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 
 # 3. rosidl interfaces (msg/, srv/) built with CMake and installed into the venv.

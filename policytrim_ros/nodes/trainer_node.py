@@ -364,6 +364,9 @@ class TrainerNode(Node):
         from policytrim_ros.training.trainer import PolicyTrimConfig
         values = with_overrides(load_yaml(cfg.run.config), list(cfg.run.overrides))
         self.training = from_dict(PolicyTrimConfig, {**values, 'stage': cfg.run.stage})
+        if self.training.rollouts.engine != 'local':   # not silently ignored: this node's episodes are the robot's
+            raise ConfigError(f"rollouts.engine '{self.training.rollouts.engine}' is for `policytrim train`: "
+                              'trainer_node runs its episodes through policy_node (leave rollouts out)')
         self.env, _, self.safety = sim_configs(launcher.params_file(cfg.run.params or None), self.training.tasks)
         self.done, self.exit_code = False, 0
         self.stop = threading.Event()

@@ -31,7 +31,7 @@ from policytrim_ros.training.horizon import (DecisionGroup, HeadUpdateConfig, Ho
                                              branch_choices, head_update, horizon_rewards)
 from policytrim_ros.training.runstate import open_scalars, recover, save_atomically
 from policytrim_ros.training.trainer import RL_SEED_OFFSET
-from policytrim_ros.training.workers import RolloutJob, RolloutPool, RolloutSetup
+from policytrim_ros.training.workers import RolloutJob, RolloutSetup, RolloutsConfig, open_rollouts
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,9 @@ class HorizonTrainConfig:
     reward: the trajectory reward. update: the head's PPO-clip update.
     lr: Adam learning rate of the head.
     max_episode_steps: step limit per rollout.
-    workers: rollout processes (0 = in this process).
+    workers: rollout processes (0 = in this process) of the local engine.
+    rollouts: where rollouts run: this machine's processes (engine 'local', the default) or a Ray
+        cluster (engine 'ray', docs/scale-out.md).
     seed: seed of initial states (RL_SEED_OFFSET + ...), h draws and minibatch order.
     checkpoint_every: iterations between checkpoints (also where a resumed run continues).
     out_dir: run folder: checkpoints/, last/, scalars.csv, config.json.
@@ -72,6 +74,7 @@ class HorizonTrainConfig:
     lr: float = 3e-4
     max_episode_steps: int = 150
     workers: int = 2
+    rollouts: RolloutsConfig = field(default_factory=RolloutsConfig)
     seed: int = 0
     checkpoint_every: int = 5
     out_dir: str = 'runs/horizon'
@@ -192,7 +195,7 @@ def train_horizon_head(cfg: HorizonTrainConfig, env: EnvConfig | None = None, sa
     started = time.monotonic()
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc='efficiency head',
                disable=not progress)
-    with log, RolloutPool(setup, cfg.workers) as pool:
+    with log, open_rollouts(setup, cfg.workers, cfg.rollouts) as pool:
         for iteration in bar:
             jobs = trunk_jobs(cfg, iteration, longest)
             trunks = pool.collect(model.state_dict(), jobs)

@@ -33,7 +33,7 @@ from policytrim_ros.training.rewards import (ExtensionRewardConfig, StepRewardCo
                                              step_rewards)
 from policytrim_ros.training.runstate import open_scalars, recover, save_atomically
 from policytrim_ros.training.stages import SelectionConfig, acceptance_horizons, acceptance_ratios, group_jobs
-from policytrim_ros.training.workers import RolloutPool, RolloutSetup
+from policytrim_ros.training.workers import RolloutSetup, RolloutsConfig, open_rollouts
 
 RL_SEED_OFFSET = 100_000
 """Initial-state seeds of RL rollouts start here: demonstrations use 0-999, evaluation 1000 on."""
@@ -68,7 +68,9 @@ class PolicyTrimConfig:
         a share ``correlation`` drawn once per chunk and joint, or on ``waypoints`` per chunk
         interpolated between them (``training.exploration``).
     max_episode_steps: step limit per rollout.
-    workers: rollout processes (0 = in this process).
+    workers: rollout processes (0 = in this process) of the local engine.
+    rollouts: where rollouts run: this machine's processes (engine 'local', the default) or a Ray
+        cluster (engine 'ray', docs/scale-out.md).
     seed: seed of initial states (RL_SEED_OFFSET + ...), exploration noise and minibatch order.
     checkpoint_every: iterations between checkpoints (also where a resumed run continues).
     out_dir: run folder: checkpoints/, last/, scalars.csv, config.json.
@@ -94,6 +96,7 @@ class PolicyTrimConfig:
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     max_episode_steps: int = 150
     workers: int = 2
+    rollouts: RolloutsConfig = field(default_factory=RolloutsConfig)
     seed: int = 0
     checkpoint_every: int = 10
     out_dir: str = 'runs/policytrim'
@@ -167,9 +170,10 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
 
     ``env`` configures the embedded arm, ``metaworld`` Meta-World (whichever the tasks need; None =
     defaults); ``safety`` checks every chunk (None = no limits, what Meta-World's own clipping needs).
-    rollouts: where the episodes run: None = a ``RolloutPool`` of ``cfg.workers`` processes with
-    their own envs; or any object with RolloutPool's ``collect(weights, jobs)`` (trainer_node's
-    episodes through policy_node on a robot or the simulator), which the caller closes.
+    rollouts: where the episodes run: None = the pool ``cfg.rollouts`` asks for (a ``RolloutPool``
+    of ``cfg.workers`` processes with their own envs, or a ``RayRolloutPool``); or any object with
+    RolloutPool's ``collect(weights, jobs)`` (trainer_node's episodes through policy_node on a
+    robot or the simulator), which the caller closes.
     """
     out = Path(cfg.out_dir)
     recover(out)   # a save a kill interrupted: finished if it was complete, else the previous state stays
@@ -207,7 +211,9 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
     started = time.monotonic()
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=f'stage {cfg.stage}',
                disable=not progress)
-    source = contextlib.nullcontext(rollouts) if rollouts is not None else RolloutPool(setup, cfg.workers)
+    # the caller's rollouts stay open (it closes them); a pool opened here closes with the run
+    source = contextlib.nullcontext(rollouts) if rollouts is not None else \
+        open_rollouts(setup, cfg.workers, cfg.rollouts)
     with log, source as pool:   # the log closes also when the run stops on an error
         for iteration in bar:
             jobs = iteration_jobs(cfg, iteration, horizons)

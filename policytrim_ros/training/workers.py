@@ -68,42 +68,117 @@ class RolloutSetup:
             raise ValueError(f"sample '{self.sample}' must be one of {list(SAMPLES)}")
 
 
-_worker: dict = {}
+class RolloutWorker:
+    """One env and one copy of the model, built once; rolls out jobs under the weights last loaded.
+
+    What every rollout worker runs: a process of ``RolloutPool``, an actor of ``RayRolloutPool``,
+    or this process (``RolloutPool(setup, 0)``).
+    """
+
+    def __init__(self, setup: RolloutSetup):
+        import torch
+
+        from policytrim_ros.envs.factory import make_env
+        from policytrim_ros.policy.vla.modeling_vla import VLAModel
+        torch.set_num_threads(1)   # one core per worker
+        self.setup = setup
+        self.env = make_env(setup.tasks, setup.env, setup.metaworld)
+        self.model = VLAModel(setup.model).eval()
+        self.version: int | None = None   # of the weights loaded, None before the first
+
+    def load(self, weights: dict, version: int) -> None:
+        """Load ``weights`` (a state dict of tensors) as ``version``."""
+        self.model.load_state_dict(weights)
+        self.version = version
+
+    def run(self, job: RolloutJob):
+        """The rollout of ``job`` (a ``Rollout``, or with sample 'horizon' a ``HorizonRollout``)."""
+        import torch
+
+        from policytrim_ros.execution.config import ExecutionConfig
+        from policytrim_ros.training.exploration import ChunkNoise
+        from policytrim_ros.training.rollout import SamplingVLAPolicy, collect_rollout
+        if self.version is None:
+            raise RuntimeError('a rollout worker runs jobs only after its first weights were loaded')
+        setup = self.setup
+        episode_id = job.episode_id or f'{job.task}-{job.seed}-h{job.n_action_steps}'
+        generator = torch.Generator().manual_seed(job.noise_seed)
+        if setup.sample == 'horizon':
+            from policytrim_ros.training.horizon import HorizonSamplingPolicy, collect_horizon_rollout
+            execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt,
+                                        setup.max_episode_steps, horizon='learned')
+            policy = HorizonSamplingPolicy(self.model, generator, forced=job.forced, greedy=job.greedy)
+            return collect_horizon_rollout(self.env, policy, execution, job.task, job.seed, setup.safety, episode_id)
+        execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt,
+                                    setup.max_episode_steps)
+        policy = SamplingVLAPolicy(self.model, generator, noise=ChunkNoise(setup.exploration))
+        return collect_rollout(self.env, policy, execution, job.task, job.seed, setup.safety, episode_id)
+
+
+ENGINES = ('local', 'ray')
+
+
+@dataclass(frozen=True)
+class RolloutsConfig:
+    """Where a trainer's rollouts run (``rollouts:`` in the training YAMLs; docs/scale-out.md).
+
+    engine: 'local' (a ``RolloutPool`` of the trainer's ``workers`` processes on this machine) or
+        'ray' (``training.ray_pool.RayRolloutPool``: rollout workers are Ray actors on this machine or
+        on the nodes of a Ray cluster; needs the extra: ``pip install 'policytrim_ros[ray]'``).
+    address: with engine 'ray', the cluster: '' starts a private Ray instance on this machine for the
+        run (stopped at its end); 'auto' joins the cluster this machine joined with ``ray start``;
+        'HOST:PORT' the cluster whose head's GCS listens there; 'ray://HOST:PORT' through Ray Client
+        (needs ``ray[client]``).
+    workers_per_node: rollout workers (each one env and one copy of the model) on every node that hosts
+        workers: 'local' ignores it (the trainer's ``workers`` counts its processes).
+    node_resource: if set, only nodes that offer this Ray custom resource host workers (``ray start
+        --resources='{"rollouts": 1}'`` on the sim boxes; the learner's machine without it); '' = every
+        node of the cluster.
+    cpus_per_worker: CPUs Ray reserves for each worker (its torch runs 1 thread).
+    start_timeout_s: seconds to wait for every worker to build its env and model; a worker no node can
+        place (too few CPUs) stops the run with a message instead of waiting forever.
+    """
+
+    engine: str = 'local'
+    address: str = ''
+    workers_per_node: int = 2
+    node_resource: str = ''
+    cpus_per_worker: float = 1.0
+    start_timeout_s: float = 300.0
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise ValueError(f"rollouts.engine '{self.engine}' must be one of {list(ENGINES)}")
+        address = self.address
+        host, _, port = address.removeprefix('ray://').rpartition(':')
+        if address not in ('', 'auto') and not (host and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"rollouts.address '{address}' must be '' (a Ray instance on this machine), "
+                             "'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
+        if self.workers_per_node < 1:
+            raise ValueError(f'rollouts.workers_per_node ({self.workers_per_node}) must be >= 1')
+        if self.node_resource and not self.node_resource.replace('-', '_').isidentifier():
+            raise ValueError(f"rollouts.node_resource '{self.node_resource}' must be a resource name "
+                             "(letters, digits, _ and -) or ''")
+        if not self.cpus_per_worker > 0:
+            raise ValueError(f'rollouts.cpus_per_worker ({self.cpus_per_worker}) must be > 0')
+        if not self.start_timeout_s > 0:
+            raise ValueError(f'rollouts.start_timeout_s ({self.start_timeout_s}) must be > 0')
+
+
+_worker: RolloutWorker | None = None   # the pool process's own (or this process's, with 0 workers)
 
 
 def _init(setup: RolloutSetup) -> None:
-    import torch
-
-    from policytrim_ros.envs.factory import make_env
-    from policytrim_ros.policy.vla.modeling_vla import VLAModel
-    torch.set_num_threads(1)   # one core per worker
-    _worker.update(setup=setup, env=make_env(setup.tasks, setup.env, setup.metaworld),
-                   model=VLAModel(setup.model).eval(), version=None)
+    global _worker
+    _worker = RolloutWorker(setup)
 
 
 def _run(args: tuple[int, str, RolloutJob]):
-    import torch
-
-    from policytrim_ros.execution.config import ExecutionConfig
     from policytrim_ros.policy.checkpoint import load_tensors
-    from policytrim_ros.training.exploration import ChunkNoise
-    from policytrim_ros.training.rollout import SamplingVLAPolicy, collect_rollout
     version, weights_path, job = args
-    if version != _worker['version']:
-        _worker['model'].load_state_dict(load_tensors(weights_path))
-        _worker['version'] = version
-    setup: RolloutSetup = _worker['setup']
-    episode_id = job.episode_id or f'{job.task}-{job.seed}-h{job.n_action_steps}'
-    generator = torch.Generator().manual_seed(job.noise_seed)
-    if setup.sample == 'horizon':
-        from policytrim_ros.training.horizon import HorizonSamplingPolicy, collect_horizon_rollout
-        execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt,
-                                    setup.max_episode_steps, horizon='learned')
-        policy = HorizonSamplingPolicy(_worker['model'], generator, forced=job.forced, greedy=job.greedy)
-        return collect_horizon_rollout(_worker['env'], policy, execution, job.task, job.seed, setup.safety, episode_id)
-    execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt, setup.max_episode_steps)
-    policy = SamplingVLAPolicy(_worker['model'], generator, noise=ChunkNoise(setup.exploration))
-    return collect_rollout(_worker['env'], policy, execution, job.task, job.seed, setup.safety, episode_id)
+    if version != _worker.version:
+        _worker.load(load_tensors(weights_path), version)
+    return _worker.run(job)
 
 
 class RolloutPool:
@@ -152,3 +227,14 @@ class RolloutPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def open_rollouts(setup: RolloutSetup, workers: int, config: RolloutsConfig | None = None):
+    """The rollout pool ``config`` asks for: a ``RolloutPool`` of ``workers`` processes (engine
+    'local'), or a ``RayRolloutPool`` (engine 'ray'). Both are context managers with
+    ``collect(weights, jobs)``."""
+    config = config or RolloutsConfig()
+    if config.engine == 'ray':
+        from policytrim_ros.training.ray_pool import RayRolloutPool
+        return RayRolloutPool(setup, config)
+    return RolloutPool(setup, workers)
