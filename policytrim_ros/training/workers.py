@@ -6,6 +6,8 @@ version changed. A job names the task,
 initial-state seed, executed length h and exploration-noise seed, so the same job gives the same
 rollout in any worker (in this process too, up to the last float bit if torch already ran here
 with other thread settings). The env is the one of the tasks' suite: the embedded arm or Meta-World.
+``RolloutsConfig`` picks this pool or ``training.ray_pool.RayRolloutPool`` (the same workers as
+actors on a Ray cluster); ``open_rollouts`` opens the one it names.
 """
 from __future__ import annotations
 
@@ -68,53 +70,6 @@ class RolloutSetup:
             raise ValueError(f"sample '{self.sample}' must be one of {list(SAMPLES)}")
 
 
-class RolloutWorker:
-    """One env and one copy of the model, built once; rolls out jobs under the weights last loaded.
-
-    What every rollout worker runs: a process of ``RolloutPool``, an actor of ``RayRolloutPool``,
-    or this process (``RolloutPool(setup, 0)``).
-    """
-
-    def __init__(self, setup: RolloutSetup):
-        import torch
-
-        from policytrim_ros.envs.factory import make_env
-        from policytrim_ros.policy.vla.modeling_vla import VLAModel
-        torch.set_num_threads(1)   # one core per worker
-        self.setup = setup
-        self.env = make_env(setup.tasks, setup.env, setup.metaworld)
-        self.model = VLAModel(setup.model).eval()
-        self.version: int | None = None   # of the weights loaded, None before the first
-
-    def load(self, weights: dict, version: int) -> None:
-        """Load ``weights`` (a state dict of tensors) as ``version``."""
-        self.model.load_state_dict(weights)
-        self.version = version
-
-    def run(self, job: RolloutJob):
-        """The rollout of ``job`` (a ``Rollout``, or with sample 'horizon' a ``HorizonRollout``)."""
-        import torch
-
-        from policytrim_ros.execution.config import ExecutionConfig
-        from policytrim_ros.training.exploration import ChunkNoise
-        from policytrim_ros.training.rollout import SamplingVLAPolicy, collect_rollout
-        if self.version is None:
-            raise RuntimeError('a rollout worker runs jobs only after its first weights were loaded')
-        setup = self.setup
-        episode_id = job.episode_id or f'{job.task}-{job.seed}-h{job.n_action_steps}'
-        generator = torch.Generator().manual_seed(job.noise_seed)
-        if setup.sample == 'horizon':
-            from policytrim_ros.training.horizon import HorizonSamplingPolicy, collect_horizon_rollout
-            execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt,
-                                        setup.max_episode_steps, horizon='learned')
-            policy = HorizonSamplingPolicy(self.model, generator, forced=job.forced, greedy=job.greedy)
-            return collect_horizon_rollout(self.env, policy, execution, job.task, job.seed, setup.safety, episode_id)
-        execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt,
-                                    setup.max_episode_steps)
-        policy = SamplingVLAPolicy(self.model, generator, noise=ChunkNoise(setup.exploration))
-        return collect_rollout(self.env, policy, execution, job.task, job.seed, setup.safety, episode_id)
-
-
 ENGINES = ('local', 'ray')
 
 
@@ -163,6 +118,53 @@ class RolloutsConfig:
             raise ValueError(f'rollouts.cpus_per_worker ({self.cpus_per_worker}) must be > 0')
         if not self.start_timeout_s > 0:
             raise ValueError(f'rollouts.start_timeout_s ({self.start_timeout_s}) must be > 0')
+
+
+class RolloutWorker:
+    """One env and one copy of the model, built once; rolls out jobs under the weights last loaded.
+
+    What every rollout worker runs: a process of ``RolloutPool``, an actor of ``RayRolloutPool``,
+    or this process (``RolloutPool(setup, 0)``).
+    """
+
+    def __init__(self, setup: RolloutSetup):
+        import torch
+
+        from policytrim_ros.envs.factory import make_env
+        from policytrim_ros.policy.vla.modeling_vla import VLAModel
+        torch.set_num_threads(1)   # one core per worker
+        self.setup = setup
+        self.env = make_env(setup.tasks, setup.env, setup.metaworld)
+        self.model = VLAModel(setup.model).eval()
+        self.version: int | None = None   # of the weights loaded, None before the first
+
+    def load(self, weights: dict, version: int) -> None:
+        """Load ``weights`` (a state dict of tensors) as ``version``."""
+        self.model.load_state_dict(weights)
+        self.version = version
+
+    def run(self, job: RolloutJob):
+        """The rollout of ``job`` (a ``Rollout``, or with sample 'horizon' a ``HorizonRollout``)."""
+        import torch
+
+        from policytrim_ros.execution.config import ExecutionConfig
+        from policytrim_ros.training.exploration import ChunkNoise
+        from policytrim_ros.training.rollout import SamplingVLAPolicy, collect_rollout
+        if self.version is None:
+            raise RuntimeError('a rollout worker runs jobs only after its first weights were loaded')
+        setup = self.setup
+        episode_id = job.episode_id or f'{job.task}-{job.seed}-h{job.n_action_steps}'
+        generator = torch.Generator().manual_seed(job.noise_seed)
+        if setup.sample == 'horizon':
+            from policytrim_ros.training.horizon import HorizonSamplingPolicy, collect_horizon_rollout
+            execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt,
+                                        setup.max_episode_steps, horizon='learned')
+            policy = HorizonSamplingPolicy(self.model, generator, forced=job.forced, greedy=job.greedy)
+            return collect_horizon_rollout(self.env, policy, execution, job.task, job.seed, setup.safety, episode_id)
+        execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt,
+                                    setup.max_episode_steps)
+        policy = SamplingVLAPolicy(self.model, generator, noise=ChunkNoise(setup.exploration))
+        return collect_rollout(self.env, policy, execution, job.task, job.seed, setup.safety, episode_id)
 
 
 _worker: RolloutWorker | None = None   # the pool process's own (or this process's, with 0 workers)
