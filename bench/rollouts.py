@@ -1,6 +1,7 @@
 """Rollouts per second of the RL rollout path: ``training.workers.RolloutPool`` running
 ``training.rollout.collect_rollout`` (the sampling VLA) on the embedded arm, in this process and
-with worker processes.
+with worker processes (``--engine local``), or with the same workers as actors of a Ray instance
+started on this machine (``--engine ray``, the optional extra; ``--workers`` then counts its actors).
 
 The checkpoint runs with the exploration log_std of the shipped PolicyTrim config (-2.5), the env
 and safety limits of sim_node and policy_node (config/sim.yaml), and every cell (workers, h) rolls
@@ -8,19 +9,22 @@ out the same jobs: ``--episodes`` seeds per task from ``--seed``, noise seed = i
 Each pool first runs one untimed warm-up round (process start, imports, weights, the first render);
 the timed part is ``RolloutPool.collect`` as the trainer calls it, weights hand-over included,
 repeated ``--repeats`` times (the row reports the median; a shared machine's drift hits single runs).
-``CPU ms / rollout`` counts this process and the pool's workers (Linux /proc): unlike the
-wall-clock, it barely moves when other jobs compete for the cores.
+``CPU ms / rollout`` counts this process and every live process it started (Linux /proc: the
+pool's workers; with Ray also its GCS server, raylet and actors): unlike the wall-clock, it barely
+moves when other jobs compete for the cores.
 ``digest`` hashes every rollout's sampled chunks in job order: two runs (two commits) with the same
 digest rolled out the same episodes.
 
-    python bench/rollouts.py [--workers 0 2] [--horizons 8 32] [--episodes 10] [--repeats 3] \
-        [--out bench/results/rollouts]
+    python bench/rollouts.py [--workers 0 2] [--engine local ray] [--horizons 8 32] [--episodes 10] \
+        [--repeats 3] [--out bench/results/rollouts]
+
+Ray listens on every interface; measure it inside a private network namespace (docs/scale-out.md):
+    RAY_AUTH_MODE=disabled unshare -n sh -c 'ip link set lo up && exec python bench/rollouts.py ...'
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
-import multiprocessing as mp
 import os
 import platform
 import shlex
@@ -37,10 +41,10 @@ from policytrim_ros.envs.factory import suite_control_dt, task_suite
 from policytrim_ros.evaluation.sweep import sim_configs
 from policytrim_ros.execution.metrics import format_table, write_json
 from policytrim_ros.policy.checkpoint import load_checkpoint
-from policytrim_ros.training.workers import RolloutJob, RolloutPool, RolloutSetup
+from policytrim_ros.training.workers import RolloutJob, RolloutsConfig, RolloutSetup, open_rollouts
 
 CHECKPOINT = 'package://policytrim_ros/models/bc-wrist-h32-dagger'
-COLUMNS = ['workers', 'n_action_steps', 'rollouts', 'success_rate', 'steps', 'inference_calls',
+COLUMNS = ['engine', 'workers', 'n_action_steps', 'rollouts', 'success_rate', 'steps', 'inference_calls',
            'wall_clock_s', 'rollouts_per_s', 'steps_per_s', 'cpu_ms_per_rollout', 'digest']
 LABELS = {'n_action_steps': 'h', 'steps': 'steps / rollout', 'inference_calls': 'calls / rollout',
           'rollouts_per_s': 'rollouts / s', 'steps_per_s': 'steps / s', 'cpu_ms_per_rollout': 'CPU ms / rollout'}
@@ -54,6 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--horizons', type=int, nargs='+', default=[8, 32], help='executed lengths h (default 8 32)')
     p.add_argument('--workers', type=int, nargs='+', default=[0, 2],
                    help='worker processes of each pool (0 = in this process; default 0 2)')
+    p.add_argument('--engine', nargs='+', choices=('local', 'ray'), default=['local'],
+                   help='local (RolloutPool, the default) and/or ray (RayRolloutPool on a Ray instance started '
+                        'here, --workers actors; needs the ray extra)')
     p.add_argument('--episodes', type=int, default=10, help='rollouts per task and cell (default 10)')
     p.add_argument('--repeats', type=int, default=3, help='timed collects per cell, the median reported (default 3)')
     p.add_argument('--seed', type=int, default=1000, help='first initial-state seed of each task (default 1000)')
@@ -68,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f'--tasks {args.tasks} must be embedded arm tasks')
     if min(args.episodes, args.repeats, *args.horizons) < 1 or min(args.workers) < 0:
         p.error('--episodes, --repeats and --horizons must be >= 1, --workers >= 0')
+    if 'ray' in args.engine and min(args.workers) < 1:
+        p.error('--engine ray needs --workers >= 1 (Ray actors)')
     return args
 
 
@@ -80,20 +89,27 @@ def digest(rollouts: list) -> str:
 
 
 def cpu_seconds() -> float:
-    """CPU seconds (user + system) used so far by this process and its live children, the pool's
-    workers (read from Linux /proc; elsewhere this process only)."""
-    total = time.process_time()
-    tick = os.sysconf('SC_CLK_TCK')
-    for child in mp.active_children():
+    """CPU seconds (user + system) used so far by this process and every live process it started, at
+    any depth: the pool's workers, Ray's daemons and actors (read from Linux /proc; elsewhere this
+    process only)."""
+    stats = {}
+    for entry in Path('/proc').glob('[0-9]*'):   # nothing where there is no /proc
         try:
-            fields = Path(f'/proc/{child.pid}/stat').read_text().rsplit(')', 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick   # utime, stime: fields 14 and 15
-    return total
+            fields = (entry / 'stat').read_text().rsplit(')', 1)[1].split()
+        except (OSError, ValueError):
+            continue   # not a process, or one that just ended
+        stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))   # ppid; utime + stime
+    tick = os.sysconf('SC_CLK_TCK')
+    total, mine = time.process_time(), {os.getpid()}
+    while True:
+        children = {pid for pid, (ppid, _) in stats.items() if ppid in mine and pid not in mine}
+        if not children:
+            return total
+        total += sum(stats[pid][1] for pid in children) / tick
+        mine |= children
 
 
-def time_cell(pool: RolloutPool, weights: dict, jobs: list[RolloutJob], repeats: int) -> dict:
+def time_cell(pool, weights: dict, jobs: list[RolloutJob], repeats: int) -> dict:
     """``repeats`` timed ``collect`` calls of ``jobs``; the median wall-clock (s), its rates, and the outcome
     columns as means over the rollouts. Raises RuntimeError when the repeats rolled out different episodes."""
     times, cpu, digests = [], [], set()
@@ -136,23 +152,27 @@ def main(argv=None) -> int:
     setup = RolloutSetup(model_cfg, env, safety, args.max_episode_steps, suite_control_dt('arm', env),
                          tuple(args.tasks))
     rows = []
-    for workers in args.workers:
-        with RolloutPool(setup, workers) as pool:
+    for engine, workers in [(e, w) for e in args.engine for w in args.workers]:
+        rollouts = RolloutsConfig(engine, workers_per_node=max(workers, 1))
+        with open_rollouts(setup, workers, rollouts) as pool:
             warmup = [RolloutJob(args.tasks[0], args.seed, args.horizons[0], args.seed)] * max(workers, 1)
             pool.collect(weights, warmup)
             for h in args.horizons:
                 jobs = [RolloutJob(task, args.seed + i, h, args.seed + i)
                         for task in args.tasks for i in range(args.episodes)]
                 row = time_cell(pool, weights, jobs, args.repeats)
-                rows.append({'workers': workers, 'n_action_steps': h, **row})
-                print(f'workers {workers}, h = {h}: {rows[-1]["rollouts_per_s"]:.2f} rollouts/s', flush=True)
+                rows.append({'engine': engine, 'workers': workers, 'n_action_steps': h, **row})
+                print(f'{engine}, workers {workers}, h = {h}: {rows[-1]["rollouts_per_s"]:.2f} rollouts/s', flush=True)
     meta = {'command': command, 'commit': git_commit(), 'checkpoint': args.checkpoint, 'log_std': args.log_std,
             'tasks': args.tasks, 'episodes_per_task': args.episodes, 'repeats': args.repeats, 'seed': args.seed,
             'max_episode_steps': args.max_episode_steps, 'cameras': list(env.cameras),
             'machine': f'{platform.machine()}, {platform.processor() or "cpu"}, {os.cpu_count()} CPUs',
             'torch': torch.__version__}
+    if 'ray' in args.engine:
+        import ray
+        meta['ray'] = ray.__version__
     write_json(args.out / 'rollouts.json', {**meta, 'rows': rows})
-    lines = ['# Rollouts per second of the RL rollout path (RolloutPool.collect)', '']
+    lines = ['# Rollouts per second of the RL rollout path (RolloutPool / RayRolloutPool .collect)', '']
     lines += [f'- {k}: {v}' for k, v in meta.items()] + ['', format_table(rows, COLUMNS, LABELS, DECIMALS), '']
     (args.out / 'rollouts.md').write_text('\n'.join(lines))
     print('\n'.join(lines))
