@@ -15,9 +15,9 @@ machine you trust, on a private network (docs/scale-out.md).
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
+import sys
 from collections import deque
 
 from policytrim_ros.training.workers import RolloutJob, RolloutSetup, RolloutsConfig, RolloutWorker
@@ -25,15 +25,12 @@ from policytrim_ros.training.workers import RolloutJob, RolloutSetup, RolloutsCo
 IN_FLIGHT = 2
 """Jobs queued on each worker at once: the next starts while the driver collects the last."""
 
-log = logging.getLogger(__name__)
-
-
 def _import_ray():
     try:
         import ray
-    except ImportError:
-        raise ImportError("rollouts.engine 'ray' needs Ray: pip install 'policytrim_ros[ray]' "
-                          "(or ray==2.60.0)") from None
+    except ImportError:   # a RuntimeError: the CLI prints it as one line
+        raise RuntimeError("rollouts.engine 'ray' needs Ray, an optional extra: pip install "
+                           "'policytrim_ros[ray]' (or pip install -r requirements-ray.txt)") from None
     return ray
 
 
@@ -111,7 +108,7 @@ class RayRolloutPool:
             raise RuntimeError(f'{len(waiting)} of {len(actors)} rollout workers were not up after '
                                f'rollouts.start_timeout_s ({config.start_timeout_s:g} s)')
         ray.get(ready)   # a worker whose env or model failed to build raises here
-        log.info('%d rollout workers on %d Ray nodes', len(actors), len(nodes))
+        print(f'rollouts: {len(actors)} Ray workers on {len(nodes)} nodes', file=sys.stderr, flush=True)
         return actors
 
     @property
@@ -151,7 +148,8 @@ class RayRolloutPool:
                 if actor in free:
                     self._actors.remove(actor)
                     del free[actor]
-                    log.warning('rollout worker lost (%s); %d left', type(err).__name__, len(self._actors))
+                    print(f'rollouts: a Ray worker was lost ({type(err).__name__}), {len(self._actors)} left; '
+                          'its jobs run again on the others', file=sys.stderr, flush=True)
                 if not self._actors:
                     raise RuntimeError('every rollout worker of the Ray cluster is gone') from err
                 continue

@@ -3,10 +3,11 @@
     python test/unit/ray_pool_check.py OUT_JSON
 
 Rolls the same jobs out with ``RolloutPool`` and with a 2-worker ``RayRolloutPool`` on a Ray
-instance of its own, through a weights change, a collect without weights and a lost worker; then
-one iteration of ``train_policytrim`` with each engine. Writes what the test compares as JSON:
-fingerprints (metrics and SHA-256 of the recorded arrays) of every rollout, the trainers' scalars,
-and the network interfaces this process saw.
+instance of its own (``address: ''``), through a weights change, a collect without weights and a
+lost worker; then one iteration of ``train_policytrim`` with the local pool and with 2 workers on
+the rollout node of a two-node Ray cluster (``address: HOST:PORT``, ``node_resource``). Writes
+what the test compares as JSON: fingerprints (metrics and SHA-256 of the recorded arrays) of every
+rollout, the trainers' scalars and weights, and the network interfaces this process saw.
 """
 import csv
 import hashlib
@@ -79,9 +80,19 @@ def main(out: Path) -> None:
         ray.kill(ray_pool._actors[0])   # a worker lost: its jobs run on the other
         result['ray_v2_one_lost'] = [fingerprint(r) for r in ray_pool.collect(None, jobs)]
         result['workers_after_loss'] = ray_pool.workers
+    # A cluster of two nodes on this machine, as docs/scale-out.md sets one up: a head that hosts no
+    # workers (the learner's), and a rollout node that offers the 'rollouts' resource.
+    from ray.cluster_utils import Cluster
+    cluster = Cluster(initialize_head=True, head_node_args={'num_cpus': 0})
     with tempfile.TemporaryDirectory() as runs:
+        try:
+            cluster.add_node(num_cpus=2, resources={'rollouts': 1})
+            on_cluster = RolloutsConfig(engine='ray', address=cluster.address, node_resource='rollouts')
+            train_policytrim(replace(TINY, rollouts=on_cluster, out_dir=f'{runs}/ray'), env=TINY_ENV,
+                             progress=False)
+        finally:
+            cluster.shutdown()
         train_policytrim(replace(TINY, out_dir=f'{runs}/local'), env=TINY_ENV, progress=False)
-        train_policytrim(replace(TINY, rollouts=RAY, out_dir=f'{runs}/ray'), env=TINY_ENV, progress=False)
         result['scalars'] = {engine: scalars(Path(runs) / engine) for engine in ('local', 'ray')}
         local, ray_trained = (load_tensors(f'{runs}/{e}/last/model.safetensors') for e in ('local', 'ray'))
         result['same_weights'] = local.keys() == ray_trained.keys() and all(torch.equal(local[k], ray_trained[k])

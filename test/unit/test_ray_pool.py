@@ -1,5 +1,5 @@
 """Rollouts on Ray (the optional ``ray`` extra): the same rollouts as the local pool, job for job,
-and the same training iteration, on a 2-worker Ray instance that never leaves loopback."""
+and the same training iteration, with 2 Ray workers in a private network namespace (loopback only)."""
 import importlib.util
 import json
 import os
@@ -39,7 +39,7 @@ def test_rollouts_section_is_typed_and_refuses_unknown_keys_and_bad_values():
 def test_engine_ray_without_ray_installed_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, 'ray', None)   # as if the extra were not installed
     setup = RolloutSetup(model=None, env=None, safety=None)
-    with pytest.raises(ImportError, match=r"pip install 'policytrim_ros\[ray\]'"):
+    with pytest.raises(RuntimeError, match=r"needs Ray, an optional extra: pip install 'policytrim_ros\[ray\]'"):
         open_rollouts(setup, 0, RolloutsConfig(engine='ray'))
 
 
@@ -77,5 +77,6 @@ def test_ray_pool_rolls_out_and_trains_as_the_local_pool_inside_a_private_networ
     assert result['ray_v2'] == result['local_v2'] != result['local']   # new weights, picked up by every worker
     assert result['ray_v2_no_weights'] == result['ray_v2']   # None: the same version again
     assert result['ray_v2_one_lost'] == result['ray_v2']     # a lost worker's jobs ran on the other
+    # one training iteration with the workers on the rollout node of a two-node cluster: the same update
     assert result['scalars']['ray'] == result['scalars']['local']
-    assert float(result['scalars']['ray']['windows']) > 0 and result['same_weights']   # a GRPO step, the same one
+    assert float(result['scalars']['ray']['windows']) > 0 and result['same_weights']
