@@ -85,12 +85,14 @@ class RayRolloutPool:
     def _start(self, setup: RolloutSetup, config: RolloutsConfig) -> list:
         ray = self._ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-        nodes = [n for n in ray.nodes() if n['Alive'] and
-                 (not config.node_resource or n['Resources'].get(config.node_resource, 0) > 0)]
-        if not nodes:
-            raise RuntimeError(f"no node of the Ray cluster offers the resource '{config.node_resource}' "
+        resource = config.node_resource or 'CPU'   # by default every node with CPUs (not a --num-cpus=0 head)
+        nodes = [n for n in ray.nodes() if n['Alive'] and n['Resources'].get(resource, 0) > 0]
+        if not nodes and config.node_resource:
+            raise RuntimeError(f"no node of the Ray cluster offers the resource '{resource}' "
                                "(rollouts.node_resource): start the rollout nodes with ray start "
-                               f"--resources='{{\"{config.node_resource}\": 1}}'")
+                               f"--resources='{{\"{resource}\": 1}}'")
+        if not nodes:
+            raise RuntimeError('no node of the Ray cluster has CPUs for rollout workers')
         needed = config.workers_per_node * config.cpus_per_worker
         for n in nodes:
             if n['Resources'].get('CPU', 0) < needed:
@@ -102,12 +104,17 @@ class RayRolloutPool:
                                  scheduling_strategy=NodeAffinitySchedulingStrategy(n['NodeID'], soft=False))
                   .remote(setup)
                   for n in nodes for _ in range(config.workers_per_node)]
-        ready, waiting = ray.wait([a.node.remote() for a in actors], num_returns=len(actors),
-                                  timeout=config.start_timeout_s)
-        if waiting:
-            raise RuntimeError(f'{len(waiting)} of {len(actors)} rollout workers were not up after '
-                               f'rollouts.start_timeout_s ({config.start_timeout_s:g} s)')
-        ray.get(ready)   # a worker whose env or model failed to build raises here
+        try:
+            ready, waiting = ray.wait([a.node.remote() for a in actors], num_returns=len(actors),
+                                      timeout=config.start_timeout_s)
+            if waiting:
+                raise RuntimeError(f'{len(waiting)} of {len(actors)} rollout workers were not up after '
+                                   f'rollouts.start_timeout_s ({config.start_timeout_s:g} s)')
+            ray.get(ready)   # a worker whose env or model failed to build raises here
+        except BaseException:
+            for actor in actors:
+                ray.kill(actor)
+            raise
         print(f'rollouts: {len(actors)} Ray workers on {len(nodes)} nodes', file=sys.stderr, flush=True)
         return actors
 

@@ -88,7 +88,7 @@ class RolloutsConfig:
         workers: 'local' ignores it (the trainer's ``workers`` counts its processes).
     node_resource: if set, only nodes that offer this Ray custom resource host workers (``ray start
         --resources='{"rollouts": 1}'`` on the sim boxes; the learner's machine without it); '' = every
-        node of the cluster.
+        node of the cluster that has CPUs for Ray.
     cpus_per_worker: CPUs Ray reserves for each worker (its torch runs 1 thread).
     start_timeout_s: seconds to wait for every worker to build its env and model; a worker no node can
         place (too few CPUs) stops the run with a message instead of waiting forever.

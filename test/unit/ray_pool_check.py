@@ -87,6 +87,12 @@ def main(out: Path) -> None:
     with tempfile.TemporaryDirectory() as runs:
         try:
             cluster.add_node(num_cpus=2, resources={'rollouts': 1})
+            result['placement_errors'] = []   # configs no node can host stop at once, with the reason
+            for wrong in ({'node_resource': 'arm_9'}, {'node_resource': 'rollouts', 'workers_per_node': 3}):
+                try:
+                    RayRolloutPool(setup, RolloutsConfig(engine='ray', address=cluster.address, **wrong)).close()
+                except RuntimeError as err:
+                    result['placement_errors'].append(str(err))
             on_cluster = RolloutsConfig(engine='ray', address=cluster.address, node_resource='rollouts')
             train_policytrim(replace(TINY, rollouts=on_cluster, out_dir=f'{runs}/ray'), env=TINY_ENV,
                              progress=False)

@@ -77,6 +77,9 @@ def test_ray_pool_rolls_out_and_trains_as_the_local_pool_inside_a_private_networ
     assert result['ray_v2'] == result['local_v2'] != result['local']   # new weights, picked up by every worker
     assert result['ray_v2_no_weights'] == result['ray_v2']   # None: the same version again
     assert result['ray_v2_one_lost'] == result['ray_v2']     # a lost worker's jobs ran on the other
+    assert len(result['placement_errors']) == 2
+    assert "no node of the Ray cluster offers the resource 'arm_9'" in result['placement_errors'][0]
+    assert 'has 2 CPUs for Ray, fewer than rollouts.workers_per_node (3)' in result['placement_errors'][1]
     # one training iteration with the workers on the rollout node of a two-node cluster: the same update
     assert result['scalars']['ray'] == result['scalars']['local']
     assert float(result['scalars']['ray']['windows']) > 0 and result['same_weights']
