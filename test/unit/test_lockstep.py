@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from policytrim_ros.envs import ArmEnv
-from policytrim_ros.envs.factory import make_env
 from policytrim_ros.envs.config import EnvConfig
+from policytrim_ros.envs.factory import make_env
 from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.execution.config import ExecutionConfig
 from policytrim_ros.execution.episode import play_episode
