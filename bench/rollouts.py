@@ -1,6 +1,7 @@
 """Rollouts per second of the RL rollout path: ``training.workers.RolloutPool`` running
 ``training.rollout.collect_rollout`` (the sampling VLA) on the embedded arm, in this process and
-with worker processes.
+with worker processes, each stepping one or more envs in lockstep with batched inference calls
+(``--envs-per-worker``).
 
 The checkpoint runs with the exploration log_std of the shipped PolicyTrim config (-2.5), the env
 and safety limits of sim_node and policy_node (config/sim.yaml), and every cell (workers, h) rolls
@@ -10,15 +11,16 @@ the timed part is ``RolloutPool.collect`` as the trainer calls it, weights hand-
 repeated ``--repeats`` times (the row reports the median; a shared machine's drift hits single runs).
 ``CPU ms / rollout`` counts this process and the pool's workers (Linux /proc): unlike the
 wall-clock, it barely moves when other jobs compete for the cores.
-``digest`` hashes every rollout's sampled chunks in job order: two runs (two commits) with the same
-digest rolled out the same episodes.
+``digest`` hashes every rollout's sampled chunks in job order: two runs (two commits, or two
+``envs_per_worker``) with the same digest rolled out the same episodes.
 
-    python bench/rollouts.py [--workers 0 2] [--horizons 8 32] [--episodes 10] [--repeats 3] \
-        [--out bench/results/rollouts]
+    python bench/rollouts.py [--workers 0 2] [--envs-per-worker 1 8] [--horizons 8 32] [--episodes 10] \
+        [--repeats 3] [--out bench/results/rollouts]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import multiprocessing as mp
 import os
@@ -40,9 +42,9 @@ from policytrim_ros.policy.checkpoint import load_checkpoint
 from policytrim_ros.training.workers import RolloutJob, RolloutPool, RolloutSetup
 
 CHECKPOINT = 'package://policytrim_ros/models/bc-wrist-h32-dagger'
-COLUMNS = ['workers', 'n_action_steps', 'rollouts', 'success_rate', 'steps', 'inference_calls',
+COLUMNS = ['workers', 'envs_per_worker', 'n_action_steps', 'rollouts', 'success_rate', 'steps', 'inference_calls',
            'wall_clock_s', 'rollouts_per_s', 'steps_per_s', 'cpu_ms_per_rollout', 'digest']
-LABELS = {'n_action_steps': 'h', 'steps': 'steps / rollout', 'inference_calls': 'calls / rollout',
+LABELS = {'envs_per_worker': 'envs / worker', 'n_action_steps': 'h', 'steps': 'steps / rollout', 'inference_calls': 'calls / rollout',
           'rollouts_per_s': 'rollouts / s', 'steps_per_s': 'steps / s', 'cpu_ms_per_rollout': 'CPU ms / rollout'}
 DECIMALS = {'wall_clock_s': 1, 'rollouts_per_s': 2, 'steps_per_s': 0, 'cpu_ms_per_rollout': 0}
 
@@ -54,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--horizons', type=int, nargs='+', default=[8, 32], help='executed lengths h (default 8 32)')
     p.add_argument('--workers', type=int, nargs='+', default=[0, 2],
                    help='worker processes of each pool (0 = in this process; default 0 2)')
+    p.add_argument('--envs-per-worker', type=int, nargs='+', default=[1],
+                   help='envs each worker steps in lockstep, batching their inference calls (default 1)')
     p.add_argument('--episodes', type=int, default=10, help='rollouts per task and cell (default 10)')
     p.add_argument('--repeats', type=int, default=3, help='timed collects per cell, the median reported (default 3)')
     p.add_argument('--seed', type=int, default=1000, help='first initial-state seed of each task (default 1000)')
@@ -66,8 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if task_suite(args.tasks) != 'arm':
         p.error(f'--tasks {args.tasks} must be embedded arm tasks')
-    if min(args.episodes, args.repeats, *args.horizons) < 1 or min(args.workers) < 0:
-        p.error('--episodes, --repeats and --horizons must be >= 1, --workers >= 0')
+    if min(args.episodes, args.repeats, *args.horizons, *args.envs_per_worker) < 1 or min(args.workers) < 0:
+        p.error('--episodes, --repeats, --horizons and --envs-per-worker must be >= 1, --workers >= 0')
     return args
 
 
@@ -137,15 +141,18 @@ def main(argv=None) -> int:
                          tuple(args.tasks))
     rows = []
     for workers in args.workers:
-        with RolloutPool(setup, workers) as pool:
-            warmup = [RolloutJob(args.tasks[0], args.seed, args.horizons[0], args.seed)] * max(workers, 1)
-            pool.collect(weights, warmup)
-            for h in args.horizons:
-                jobs = [RolloutJob(task, args.seed + i, h, args.seed + i)
-                        for task in args.tasks for i in range(args.episodes)]
-                row = time_cell(pool, weights, jobs, args.repeats)
-                rows.append({'workers': workers, 'n_action_steps': h, **row})
-                print(f'workers {workers}, h = {h}: {rows[-1]["rollouts_per_s"]:.2f} rollouts/s', flush=True)
+        for envs_per_worker in args.envs_per_worker:
+            with RolloutPool(dataclasses.replace(setup, envs_per_worker=envs_per_worker), workers) as pool:
+                warmup = [RolloutJob(args.tasks[0], args.seed, args.horizons[0], args.seed)] * max(workers, 1)
+                pool.collect(weights, warmup)
+                for h in args.horizons:
+                    jobs = [RolloutJob(task, args.seed + i, h, args.seed + i)
+                            for task in args.tasks for i in range(args.episodes)]
+                    row = time_cell(pool, weights, jobs, args.repeats)
+                    rows.append({'workers': workers, 'envs_per_worker': envs_per_worker, 'n_action_steps': h, **row})
+                    print(f'workers {workers}, envs / worker {envs_per_worker}, h = {h}: '
+                          f'{row["rollouts_per_s"]:.2f} rollouts/s, {row["cpu_ms_per_rollout"]:.0f} CPU ms / rollout',
+                          flush=True)
     meta = {'command': command, 'commit': git_commit(), 'checkpoint': args.checkpoint, 'log_std': args.log_std,
             'tasks': args.tasks, 'episodes_per_task': args.episodes, 'repeats': args.repeats, 'seed': args.seed,
             'max_episode_steps': args.max_episode_steps, 'cameras': list(env.cameras),

@@ -8,6 +8,7 @@ trajectories and count the same steps and inference calls.
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -60,7 +61,34 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
     (``ChunkExecutor.diverged``) and the policy is called again at once; with learned, each window
     runs the h the policy's efficiency head picks (``HorizonPolicy``).
     """
-    meta = policy.metadata
+    episode = play_episode(env, policy.metadata, config, task, seed, episode_id, safety, window_end)
+    policy.reset()
+    observation = next(episode)
+    while True:
+        try:
+            answer = predict(policy, observation, config.horizon)
+        except PolicyInputError as err:
+            answer = err
+        try:
+            observation = episode.throw(answer) if isinstance(answer, Exception) else episode.send(answer)
+        except StopIteration as end:
+            return end.value
+
+
+def play_episode(env: ArmEnv | MetaWorldEnv, metadata: PolicyMetadata, config: ExecutionConfig, task: str,
+                 seed: int, episode_id: str = '', safety: SafetyConfig | None = None, window_end: str = 'moving'
+                 ) -> Generator[Observation, tuple[np.ndarray, int | None], tuple[EpisodeMetrics, list[ChunkRecord]]]:
+    """``run_episode`` as a generator that leaves the inference calls to its driver, so one driver can
+    step several episodes in lockstep and answer their calls in one batch (``training.lockstep``).
+
+    It yields each observation the policy must answer (already cut to the policy's cameras, as
+    ``metadata`` names them) and is sent back what ``predict`` returns: the (H, A) chunk and h (None:
+    the executor's fixed h); a driver whose policy could not use the observation throws the
+    PolicyInputError in instead, which ends the episode as in ``run_episode``. It returns
+    (metrics, records). An inference call's latency is the time from the yield to the answer
+    (a batch's wait for its other episodes included).
+    """
+    meta = metadata
     render = meta.image_size is not None
     cameras = tuple(env.cameras)
     tiles = tuple(range(min(meta.num_cameras, len(cameras)) if render and not meta.cameras else len(cameras)))
@@ -84,13 +112,12 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
         raise ConfigError(f'horizon divergence compares joint targets with measured joints; '
                           f'{type(env).__name__} actions are not joint targets')
     observation = env.reset(task, seed, render=render)
-    policy.reset()
     executor.start(episode_id or f'{task}-{seed}', task, env.instruction, time.perf_counter())
     records: list[ChunkRecord] = []
     while True:
         started = time.perf_counter()
         try:
-            chunk, h = predict(policy, seen(observation), config.horizon)
+            chunk, h = yield seen(observation)
             traj, record = executor.dispatch(chunk, env.time, observation.joint_positions,
                                              time.perf_counter() - started, h)
         except (PolicyInputError, UnsafeChunkError):

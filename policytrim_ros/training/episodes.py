@@ -30,7 +30,7 @@ from policytrim_ros.policy.checkpoint import CheckpointError, file_sha256, load_
 from policytrim_ros.policy.vla.modeling_vla import HorizonHead, VLAModel
 from policytrim_ros.training.exploration import ChunkNoise, ExplorationConfig
 from policytrim_ros.training.horizon import HorizonRollout, HorizonSamplingPolicy
-from policytrim_ros.training.rollout import Rollout, SamplingVLAPolicy, rollout_from_episode
+from policytrim_ros.training.rollout import Rollout, SamplingVLAPolicy, finish_rollout
 
 SAMPLES = ('mean', 'chunk', 'horizon')
 
@@ -97,7 +97,7 @@ def episode_rollout(plan: EpisodePlan, policy, metrics: EpisodeMetrics, records:
                     config: ExecutionConfig) -> Rollout | HorizonRollout:
     """What the trainer's update needs of the finished episode (``config``: the plan's execution)."""
     if plan.sample == 'chunk':
-        return rollout_from_episode(policy, metrics, records, config, metrics.instruction)
+        return finish_rollout(policy, config, metrics, records, metrics.instruction)
     if plan.sample == 'horizon':
         calls = len(records)
         features = (np.stack(policy.features[:calls]) if calls

@@ -1,11 +1,12 @@
-"""Parallel RL rollouts: a pool of spawned processes, each with its own env and a copy of the policy.
+"""Parallel RL rollouts: a pool of spawned processes, each with its envs and a copy of the policy.
 
 Every ``collect`` call with weights writes them once to a safetensors file in the pool's temporary
 folder (a new version; ``collect(None, ...)`` reuses the last); a worker loads them when their
-version changed. A job names the task,
-initial-state seed, executed length h and exploration-noise seed, so the same job gives the same
-rollout in any worker (in this process too, up to the last float bit if torch already ran here
-with other thread settings). The env is the one of the tasks' suite: the embedded arm or Meta-World.
+version changed. A job names the task, initial-state seed, executed length h and exploration-noise
+seed, so the same job gives the same rollout in any worker, alone or in a lockstep batch with
+other jobs (``RolloutSetup.envs_per_worker``; in this process too, up to the last float bit if
+torch already ran here with other thread settings). The env is the one of the tasks' suite: the
+embedded arm or Meta-World.
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ class RolloutSetup:
     sample: what a rollout samples: 'chunk' (Gaussian chunks around the VLA's mean, h fixed per job:
         Stage 1 and 2) or 'horizon' (the VLA's mean chunks, each call's h drawn from its efficiency
         head, the job's n_action_steps the longest: ``training.horizon``).
+    envs_per_worker: envs each worker steps in lockstep, their inference calls answered by one
+        batched forward (``training.lockstep``); a rollout is the same with any number.
     """
 
     model: VLAConfig
@@ -62,10 +65,13 @@ class RolloutSetup:
     metaworld: MetaWorldConfig = field(default_factory=MetaWorldConfig)
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     sample: str = 'chunk'
+    envs_per_worker: int = 1
 
     def __post_init__(self):
         if self.sample not in SAMPLES:
             raise ValueError(f"sample '{self.sample}' must be one of {list(SAMPLES)}")
+        if self.envs_per_worker < 1:
+            raise ValueError(f'envs_per_worker ({self.envs_per_worker}) must be >= 1')
 
 
 _worker: dict = {}
@@ -76,34 +82,57 @@ def _init(setup: RolloutSetup) -> None:
 
     from policytrim_ros.envs.factory import make_env
     from policytrim_ros.policy.vla.modeling_vla import VLAModel
+    from policytrim_ros.training.lockstep import batch_invariant
     torch.set_num_threads(1)   # one core per worker
-    _worker.update(setup=setup, env=make_env(setup.tasks, setup.env, setup.metaworld),
-                   model=VLAModel(setup.model).eval(), version=None)
+    envs = [make_env(setup.tasks, setup.env, setup.metaworld) for _ in range(setup.envs_per_worker)]
+    _worker.update(setup=setup, envs=envs, model=batch_invariant(VLAModel(setup.model).eval()), version=None)
 
 
-def _run(args: tuple[int, str, RolloutJob]):
+def _start(env, job: RolloutJob):
+    """Begin ``job`` on ``env``: its episode, the sampling policy with the job's own generator, and
+    how its result is made (``training.lockstep.Started``)."""
     import torch
 
     from policytrim_ros.execution.config import ExecutionConfig
-    from policytrim_ros.policy.checkpoint import load_tensors
+    from policytrim_ros.execution.episode import play_episode
     from policytrim_ros.training.exploration import ChunkNoise
-    from policytrim_ros.training.rollout import SamplingVLAPolicy, collect_rollout
-    version, weights_path, job = args
-    if version != _worker['version']:
-        _worker['model'].load_state_dict(load_tensors(weights_path))
-        _worker['version'] = version
+    from policytrim_ros.training.lockstep import Started
+    from policytrim_ros.training.rollout import SamplingVLAPolicy, finish_rollout
     setup: RolloutSetup = _worker['setup']
     episode_id = job.episode_id or f'{job.task}-{job.seed}-h{job.n_action_steps}'
     generator = torch.Generator().manual_seed(job.noise_seed)
     if setup.sample == 'horizon':
-        from policytrim_ros.training.horizon import HorizonSamplingPolicy, collect_horizon_rollout
+        from policytrim_ros.training.horizon import HorizonSamplingPolicy, finish_horizon_rollout
         execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt,
                                     setup.max_episode_steps, horizon='learned')
         policy = HorizonSamplingPolicy(_worker['model'], generator, forced=job.forced, greedy=job.greedy)
-        return collect_horizon_rollout(_worker['env'], policy, execution, job.task, job.seed, setup.safety, episode_id)
+        return Started(play_episode(env, policy.metadata, execution, job.task, job.seed, episode_id, setup.safety),
+                       policy, lambda metrics, records: finish_horizon_rollout(policy, metrics, records))
     execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt, setup.max_episode_steps)
     policy = SamplingVLAPolicy(_worker['model'], generator, noise=ChunkNoise(setup.exploration))
-    return collect_rollout(_worker['env'], policy, execution, job.task, job.seed, setup.safety, episode_id)
+    return Started(play_episode(env, policy.metadata, execution, job.task, job.seed, episode_id, setup.safety), policy,
+                   lambda metrics, records: finish_rollout(policy, execution, metrics, records, env.instruction))
+
+
+def _run(args: tuple[int, str, tuple[RolloutJob, ...]]) -> list:
+    """Roll out a share of the jobs in lockstep on this worker's envs."""
+    from policytrim_ros.policy.checkpoint import load_tensors
+    from policytrim_ros.training.lockstep import run_lockstep
+    version, weights_path, jobs = args
+    if version != _worker['version']:
+        _worker['model'].load_state_dict(load_tensors(weights_path))
+        _worker['version'] = version
+    return run_lockstep(_worker['envs'], jobs, _start)
+
+
+def shares(jobs: list, workers: int, envs_per_worker: int) -> list[tuple]:
+    """``jobs`` cut into consecutive shares, each rolled out by one worker in lockstep: one job each
+    with one env a worker (any free worker takes the next job), else about 4 x envs_per_worker
+    jobs (a share's last episodes run in a smaller batch), and at least one share per worker."""
+    if not jobs:
+        return []
+    size = 1 if envs_per_worker == 1 else min(4 * envs_per_worker, -(-len(jobs) // max(workers, 1)))
+    return [tuple(jobs[i:i + size]) for i in range(0, len(jobs), size)]
 
 
 class RolloutPool:
@@ -115,6 +144,7 @@ class RolloutPool:
     def __init__(self, setup: RolloutSetup, workers: int):
         if workers < 0:
             raise ValueError(f'workers ({workers}) must be >= 0 (0 = in this process)')
+        self._workers, self._envs_per_worker = workers, setup.envs_per_worker
         self._pool = mp.get_context('spawn').Pool(workers, _init, (setup,)) if workers else None
         if self._pool is None:
             _init(setup)
@@ -135,10 +165,9 @@ class RolloutPool:
                 Path(previous).unlink()   # no worker loads an older version than this one again
         elif self._path is None:
             raise ValueError('the first collect needs weights')
-        args = [(self._version, self._path, job) for job in jobs]
-        if self._pool is None:
-            return [_run(a) for a in args]
-        return self._pool.map(_run, args, chunksize=1)
+        args = [(self._version, self._path, share) for share in shares(jobs, self._workers, self._envs_per_worker)]
+        results = [_run(a) for a in args] if self._pool is None else self._pool.map(_run, args, chunksize=1)
+        return [rollout for share in results for rollout in share]
 
     def close(self) -> None:
         if self._pool is not None:
