@@ -89,6 +89,9 @@ class EpisodeLinkConfig:
     reset_service: the simulator's policytrim_ros/ResetEpisode service.
     episode_timeout_s: wall seconds an episode may take from its reset to its EpisodeStats before it
         is run again; the wait also ends early when policy_node disappears.
+    settle_s: wall seconds between an episode's end and the next reset (reset service): the hold
+        policy_node sends at an episode's end travels on another topic than the reset, and a hold
+        that reached the simulator after the reset would move the new episode's arm.
     operator_timeout_s: wall seconds to wait for the operator's reset_done (then the prompt repeats).
     outcome_timeout_s: with reset operator and no detector: wall seconds to wait for the operator's
         ``trainer/outcome`` (std_srvs/SetBool: true = success) after the policy stopped.
@@ -101,6 +104,7 @@ class EpisodeLinkConfig:
     reset: str = 'service'
     reset_service: str = 'sim/reset_episode'
     episode_timeout_s: float = 120.0
+    settle_s: float = 0.5
     operator_timeout_s: float = 600.0
     outcome_timeout_s: float = 120.0
     discovery_timeout_s: float = 60.0
@@ -117,6 +121,8 @@ class EpisodeLinkConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f'{name} ({value}) must be > 0 seconds')
+        if not (math.isfinite(self.settle_s) and self.settle_s >= 0):
+            raise ValueError(f'settle_s ({self.settle_s}) must be >= 0 seconds')
         if self.max_attempts < 1:
             raise ValueError(f'max_attempts ({self.max_attempts}) must be >= 1')
 
@@ -147,6 +153,7 @@ class RosRollouts:
             orphan.unlink()   # rollouts of an earlier process's episodes, never counted
         self.tag = secrets.token_hex(3)   # this process's episodes: a restarted trainer never reuses an id
         self.count = 0
+        self.ended_at = 0.0               # monotonic end of the last episode
         self.sha = self.path = None       # the weights the jobs run
         self.loaded_sha, self.version = None, 0
         self.stats: dict[str, EpisodeStats] = {}
@@ -261,6 +268,7 @@ class RosRollouts:
         """Reset, start and wait for the episode's stats (None: it never ended)."""
         cfg = self.config
         if cfg.reset == 'service':
+            time.sleep(max(0.0, self.ended_at + cfg.settle_s - time.monotonic()))
             response = self._call(self.reset_client, ResetEpisode.Request(task=job.task, seed=job.seed,
                                                                           episode_id=episode_id), 'reset')
             if not response.success:
@@ -272,6 +280,7 @@ class RosRollouts:
         while time.monotonic() < deadline and not self.stop.is_set():
             stats = self.stats.pop(episode_id, None)
             if stats is not None:
+                self.ended_at = time.monotonic()
                 return stats
             if self.node.count_publishers(cfg.episode_stats) == 0:   # policy_node died
                 gone_since = gone_since or time.monotonic()
