@@ -22,12 +22,15 @@ from policytrim_ros.trajectory import TimedTrajectory
 class SeamJumps:
     """Largest changes of the commanded state between two samples ``sample_dt`` apart, over all joints.
 
-    position: rad (m for the gripper), velocity: rad/s; seams: window hand-overs replayed.
+    position: rad (m for the gripper), velocity: rad/s; seams: window hand-overs replayed;
+    position_at, velocity_at: the time (arrival clock) each largest change ended.
     """
 
     position: float
     velocity: float
     seams: int
+    position_at: float = 0.0
+    velocity_at: float = 0.0
 
 
 def seam_jumps(windows: list[tuple[float, TimedTrajectory]], sample_dt: float = 0.002) -> SeamJumps:
@@ -53,12 +56,14 @@ def seam_jumps(windows: list[tuple[float, TimedTrajectory]], sample_dt: float = 
     times = np.arange(t + sample_dt, t + _remaining(windows[-1], t) - 0.5 * sample_dt, sample_dt)
     p, v = follower.advance(times)
     ps.append(p), vs.append(v), ts.append(times)
-    keep = np.concatenate(ts) >= measure_from - 1e-9
-    p, v = np.vstack(ps)[keep], np.vstack(vs)[keep]
+    times = np.concatenate(ts)
+    keep = times >= measure_from - 1e-9
+    p, v, times = np.vstack(ps)[keep], np.vstack(vs)[keep], times[keep]
     if len(p) < 2:
         return SeamJumps(0.0, 0.0, len(windows) - 1)
-    return SeamJumps(float(np.abs(np.diff(p, axis=0)).max()), float(np.abs(np.diff(v, axis=0)).max()),
-                     len(windows) - 1)
+    dp, dv = np.abs(np.diff(p, axis=0)).max(axis=1), np.abs(np.diff(v, axis=0)).max(axis=1)
+    return SeamJumps(float(dp.max()), float(dv.max()), len(windows) - 1, float(times[1 + dp.argmax()]),
+                     float(times[1 + dv.argmax()]))
 
 
 def _remaining(window: tuple[float, TimedTrajectory], now: float) -> float:

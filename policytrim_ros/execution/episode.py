@@ -20,7 +20,7 @@ from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.executor import ChunkExecutor, ChunkRecord
 from policytrim_ros.execution.metrics import EpisodeMetrics
 from policytrim_ros.execution.safety import UnsafeChunkError
-from policytrim_ros.execution.stitching import TIME_EPS, StaleChunkError
+from policytrim_ros.execution.stitching import LEAD_MARGIN_STEPS, TIME_EPS, StaleChunkError
 from policytrim_ros.policy.base import ChunkPolicy, InferenceError, Observation, PolicyInputError, PolicyMetadata
 
 if TYPE_CHECKING:
@@ -63,9 +63,9 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
 
     With ``config.async_inference`` the loop is policy_node's async schedule with a model that takes
     ``latency_steps`` control steps per call (deterministic, unlike wall-clock latency): each call after
-    the first starts from the observation ``latency_steps + 1`` steps before the running window ends
-    (the node starts it one latency plus one step of slack before the end), its chunk is sent one step
-    before that end and takes over there (``ChunkExecutor.dispatch_async``). A call that takes longer
+    the first starts from the observation ``latency_steps + LEAD_MARGIN_STEPS`` steps before the running
+    window ends (as the node starts it), its chunk is sent when the call is done (at the latest one step
+    before that end) and takes over there (``ChunkExecutor.dispatch_async``). A call that takes longer
     than a window leaves the arm holding at the window's end for the rest of it; those held steps are
     simulated but not counted (no action ran).
     """
@@ -157,7 +157,8 @@ def _run_async(env, policy: ChunkPolicy, config: ExecutionConfig, executor: Chun
         while True:
             w, now = executor.window, env.time
             last = executor.steps + w.n_steps >= config.max_episode_steps   # no call after this window
-            if pending is None and not last and w.start_time - eps <= now >= w.end_time - latency - dt - eps:
+            lead = latency + LEAD_MARGIN_STEPS * dt
+            if pending is None and not last and w.start_time - eps <= now >= w.end_time - lead - eps:
                 observation = env.observe(render=render)
                 pending = (call(observation, executor.steps + executor.steps_at(now)), now + latency)
                 continue

@@ -33,6 +33,12 @@ TIME_EPS = 1e-6
 """Seconds under which two times are the same instant (clocks are sums of float steps)."""
 
 
+LEAD_MARGIN_STEPS = 2
+"""Control steps beyond a call's expected latency by which it starts before the window in flight
+ends: one for the wait between an observation and the control step that sees it, one for jitter
+(a simulator's clock advances in whole steps, so a call of 0.31 s can end 0.4 s of sim time later)."""
+
+
 class StaleChunkError(RuntimeError):
     """Every action of a chunk is for a step that has already run: nothing of it can be sent."""
 

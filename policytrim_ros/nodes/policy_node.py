@@ -34,7 +34,7 @@ from policytrim_ros.execution.executor import ChunkExecutor
 from policytrim_ros.execution.inference import InferenceResult, InferenceThread
 from policytrim_ros.execution.metrics import JsonlLog, read_jsonl
 from policytrim_ros.execution.safety import UnsafeChunkError
-from policytrim_ros.execution.stitching import StaleChunkError
+from policytrim_ros.execution.stitching import LEAD_MARGIN_STEPS, StaleChunkError
 from policytrim_ros.msg import ChunkStats, EpisodeEvent, EpisodeStats
 from policytrim_ros.nodes import conversions as conv
 from policytrim_ros.nodes.controller_link import ControllerLink
@@ -253,8 +253,8 @@ class PolicyNode(Node):
 
     def _control_step_async(self) -> None:
         """execution.async_inference (lock held, no call in flight): start the next window's call once the
-        window in flight has about one call's latency (the slowest of the last few, plus a control
-        step) left to run, from the latest observation; the chunk is sent when the call returns."""
+        window in flight has about one call's latency left to run (``_async_lead``), from the latest
+        observation; the chunk is sent when the call returns."""
         ex, now = self.executor_, self._now()
         w = ex.window
         if w is not None:
@@ -263,7 +263,7 @@ class PolicyNode(Node):
                     return
                 self._last_window_end = w.end_time
                 ex.complete_window()
-            elif self._called_for is w or now < w.end_time - max(self._latencies, default=0.0) - ex.config.control_dt:
+            elif self._called_for is w or now < w.end_time - self._async_lead():
                 return
         if ex.out_of_steps:
             if self._out_of_steps_at is None:
@@ -282,6 +282,11 @@ class PolicyNode(Node):
         self._inference.submit((ex.episode_id, observation, now),
                                functools.partial(predict, self._episode_policy or self.policy, observation,
                                                  ex.config.horizon))
+
+    def _async_lead(self) -> float:
+        """Seconds before a window's end its successor's call starts: the slowest of the last few calls
+        (this node's clock) plus LEAD_MARGIN_STEPS control steps."""
+        return max(self._latencies, default=0.0) + LEAD_MARGIN_STEPS * self.executor_.config.control_dt
 
     def _dispatch_async(self, done: InferenceResult) -> None:
         """Send a finished async call's chunk: it takes over where the window in flight ends (lock held)."""

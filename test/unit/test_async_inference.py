@@ -12,7 +12,7 @@ from policytrim_ros.execution import jtc
 from policytrim_ros.execution.config import ExecutionConfig
 from policytrim_ros.execution.episode import run_episode
 from policytrim_ros.execution.executor import ChunkExecutor
-from policytrim_ros.execution.stitching import StaleChunkError, blend_weights
+from policytrim_ros.execution.stitching import LEAD_MARGIN_STEPS, StaleChunkError, blend_weights
 from policytrim_ros.policy.arm_expert import ScriptedExpertPolicy
 from policytrim_ros.trajectory import sample_trajectory, window_trajectory
 
@@ -157,8 +157,9 @@ def test_core_loop_async_counts_steps_and_calls_like_sync(latency_steps):
         assert metrics.success, metrics
         assert metrics.inference_calls == len(records) == math.ceil(metrics.steps / h)
         assert sum(r.n_action_steps for r in records[:-1]) + 1 <= metrics.steps
-        # every call after the first planned latency + 1 steps before its window (all of a window if shorter)
-        assert [r.stale_steps for r in records] == [0] + [min(latency_steps + 1, h)] * (len(records) - 1)
+        # every call after the first planned latency + margin steps before its window (all of a window if shorter)
+        lead = min(latency_steps + LEAD_MARGIN_STEPS, h)
+        assert [r.stale_steps for r in records] == [0] + [lead] * (len(records) - 1)
         assert [r.first_step for r in records] == [h * k for k in range(len(records))]
     with pytest.raises(ValueError, match='latency_steps'):
         run_episode(env, expert, ExecutionConfig(chunk_size=32, n_action_steps=h), 'reach', 1000, latency_steps=2)
