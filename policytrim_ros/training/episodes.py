@@ -75,12 +75,15 @@ class EpisodePlan:
         return -1 if self.sample == 'mean' else self.sampling_seed
 
     def execution(self, config: ExecutionConfig) -> ExecutionConfig:
-        """The node's execution config for this episode: its h, and horizon learned to sample h."""
+        """The node's execution config for this episode: its h, and horizon learned to sample h. Training
+        episodes run synchronously: a rollout's log-probabilities are of each chunk's first h rows,
+        which async inference would partly skip as stale."""
         from dataclasses import replace
         h = self.n_action_steps or config.n_action_steps
         if not 1 <= h <= config.chunk_size:
             raise ValueError(f'n_action_steps {h} must be in [1, chunk_size ({config.chunk_size})]')
-        return replace(config, n_action_steps=h, horizon='learned' if self.sample == 'horizon' else config.horizon)
+        return replace(config, n_action_steps=h, horizon='learned' if self.sample == 'horizon' else config.horizon,
+                       async_inference=False)
 
 
 def episode_policy(plan: EpisodePlan, model: VLAModel):
