@@ -70,13 +70,21 @@ def run_episode(env: ArmEnv | MetaWorldEnv, policy: ChunkPolicy, config: Executi
     than a window leaves the arm holding at the window's end for the rest of it; those held steps are
     simulated but not counted (no action ran).
     """
+    if latency_steps < 0 or (latency_steps and not config.async_inference):
+        raise ValueError(f'latency_steps ({latency_steps}) must be >= 0, and is simulated with async_inference only')
+    if config.async_inference:
+        seen, render, executor, _ = _setup(env, policy.metadata, config, safety, window_end)
+        policy.reset()
+        observation = env.reset(task, seed, render=render)
+        executor.start(episode_id or f'{task}-{seed}', task, env.instruction, time.perf_counter())
+        return _run_async(env, policy, config, executor, observation, seen, render, latency_steps)
     episode = play_episode(env, policy.metadata, config, task, seed, episode_id, safety, window_end)
     policy.reset()
     observation = next(episode)
     while True:
         try:
             answer = predict(policy, observation, config.horizon)
-        except PolicyInputError as err:
+        except (PolicyInputError, InferenceError) as err:   # the episode ends with its end_reason
             answer = err
         try:
             observation = episode.throw(answer) if isinstance(answer, Exception) else episode.send(answer)
@@ -95,37 +103,14 @@ def play_episode(env: ArmEnv | MetaWorldEnv, metadata: PolicyMetadata, config: E
     the executor's fixed h); a driver whose policy could not use the observation throws the
     PolicyInputError in instead, which ends the episode as in ``run_episode``. It returns
     (metrics, records). An inference call's latency is the time from the yield to the answer
-    (a batch's wait for its other episodes included).
+    (a batch's wait for its other episodes included). Sync episodes only: ``run_episode`` simulates
+    async inference.
     """
-    meta = metadata
-    render = meta.image_size is not None
-    cameras = tuple(env.cameras)
-    tiles = tuple(range(min(meta.num_cameras, len(cameras)) if render and not meta.cameras else len(cameras)))
-    if render and meta.cameras:
-        try:
-            tiles = camera_tiles(cameras, meta.cameras)
-        except ValueError as err:
-            raise ConfigError(f'the {meta.name} policy was trained on the cameras {list(meta.cameras)}: {err} '
-                              '(env.cameras in the params file)') from None
-
-    def seen(obs: Observation) -> Observation:
-        """What the policy sees: its cameras' tiles of the observation's image."""
-        if tiles == tuple(range(len(cameras))):
-            return obs
-        return replace(obs, image=select_tiles(obs.image, len(cameras), tiles))
-
-    require_horizon_head(meta, config.horizon)
-    executor = ChunkExecutor(config, env.joint_names, safety, window_end)
-    divergence = config.horizon == 'divergence'
-    if divergence and not env.joint_targets:
-        raise ConfigError(f'horizon divergence compares joint targets with measured joints; '
-                          f'{type(env).__name__} actions are not joint targets')
-    if latency_steps < 0 or (latency_steps and not config.async_inference):
-        raise ValueError(f'latency_steps ({latency_steps}) must be >= 0, and is simulated with async_inference only')
+    if config.async_inference:
+        raise ValueError('play_episode runs sync episodes; run_episode simulates async_inference')
+    seen, render, executor, divergence = _setup(env, metadata, config, safety, window_end)
     observation = env.reset(task, seed, render=render)
     executor.start(episode_id or f'{task}-{seed}', task, env.instruction, time.perf_counter())
-    if config.async_inference:
-        return _run_async(env, policy, config, executor, observation, seen, render, latency_steps)
     records: list[ChunkRecord] = []
     while True:
         started = time.perf_counter()
@@ -152,6 +137,34 @@ def play_episode(env: ArmEnv | MetaWorldEnv, metadata: PolicyMetadata, config: E
             env.hold()
             return executor.finish(False, C.END_MAX_STEPS, time.perf_counter()), records
         observation = env.observe(render=render)
+
+
+def _setup(env, meta: PolicyMetadata, config: ExecutionConfig, safety: SafetyConfig | None, window_end: str):
+    """(seen, render, executor, divergence) of an episode of ``meta``'s policy on ``env``: what the
+    policy sees of an observation (its cameras' tiles), whether to render, and the executor."""
+    render = meta.image_size is not None
+    cameras = tuple(env.cameras)
+    tiles = tuple(range(min(meta.num_cameras, len(cameras)) if render and not meta.cameras else len(cameras)))
+    if render and meta.cameras:
+        try:
+            tiles = camera_tiles(cameras, meta.cameras)
+        except ValueError as err:
+            raise ConfigError(f'the {meta.name} policy was trained on the cameras {list(meta.cameras)}: {err} '
+                              '(env.cameras in the params file)') from None
+
+    def seen(obs: Observation) -> Observation:
+        """What the policy sees: its cameras' tiles of the observation's image."""
+        if tiles == tuple(range(len(cameras))):
+            return obs
+        return replace(obs, image=select_tiles(obs.image, len(cameras), tiles))
+
+    require_horizon_head(meta, config.horizon)
+    executor = ChunkExecutor(config, env.joint_names, safety, window_end)
+    divergence = config.horizon == 'divergence'
+    if divergence and not env.joint_targets:
+        raise ConfigError(f'horizon divergence compares joint targets with measured joints; '
+                          f'{type(env).__name__} actions are not joint targets')
+    return seen, render, executor, divergence
 
 
 def _run_async(env, policy: ChunkPolicy, config: ExecutionConfig, executor: ChunkExecutor, observation: Observation,
