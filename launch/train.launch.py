@@ -3,9 +3,11 @@ on the embedded simulator (sim_node) or on a real arm.
 
     ros2 launch policytrim_ros train.launch.py config:=/path/to/policytrim.yaml
     ros2 launch policytrim_ros train.launch.py config:=my_run.yaml stage:=2 record:=false
+    ros2 launch policytrim_ros train.launch.py kind:=horizon config:=/path/to/horizon.yaml   # the efficiency head
     ros2 launch policytrim_ros train.launch.py sim:=false params_file:=my_arm.yaml config:=my_run.yaml
 
-``config`` is a ``policytrim train`` YAML (PolicyTrimConfig); policy_node starts from its ``init``
+``config`` is a ``policytrim train`` YAML (PolicyTrimConfig), or with kind:=horizon a ``policytrim
+train-horizon`` one (HorizonTrainConfig); policy_node starts from its ``init``
 checkpoint with ``trainer.enabled`` and trainer_node hot-reloads every update into it. With
 sim:=true (default) sim_node resets each episode (its ``sim/reset_episode`` service) and judges it;
 with sim:=false the arm, its controller and cameras come from the robot's own bring-up
@@ -33,6 +35,9 @@ def generate_launch_description():
         DeclareLaunchArgument('config', default_value=os.path.join(share, 'config', 'training', 'policytrim.yaml'),
                               description='policytrim train YAML (PolicyTrimConfig): init checkpoint, tasks, '
                                           'iterations, groups, rewards, out_dir'),
+        DeclareLaunchArgument('kind', default_value='policytrim',
+                              description='policytrim (Stage 1 or 2 of the VLA) or horizon (the efficiency head '
+                                          'on the frozen VLA)'),
         DeclareLaunchArgument('stage', default_value='1', description='PolicyTrim stage: 1 or 2'),
         DeclareLaunchArgument('sim', default_value='true',
                               description='true: the embedded simulator (sim_node) runs and resets the episodes; '
@@ -68,6 +73,7 @@ def _nodes(context):
                                 output='screen', parameters=[params_file, policy_overrides])
     trainer = Node(package='policytrim_ros', executable='trainer_node', name='trainer_node', output='screen',
                    parameters=[{'run.config': config, 'run.params': params_file,
+                                'run.kind': LaunchConfiguration('kind').perform(context),
                                 'run.stage': int(LaunchConfiguration('stage').perform(context)),
                                 'episodes.reset': 'service' if sim else 'operator'}])
     recorder = Node(package='policytrim_ros', executable='recorder_node', name='recorder_node', output='screen',

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -40,11 +41,13 @@ from policytrim_ros.msg import EpisodeEvent, EpisodeStats
 from policytrim_ros.nodes import conversions as conv
 from policytrim_ros.nodes.params import declare_config
 from policytrim_ros.nodes.runtime import LATCHED, RELIABLE, run_node
-from policytrim_ros.policy.checkpoint import file_sha256, save_tensors
+from policytrim_ros.policy.checkpoint import WEIGHTS_FILE, file_sha256, save_checkpoint
+from policytrim_ros.policy.vla.modeling_vla import VLAModel
 from policytrim_ros.srv import ConfigureEpisode, LoadWeights, ResetEpisode
 from policytrim_ros.training.episodes import EpisodeStore, is_scorable, load_rollout
 
 RESETS = ('service', 'operator')
+KINDS = ('policytrim', 'horizon')
 CALL_RETRY_S = 5.0
 """Seconds to wait for a service's answer before the request is sent again."""
 
@@ -62,20 +65,25 @@ def task_instruction(task: str) -> str:
 class TrainingRunConfig:
     """The run.
 
-    config: YAML of ``policytrim train``'s PolicyTrimConfig (e.g. config/training/policytrim.yaml);
-        its out_dir holds the run (a run there continues where it stopped).
+    kind: policytrim (Stage 1 or 2 of the VLA: ``policytrim train``) or horizon (the efficiency head
+        on the frozen VLA: ``policytrim train-horizon``).
+    config: YAML of that trainer's config (config/training/policytrim.yaml, horizon.yaml); its
+        out_dir holds the run (a run there continues where it stopped).
     overrides: KEY=VALUE entries over that file, dotted keys for nested fields (['iterations=2']).
-    stage: 1 or 2 (Stage 2 needs the config's n_action_steps and step_budget).
+    stage: 1 or 2 with kind policytrim (Stage 2 needs the config's n_action_steps and step_budget).
     params: ROS parameter file whose policy_node safety limits and execution the run records,
         as ``policytrim train --params`` does (''= the installed config/sim.yaml).
     """
 
+    kind: str = 'policytrim'
     config: str = ''
     overrides: tuple[str, ...] = ()
     stage: int = 1
     params: str = ''
 
     def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"run.kind '{self.kind}' must be one of {list(KINDS)}")
         if self.stage not in (1, 2):
             raise ValueError(f'run.stage ({self.stage}) must be 1 or 2')
 
@@ -171,6 +179,18 @@ class RosRollouts:
             node.create_service(SetBool, 'trainer/outcome', self._on_outcome)
 
     # -- RolloutPool's interface ---------------------------------------------------------------
+    def __call__(self, setup):
+        """Bind to the trainer's RolloutSetup (model config, sample, exploration): the trainers'
+        ``rollouts`` argument."""
+        self.setup = setup
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
     def collect(self, weights: dict | None, jobs: list) -> list:
         if weights is not None:
             self._write_weights(weights)
@@ -188,14 +208,20 @@ class RosRollouts:
 
     # -- weights -------------------------------------------------------------------------------
     def _write_weights(self, weights: dict) -> None:
-        staging = self.weights_dir / 'staging.safetensors'
-        save_tensors(staging, weights)
-        sha = file_sha256(staging)
-        path = self.weights_dir / f'{sha}.safetensors'
-        staging.replace(path)
-        for old in self.weights_dir.glob('*.safetensors'):
-            if old != path and old.name != staging.name:
-                old.unlink()   # policy_node read it already (or will get the new one)
+        """The weights as a checkpoint directory <weights>/<sha256 of model.safetensors>/ (its config
+        carries the model's shape, e.g. the efficiency head the horizon trainer adds)."""
+        model = VLAModel(self.setup.model)
+        model.load_state_dict(weights)
+        staging = self.weights_dir / 'staging'
+        shutil.rmtree(staging, ignore_errors=True)
+        save_checkpoint(staging, model, model.config, {'trainer_node': 'hot reload'})
+        sha = file_sha256(staging / WEIGHTS_FILE)
+        path = self.weights_dir / sha
+        if not path.exists():
+            staging.replace(path)
+        for old in self.weights_dir.iterdir():
+            if old != path:
+                shutil.rmtree(old, ignore_errors=True)   # policy_node read it already (or gets the new one)
         self.sha, self.path = sha, path
 
     def _ensure_weights(self) -> None:
@@ -227,12 +253,12 @@ class RosRollouts:
             record = self.inbox / f'{episode_id}.safetensors'
             self._ensure_weights()
             request = ConfigureEpisode.Request(
-                episode_id=episode_id, weights_version=self.version, sample='chunk',
-                sampling_seed=job.noise_seed, n_action_steps=job.n_action_steps, record_path=str(record))
-            exploration = getattr(self, 'exploration', None)
-            if exploration is not None:
-                request.noise_correlation, request.noise_shape = exploration.correlation, exploration.shape
-                request.noise_waypoints = exploration.waypoints
+                episode_id=episode_id, weights_version=self.version, sample=self.setup.sample,
+                sampling_seed=job.noise_seed, n_action_steps=job.n_action_steps, record_path=str(record),
+                forced=list(job.forced), greedy=job.greedy)
+            exploration = self.setup.exploration
+            request.noise_correlation, request.noise_shape = exploration.correlation, exploration.shape
+            request.noise_waypoints = exploration.waypoints
             response = self._call(self.configure_client, request, 'configure_episode')
             if not response.success:
                 if response.status == ConfigureEpisode.Response.WRONG_VERSION:
@@ -361,7 +387,8 @@ class RosRollouts:
 
 
 class TrainerNode(Node):
-    """Runs ``train_policytrim`` in a thread with its episodes on the robot side; exits when done."""
+    """Runs ``train_policytrim`` (or ``train_horizon_head``) in a thread with its episodes on the
+    robot side; exits when done."""
 
     def __init__(self):
         super().__init__('trainer_node')
@@ -370,23 +397,26 @@ class TrainerNode(Node):
             raise ConfigError('run.config must name the training YAML (e.g. config/training/policytrim.yaml)')
         from policytrim_ros.cli.overrides import with_overrides
         from policytrim_ros.evaluation.sweep import sim_configs
-        from policytrim_ros.training.trainer import PolicyTrimConfig
         values = with_overrides(load_yaml(cfg.run.config), list(cfg.run.overrides))
-        self.training = from_dict(PolicyTrimConfig, {**values, 'stage': cfg.run.stage})
+        if cfg.run.kind == 'horizon':
+            from policytrim_ros.training.horizon_trainer import HorizonTrainConfig, train_horizon_head
+            self.training, self.trainer = from_dict(HorizonTrainConfig, values), train_horizon_head
+        else:
+            from policytrim_ros.training.trainer import PolicyTrimConfig, train_policytrim
+            self.training = from_dict(PolicyTrimConfig, {**values, 'stage': cfg.run.stage})
+            self.trainer = train_policytrim
         self.env, _, self.safety = sim_configs(launcher.params_file(cfg.run.params or None), self.training.tasks)
         self.done, self.exit_code = False, 0
         self.stop = threading.Event()
         self.rollouts = RosRollouts(self, cfg.episodes, Path(self.training.out_dir), self.stop)
-        self.rollouts.exploration = self.training.exploration
         self._thread = threading.Thread(target=self._train, daemon=True)
         self._thread.start()
 
     def _train(self) -> None:
-        from policytrim_ros.training.trainer import train_policytrim
         out = Path(self.training.out_dir)
         try:
-            final = train_policytrim(self.training, self.env, self.safety, resume=(out / 'last').exists(),
-                                     progress=False, rollouts=self.rollouts)
+            final = self.trainer(self.training, self.env, self.safety, resume=(out / 'last').exists(),
+                                 progress=False, rollouts=self.rollouts)
             self.get_logger().info(f'training done: {final}')
         except (RobotSideError, ConfigError, ValueError, FileExistsError) as err:
             self.get_logger().error(f'training stopped: {err}')

@@ -26,7 +26,8 @@ from policytrim_ros import constants as C
 from policytrim_ros.execution.config import ExecutionConfig
 from policytrim_ros.execution.executor import ChunkRecord
 from policytrim_ros.execution.metrics import EpisodeMetrics
-from policytrim_ros.policy.checkpoint import CheckpointError, file_sha256, load_tensors
+from policytrim_ros.policy.checkpoint import (WEIGHTS_FILE, CheckpointError, file_sha256, load_checkpoint,
+                                              load_tensors)
 from policytrim_ros.policy.vla.modeling_vla import HorizonHead, VLAModel
 from policytrim_ros.training.exploration import ChunkNoise, ExplorationConfig
 from policytrim_ros.training.horizon import HorizonRollout, HorizonSamplingPolicy
@@ -114,22 +115,41 @@ class WeightsError(ValueError):
     """A weights file that must not be loaded: missing, corrupt, another hash, or another model."""
 
 
+COMPATIBLE = ('joint_names', 'chunk_size', 'action_dim', 'state_dim', 'image_height', 'image_width', 'cameras')
+"""What a hot-loaded checkpoint must share with the running model (the rest, e.g. an efficiency
+head, may differ)."""
+
+
 def load_weights(model: VLAModel, path: str | Path, sha256: str) -> VLAModel:
-    """A new model of ``model``'s config with the weights of ``path``; ``model`` itself is untouched
-    (the caller swaps on success, so a failed load leaves the running weights: rollback)."""
+    """A new model with the weights of ``path``; ``model`` itself is untouched (the caller swaps on
+    success, so a failed load leaves the running weights: rollback).
+
+    path: a safetensors file of ``model``'s own tensors, or a checkpoint directory (``save_checkpoint``'s:
+    its config may add or change an efficiency head, but must match ``COMPATIBLE``); sha256: of the file,
+    or of the directory's model.safetensors.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f'{path} not found')
-    actual = file_sha256(path)
+    weights = path / WEIGHTS_FILE if path.is_dir() else path
+    if not weights.is_file():
+        raise WeightsError(f'{weights} not found')
+    actual = file_sha256(weights)
     if actual != sha256.lower():
-        raise WeightsError(f'{path} has sha256 {actual}, not {sha256} (a partial copy, or another file)')
+        raise WeightsError(f'{weights} has sha256 {actual}, not {sha256} (a partial copy, or another file)')
+    if path.is_dir():
+        try:
+            fresh, config, _ = load_checkpoint(path)
+        except (CheckpointError, ValueError) as err:
+            raise WeightsError(str(err)) from None
+        different = [f for f in COMPATIBLE if getattr(config, f) != getattr(model.config, f)]
+        if different:
+            raise WeightsError(f'{path} is a model of another robot or camera setup: its ' + ', '.join(
+                f'{f} {getattr(config, f)} (running: {getattr(model.config, f)})' for f in different))
+        return fresh.eval()
     try:
         tensors = load_tensors(path)
     except CheckpointError as err:
         raise WeightsError(str(err)) from None
     fresh = VLAModel(model.config)
-    if model.horizon_head is not None:
-        fresh = fresh.with_horizon_head(model.config.horizons, model.config.horizon_hidden_size)
     try:
         fresh.load_state_dict(tensors, strict=True)
     except RuntimeError as err:

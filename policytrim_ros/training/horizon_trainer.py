@@ -10,6 +10,7 @@ head alone follows. Initial states, draws, picked calls and minibatch order are 
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -161,10 +162,10 @@ def _initial_model(cfg: HorizonTrainConfig, out: Path, resuming: bool):
 
 def train_horizon_head(cfg: HorizonTrainConfig, env: EnvConfig | None = None, safety: SafetyConfig | None = None,
                        resume: bool = False, progress: bool = True,
-                       metaworld: MetaWorldConfig | None = None) -> Path:
+                       metaworld: MetaWorldConfig | None = None, rollouts=None) -> Path:
     """Train the head; return the folder of the final checkpoint (``<out_dir>/last``): the init's VLA,
     unchanged, with the head. ``env``/``metaworld`` configure the suite's env, ``safety`` checks every
-    chunk (None = no limits)."""
+    chunk (None = no limits); ``rollouts`` is where the episodes run (``train_policytrim``'s)."""
     out = Path(cfg.out_dir)
     recover(out)
     if (out / 'last').exists() and not resume:
@@ -197,7 +198,7 @@ def train_horizon_head(cfg: HorizonTrainConfig, env: EnvConfig | None = None, sa
     started = time.monotonic()
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc='efficiency head',
                disable=not progress)
-    with log, RolloutPool(setup, cfg.workers) as pool:
+    with log, (rollouts or functools.partial(RolloutPool, workers=cfg.workers))(setup) as pool:
         for iteration in bar:
             jobs = trunk_jobs(cfg, iteration, longest)
             trunks = pool.collect(model.state_dict(), jobs)

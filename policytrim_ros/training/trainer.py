@@ -8,7 +8,7 @@ are functions of (seed, iteration), so a run resumed from its last checkpoint co
 """
 from __future__ import annotations
 
-import contextlib
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -173,8 +173,8 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
     ``env`` configures the embedded arm, ``metaworld`` Meta-World (whichever the tasks need; None =
     defaults); ``safety`` checks every chunk (None = no limits, what Meta-World's own clipping needs).
     rollouts: where the episodes run: None = a ``RolloutPool`` of ``cfg.workers`` processes with
-    their own envs; or any object with RolloutPool's ``collect(weights, jobs)`` (trainer_node's
-    episodes through policy_node on a robot or the simulator), which the caller closes.
+    their own envs; or a function of the ``RolloutSetup`` returning a context manager with
+    RolloutPool's ``collect(weights, jobs)`` (trainer_node's episodes through policy_node).
     """
     out = Path(cfg.out_dir)
     recover(out)   # a save a kill interrupted: finished if it was complete, else the previous state stays
@@ -212,8 +212,7 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
     started = time.monotonic()
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=f'stage {cfg.stage}',
                disable=not progress)
-    source = contextlib.nullcontext(rollouts) if rollouts is not None else RolloutPool(setup, cfg.workers)
-    with log, source as pool:   # the log closes also when the run stops on an error
+    with log, (rollouts or functools.partial(RolloutPool, workers=cfg.workers))(setup) as pool:   # the log closes also when the run stops on an error
         for iteration in bar:
             jobs = iteration_jobs(cfg, iteration, horizons)
             rollouts = pool.collect(model.state_dict(), jobs)

@@ -139,3 +139,32 @@ def test_a_kill_mid_episode_changes_nothing(tmp_path, harness, reference, victim
     assert trainer.returncode == 0, logs[-4000:]
     assert read_scalars(tmp_path / 'run' / 'scalars.csv') == scalars, logs[-4000:]
     assert len(list((tmp_path / 'run' / 'episodes').glob('*.safetensors'))) == EPISODES
+
+
+HEAD_RUN = {'init': 'package://policytrim_ros/models/bc-wrist-h32-dagger', 'horizons': [8, 32], 'tasks': ['reach'],
+            'iterations': 1, 'decisions_per_iteration': 1, 'workers': 0, 'seed': 0, 'checkpoint_every': 1}
+
+
+def test_trainer_node_trains_the_efficiency_head_through_the_nodes_like_the_in_process_trainer(tmp_path, harness):
+    """kind horizon: policy_node starts from the head-less VLA; the first hot reload is a checkpoint
+    with the head (the trainer's seeded initial head), then the trunk and its branches (one per h)
+    sample h through policy_node; the scalars equal the in-process train-horizon's."""
+    from policytrim_ros.training.horizon_trainer import HorizonTrainConfig, train_horizon_head
+    reference = tmp_path / 'in-process'
+    config = from_dict(HorizonTrainConfig, {**HEAD_RUN, 'out_dir': str(reference)})
+    env, _, safety = sim_configs(PARAMS, config.tasks)
+    train_horizon_head(config, env, safety, progress=False)
+    stats = harness.record(EpisodeStats, 'policytrim/episode_stats', 100)
+    path = tmp_path / 'head.yaml'
+    path.write_text(yaml.safe_dump({**HEAD_RUN, 'out_dir': str(tmp_path / 'run')}))
+    robot = [start(robot_side(tmp_path, name), tmp_path) for name in ('sim_node', 'policy_node')]
+    try:
+        done = subprocess.run(NodeSpec('trainer_node', [], {'run.kind': 'horizon', 'run.config': str(path)}).command(),
+                              env=launcher.ros_env(), capture_output=True, text=True, timeout=300)
+    finally:
+        for run in robot:
+            run.stop()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + node_log(tmp_path, 'policy_node')
+    assert read_scalars(tmp_path / 'run' / 'scalars.csv') == read_scalars(reference / 'scalars.csv')
+    trained = [s for s in stats if s.episode_id.startswith('train-')]
+    assert len(trained) == 1 + len(HEAD_RUN['horizons']) and {s.weights_version for s in trained} == {1}
