@@ -11,6 +11,7 @@
     policytrim train-offline  reward-weighted fine-tuning from recorded episode bags (AWR / filtered BC)
     policytrim export-onnx    export a checkpoint to ONNX for the onnxruntime backend
     policytrim release        copy a checkpoint with float16 weights, for shipping (half the size)
+    policytrim export-lerobot episode bags -> a LeRobotDataset v3.0 directory (parquet + mp4)
 
 collect, train-bc and eval (without --ros) also run the 50 Meta-World 3.1.1 v3 tasks by name
 (--tasks reach-v3 door-open-v3 ...; robots/metaworld_tasks.py); one command takes the tasks of one robot.
@@ -19,7 +20,7 @@ An error prints one line, policytrim <command>: error: <what to fix>, and exits 
 input (a config key or value, an argument, a missing, damaged or edited checkpoint, a bag in strict
 mode), as for a usage error, or 1 when something else failed (a file system error, a crashed run).
 
-One module per command or pair of commands (demo, evaluate, collect, train, checkpoints), each with
+One module per command or pair of commands (demo, evaluate, collect, train, checkpoints, datasets), each with
 ``add_parsers(sub)``; ``overrides`` reads the ``--set KEY=VALUE`` pairs of train-bc and train.
 """
 from __future__ import annotations
@@ -27,14 +28,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from policytrim_ros.cli import checkpoints, collect, demo, evaluate, train
+from policytrim_ros.cli import checkpoints, collect, datasets, demo, evaluate, train
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='policytrim', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)
-    for command in (demo, evaluate, collect, train, checkpoints):
+    for command in (demo, evaluate, collect, train, checkpoints, datasets):
         command.add_parsers(sub)
     args = parser.parse_args(argv)
     try:
