@@ -68,18 +68,18 @@ class OfflineConfig:
     rewards: OfflineRewardConfig = field(default_factory=OfflineRewardConfig)
     samples: str = 'steps'
     balance_tasks: bool = True
-    steps: int = 500
+    steps: int = 200
     batch_size: int = 32
-    lr: float = 5e-5
+    lr: float = 1e-4
     weight_decay: float = 1e-4
-    warmup_steps: int = 50
+    warmup_steps: int = 20
     grad_clip: float = 1.0
     image_shift: int = 4
     hold_after_end: bool = True
     seed: int = 0
     num_threads: int = 1
     log_every: int = 25
-    checkpoint_every: int = 250
+    checkpoint_every: int = 100
     out_dir: str = 'runs/offline'
 
     def __post_init__(self):
