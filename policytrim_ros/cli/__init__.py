@@ -5,7 +5,7 @@
     policytrim eval    forced-horizon sweep over h, without ROS (multi-process) or through the nodes;
                        writes JSON, a markdown table and a PNG plot
     policytrim collect        scripted demonstrations (efficient or teleop style) as rosbag2 MCAP
-    policytrim record         a policy's episodes (failures too) as the same bags
+    policytrim record-policy  a policy's episodes (failures too) as the same bags
     policytrim train-bc       behaviour cloning of the compact VLA from demonstration bags
     policytrim train          PolicyTrim post-training: Stage 1, 2 or all (GRPO, embedded arm or Meta-World)
     policytrim train-offline  reward-weighted fine-tuning from recorded episode bags (AWR / filtered BC)

@@ -1,5 +1,5 @@
 """``policytrim collect``: scripted (or takeover) demonstrations as rosbag2 MCAP bags;
-``policytrim record``: a deployed policy's episodes (failures too) as the same bags."""
+``policytrim record-policy``: a deployed policy's episodes (failures too) as the same bags."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -38,7 +38,7 @@ def add_parsers(sub) -> None:
                    help='backend that runs the takeover checkpoint (default torch)')
     p.set_defaults(func=run)
 
-    p = sub.add_parser('record', help="a policy's episodes on the embedded arm, one rosbag2 (MCAP) each",
+    p = sub.add_parser('record-policy', help="a policy's episodes on the embedded arm, one rosbag2 (MCAP) each",
                        description='Runs a VLA checkpoint in the core episode loop (as policytrim eval does) and '
                                    'records every episode, failed or not, with the robot-side topics: cameras and '
                                    'joint states each control step, one JointTrajectory per inference call (its '

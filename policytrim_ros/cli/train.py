@@ -48,7 +48,7 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=train_horizon)
 
     p = sub.add_parser('train-offline', help="fine-tune a deployed VLA from its recorded episode bags (AWR / filtered BC)",
-                       description='Reads every episode bag under the bags folder (policytrim record, or ros2 bag '
+                       description='Reads every episode bag under the bags folder (policytrim record-policy, or ros2 bag '
                                    'record of the robot-side topics split per episode), scores each episode with the '
                                    'PolicyTrim rewards from what it holds (success, steps, executed h / H; a task\'s '
                                    'episodes form the group) and fine-tunes init_from by regression on the executed '

@@ -44,7 +44,7 @@ EPISODES_FILE = 'episodes.json'
 class OfflineConfig:
     """Offline fine-tuning run (``policytrim train-offline``).
 
-    bags: folder of episode bags (searched recursively), e.g. ``policytrim record`` output or bags
+    bags: folder of episode bags (searched recursively), e.g. ``policytrim record-policy`` output or bags
         of ``ros2 bag record`` split per episode; extra_bags: more such folders.
     init_from: the checkpoint that was deployed (path or package:// URI); required.
     chunk_stats_topic: the ChunkStats topic in the bags (windows come from the commands without it).

@@ -85,3 +85,15 @@ def test_a_recorded_episode_is_the_core_loops_episode(make_tiny_checkpoint, tmp_
     recorded = read_policy_bag(write_episode_bag(episode, tmp_path / 'bag'))
     assert [(w.first_step, w.steps, w.n_action_steps) for w in recorded.windows] == [(0, 4, 4), (4, 4, 4), (8, 2, 2)]
     np.testing.assert_allclose(recorded.episode.actions, episode.actions)
+
+
+def test_record_policy_cli_writes_every_episode_and_an_index(make_tiny_checkpoint, tmp_path):
+    argv = ['record-policy', '--checkpoint', str(make_tiny_checkpoint(16)), '--n-action-steps', '8', '--tasks', 'reach',
+            '--episodes', '1', '--seed', '3', '--out', str(tmp_path / 'rec')]
+    assert main(argv) == 0
+    index = json.loads((tmp_path / 'rec' / 'index.json').read_text())
+    (row,) = index['episodes']
+    assert (index['n_action_steps'], index['chunk_size'], row['path'], row['success']) == (8, 16, 'reach/policy-3', False)
+    recorded = read_policy_bag(tmp_path / 'rec' / 'reach' / 'policy-3')   # a failed episode is kept
+    assert recorded.episode.steps == row['steps'] and len(recorded.windows) == row['inference_calls']
+    assert {w.n_action_steps for w in recorded.windows[:-1]} == {8}
