@@ -67,8 +67,11 @@ class PolicyEpisode:
 
     @property
     def n_action_steps(self) -> float:
-        """Mean h the episode's calls were sent with."""
-        return float(np.mean([w.n_action_steps for w in self.windows]))
+        """Mean h the episode's calls were sent with, the last call left out unless it is the only
+        one: the episode's end may cut it short (a step limit, or a bag whose last command holds
+        only the steps that ran), so it does not tell the h the episode ran at."""
+        sent = [w.n_action_steps for w in self.windows]
+        return float(np.mean(sent[:-1] if len(sent) > 1 else sent))
 
     def chunk_size(self, default: int) -> int:
         """H from the windows, or ``default`` (the policy's) when the bag does not record it."""

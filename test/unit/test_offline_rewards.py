@@ -166,7 +166,8 @@ def test_chunk_stats_give_h_big_h_and_latency(tmp_path):
     assert [(w.first_step, w.steps, w.n_action_steps, w.chunk_size) for w in recorded.windows] == \
         [(0, 4, 4, 8), (4, 4, 4, 8), (8, 2, 2, 8)]
     assert recorded.windows[0].inference_latency_s == pytest.approx(0.02)
-    assert recorded.acceptance_ratio(16) == pytest.approx((10 / 3) / 8)   # H from the bag, not the default
+    assert recorded.n_action_steps == 4.0   # the last call, cut to 2 steps by the step limit, left out
+    assert recorded.acceptance_ratio(16) == 0.5   # H from the bag, not the default
 
 
 def test_load_policy_bags_lists_what_it_skips(tmp_path):
