@@ -121,7 +121,8 @@ def score_bags(found: PolicyBags, chunk_size: int, config: OfflineRewardConfig) 
 def sample_probabilities(dataset: ChunkDataset, weights: np.ndarray, samples: str, balance_tasks: bool) -> np.ndarray:
     """(N,) probability of drawing each window of ``dataset``: its episode's weight (of ``weights``,
     (E,) in the dataset's episode order), 0 off the call steps with ``samples`` 'calls', each task's
-    total then scaled to an equal share with ``balance_tasks``."""
+    total then scaled to an equal share with ``balance_tasks`` (a task whose episodes all weigh 0
+    gets none)."""
     lengths = np.array([e.steps for e in dataset.episodes])
     p = np.repeat(np.asarray(weights, dtype=np.float64), lengths)
     if samples == 'calls':

@@ -116,9 +116,9 @@ def episode_scores(tasks, success, steps, acceptance_ratio, config: OfflineRewar
         elif config.reward == 'extension':
             r = extension_rewards(ok, gamma[group], config.extension)
         else:
-            budget = config.step_budget_alpha * steps[group][ok].mean() if ok.any() else 1.0
-            budgets[task] = float(budget)
-            r = step_rewards(ok, steps[group], budget, config.step)
+            if ok.any():
+                budgets[task] = float(config.step_budget_alpha * steps[group][ok].mean())
+            r = step_rewards(ok, steps[group], budgets.get(task, 1.0), config.step)   # all 0 without a success
         reward[group] = r
         std = r.std()
         a = (r - r.mean()) / (std + config.advantage_eps) if std > 0 else np.zeros(len(r))
