@@ -178,3 +178,10 @@ def test_load_policy_bags_lists_what_it_skips(tmp_path):
     assert found.bags == 2 and len(found.episodes) == 1 and not found.episodes[0].episode.success
     assert [w.n_action_steps for w in found.episodes[0].windows] == [5, 5]
     assert len(found.skipped) == 1 and 'broken' in found.skipped[0][0]
+
+
+def test_a_task_without_a_success_scores_zero_and_has_no_step_budget():
+    scores = episode_scores(['push', 'push', 'reach'], [False, False, True], [150, 150, 20], [0.5] * 3)
+    np.testing.assert_array_equal(scores.reward[:2], 0.0)
+    np.testing.assert_array_equal(scores.weight[:2], 1.0)   # nothing to rank: the task's episodes weigh alike
+    assert scores.step_budget == {'reach': pytest.approx(26.0)}
