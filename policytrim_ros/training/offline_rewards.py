@@ -14,7 +14,8 @@ the episodes of the same task. Per episode (arrays of shape (E,)):
                            of the task's successful ones, else 0            (filtered BC)
 
 Every executed step of an episode carries its episode's weight (GRPO broadcasts a trajectory's
-advantage the same way).
+advantage the same way). A task whose success rate is below ``min_success_rate`` weighs 0 (as GRPO
+drops such groups): imitating only failures teaches nothing good.
 """
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ class OfflineRewardConfig:
     keep_fraction: filtered: the share of each task's successful episodes kept, best reward first
         (1.0 keeps every success: plain success-filtered BC).
     advantage_eps: added to the task's reward std.
+    min_success_rate: a task whose episodes succeed less often than this weighs 0 altogether (the
+        GRPO group filter, DESIGN.md: without successes there is nothing to imitate; 0 keeps it).
     """
 
     reward: str = 'steps'
@@ -55,6 +58,7 @@ class OfflineRewardConfig:
     max_weight: float = 20.0
     keep_fraction: float = 1.0
     advantage_eps: float = 1e-6
+    min_success_rate: float = 0.1
 
     def __post_init__(self):
         if self.reward not in REWARDS:
@@ -67,6 +71,8 @@ class OfflineRewardConfig:
                 raise ValueError(f'{name} ({value}) must be finite and > {low}')
         if not (math.isfinite(self.max_weight) and self.max_weight >= 1.0):
             raise ValueError(f'max_weight ({self.max_weight}) must be finite and >= 1 (exp(0) = 1 is the average episode)')
+        if not 0.0 <= self.min_success_rate <= 1.0:
+            raise ValueError(f'min_success_rate ({self.min_success_rate}) must be in [0, 1]')
         if not 0.0 < self.keep_fraction <= 1.0:
             raise ValueError(f'keep_fraction ({self.keep_fraction}) must be in (0, 1]')
 
@@ -123,9 +129,11 @@ def episode_scores(tasks, success, steps, acceptance_ratio, config: OfflineRewar
         std = r.std()
         a = (r - r.mean()) / (std + config.advantage_eps) if std > 0 else np.zeros(len(r))
         advantage[group] = a
-        if config.weighting == 'awr':
+        if ok.mean() < config.min_success_rate or not ok.any():
+            weight[group] = 0.0
+        elif config.weighting == 'awr':
             weight[group] = np.minimum(np.exp(a / config.temperature), config.max_weight)
-        elif ok.any():
+        else:
             kept = np.sort(r[ok])[::-1][:max(1, math.ceil(config.keep_fraction * ok.sum()))]
             weight[group] = (ok & (r >= kept[-1])).astype(np.float64)
     return EpisodeScores(reward, advantage, weight, budgets)

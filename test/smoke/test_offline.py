@@ -1,6 +1,7 @@
 """Offline fine-tuning end to end with a tiny budget: policy bags -> train-offline -> checkpoint,
 through the CLI, resumed exactly, and recorded episodes that replay the core loop's."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from policytrim_ros.execution.episode import run_episode
 from policytrim_ros.policy.checkpoint import load_checkpoint, load_tensors
 from policytrim_ros.policy.torch_policy import TorchVLAPolicy
 from policytrim_ros.robots.arm import JOINT_NAMES
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def policy_episode(task, seed, steps, h, success):
@@ -48,7 +51,7 @@ def test_offline_fine_tune_writes_a_resumable_checkpoint_and_the_scores(bags, ma
     scores = json.loads((tmp_path / 'full' / 'episodes.json').read_text())
     rows = {(r['task'], r['seed']): r for r in scores['episodes']}
     assert rows[('reach', 0)]['weight'] > rows[('reach', 1)]['weight']   # the faster success weighs more
-    assert rows[('push', 2)]['reward'] == 0.0 and rows[('push', 2)]['weight'] == 1.0   # push: one episode
+    assert rows[('push', 2)]['reward'] == 0.0 and rows[('push', 2)]['weight'] == 0.0   # push: no success at all
     assert {r['windows_from'] for r in rows.values()} == {'commands'}
     assert rows[('reach', 1)]['n_action_steps'] == 4.0 and rows[('reach', 1)]['chunk_size'] == 16
     model, config, meta = load_checkpoint(tmp_path / 'full' / 'last')
@@ -89,7 +92,7 @@ def test_a_recorded_episode_is_the_core_loops_episode(make_tiny_checkpoint, tmp_
 
 def test_record_policy_cli_writes_every_episode_and_an_index(make_tiny_checkpoint, tmp_path):
     argv = ['record-policy', '--checkpoint', str(make_tiny_checkpoint(16)), '--n-action-steps', '8', '--tasks', 'reach',
-            '--episodes', '1', '--seed', '3', '--out', str(tmp_path / 'rec')]
+            '--episodes', '1', '--seed', '3', '--out', str(tmp_path / 'rec'), '--params', str(REPO / 'config' / 'sim.yaml')]
     assert main(argv) == 0
     index = json.loads((tmp_path / 'rec' / 'index.json').read_text())
     (row,) = index['episodes']

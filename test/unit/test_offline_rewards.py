@@ -183,5 +183,10 @@ def test_load_policy_bags_lists_what_it_skips(tmp_path):
 def test_a_task_without_a_success_scores_zero_and_has_no_step_budget():
     scores = episode_scores(['push', 'push', 'reach'], [False, False, True], [150, 150, 20], [0.5] * 3)
     np.testing.assert_array_equal(scores.reward[:2], 0.0)
-    np.testing.assert_array_equal(scores.weight[:2], 1.0)   # nothing to rank: the task's episodes weigh alike
+    np.testing.assert_array_equal(scores.weight, [0.0, 0.0, 1.0])   # only failures: nothing to imitate
     assert scores.step_budget == {'reach': pytest.approx(26.0)}
+    rare = episode_scores(['push'] * 11, [True] + [False] * 10, [50] * 11, [0.5] * 11)   # 1 of 11: 9 % < 10 %
+    np.testing.assert_array_equal(rare.weight, 0.0)
+    kept = episode_scores(['push'] * 11, [True] + [False] * 10, [50] * 11, [0.5] * 11,
+                          OfflineRewardConfig(min_success_rate=0.0))
+    assert kept.weight[0] > 1.0 > kept.weight[1] > 0.0
