@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 from rosbags.rosbag2 import Reader
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys.store import Typestore
 
 from policytrim_ros.data.bag import (COMMAND_TOPIC, EVENT_TOPIC, TOPIC_TYPES, BagError, UnreadableBagError,
                                      bag_custom_data, episode_from_messages, episode_topics, typestore)
@@ -131,6 +133,20 @@ def windows_from_chunk_stats(episode: Episode, stats: list) -> tuple[ExecutedWin
     return tuple(windows)
 
 
+def _recorded_store(connection) -> Typestore:
+    """A typestore with the message definition the bag recorded for ``connection`` (ChunkStats grows
+    fields between versions of policy_node: a bag decodes with its own), or ours when it has none."""
+    text = getattr(getattr(connection, 'msgdef', None), 'data', '') or ''
+    if not text.strip():
+        return typestore()
+    store = get_typestore(Stores.ROS2_KILTED)
+    try:
+        store.register(get_types_from_msg(text, connection.msgtype))
+    except Exception as err:  # noqa: BLE001 - rosbags raises several types for a definition it cannot use
+        raise BagError(f'{connection.topic}: cannot use the recorded definition of {connection.msgtype}: {err}') from None
+    return store
+
+
 def read_policy_bag(path: str | Path, chunk_stats_topic: str = CHUNK_STATS_TOPIC) -> PolicyEpisode:
     """The episode of a policy bag (directory, or a bare .mcap/.db3) with its executed windows."""
     path = Path(path)
@@ -145,8 +161,10 @@ def read_policy_bag(path: str | Path, chunk_stats_topic: str = CHUNK_STATS_TOPIC
             if topics.get(chunk_stats_topic) == CHUNK_STATS_TYPE:
                 wanted.add(chunk_stats_topic)
             messages: dict[str, list] = {t: [] for t in wanted | {chunk_stats_topic}}
+            stores = {c.id: _recorded_store(c) if c.topic == chunk_stats_topic else store for c in reader.connections}
             for connection, log_ns, raw in reader.messages([c for c in reader.connections if c.topic in wanted]):
-                messages[connection.topic].append((log_ns, store.deserialize_cdr(raw, connection.msgtype)))
+                decoded = stores[connection.id].deserialize_cdr(raw, connection.msgtype)
+                messages[connection.topic].append((log_ns, decoded))
     except BagError:
         raise
     except Exception as err:  # a damaged file fails deep inside rosbags/mcap/zstd in many ways

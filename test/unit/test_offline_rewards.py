@@ -2,10 +2,12 @@
 the executed windows read back from robot-style bags (commands only, or with ChunkStats)."""
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from policytrim_ros.config import ConfigError, from_dict
 from policytrim_ros.data.bag import COMMAND_TOPIC, EVENT_TOPIC, IMAGE_TOPIC, JOINT_STATES_TOPIC, TOPIC_TYPES, typestore
@@ -16,6 +18,7 @@ from policytrim_ros.robots.arm import JOINT_NAMES
 from policytrim_ros.training.offline import OfflineConfig, sample_probabilities
 from policytrim_ros.training.offline_rewards import OfflineRewardConfig, episode_scores
 
+REPO = Path(__file__).resolve().parents[2]
 # one task, four episodes: successes at 10, 20 and 30 steps, one failure (its 50 steps do not count)
 TASKS, SUCCESS, STEPS = ['reach'] * 4, [True, True, False, True], [10, 20, 50, 30]
 
@@ -105,11 +108,21 @@ def test_samples_follow_episode_weights_calls_and_task_shares():
         sample_probabilities(dataset, np.zeros(3), 'steps', True)
 
 
-def write_robot_bag(path, steps=10, h=4, chunk_stats=None, success=True):
+NEWER_FIELDS = '\nuint32 weights_version\nint64 sampling_seed -1\n'
+"""Fields a later ChunkStats carries after ours: a bag keeps the definition it was recorded with."""
+
+
+def write_robot_bag(path, steps=10, h=4, chunk_stats=None, success=True, newer=False):
     """A bag as ``ros2 bag record`` of a deployed policy gives it: an image and a joint state every
     0.1 s, every h steps a command of h points (its last one cut short by the end event after
-    ``steps`` steps), and, if ``chunk_stats`` is (H, latency), one ChunkStats per call."""
+    ``steps`` steps), and, if ``chunk_stats`` is (H, latency), one ChunkStats per call (of a
+    later definition with ``newer``)."""
     store = typestore()
+    if newer:
+        store = get_typestore(Stores.ROS2_KILTED)
+        for name in ('EpisodeEvent', 'ChunkStats'):
+            text = (REPO / 'msg' / f'{name}.msg').read_text() + (NEWER_FIELDS if name == 'ChunkStats' else '')
+            store.register(get_types_from_msg(text, f'policytrim_ros/msg/{name}'))
     t = store.types
     types = {**TOPIC_TYPES, CHUNK_STATS_TOPIC: CHUNK_STATS_TYPE}
     topics = [IMAGE_TOPIC, JOINT_STATES_TOPIC, COMMAND_TOPIC, EVENT_TOPIC] + ([CHUNK_STATS_TOPIC] if chunk_stats else [])
@@ -146,7 +159,8 @@ def write_robot_bag(path, steps=10, h=4, chunk_stats=None, success=True):
                     n = min(h, steps - k)
                     put(CHUNK_STATS_TOPIC, k, t[CHUNK_STATS_TYPE](
                         header=header(k), episode_id='e', call_index=k // h, chunk_size=chunk_stats[0],
-                        n_action_steps=n, first_step=k, last_step=k + n - 1, inference_latency_s=chunk_stats[1]))
+                        n_action_steps=n, first_step=k, last_step=k + n - 1, inference_latency_s=chunk_stats[1],
+                        **({'weights_version': 3, 'sampling_seed': 7} if newer else {})))
         put(EVENT_TOPIC, steps, event(1 if success else 2, steps))
     return path
 
@@ -168,6 +182,11 @@ def test_chunk_stats_give_h_big_h_and_latency(tmp_path):
     assert recorded.windows[0].inference_latency_s == pytest.approx(0.02)
     assert recorded.n_action_steps == 4.0   # the last call, cut to 2 steps by the step limit, left out
     assert recorded.acceptance_ratio(16) == 0.5   # H from the bag, not the default
+
+
+def test_chunk_stats_of_a_later_definition_decode_with_the_recorded_one(tmp_path):
+    recorded = read_policy_bag(write_robot_bag(tmp_path / 'newer', chunk_stats=(8, 0.02), newer=True))
+    assert recorded.source == 'chunk_stats' and [w.chunk_size for w in recorded.windows] == [8, 8, 8]
 
 
 def test_load_policy_bags_lists_what_it_skips(tmp_path):
