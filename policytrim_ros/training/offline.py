@@ -109,7 +109,7 @@ def score_bags(found: PolicyBags, chunk_size: int, config: OfflineRewardConfig) 
     eps = found.episodes
     gamma = [p.acceptance_ratio(chunk_size) for p in eps]
     scores = episode_scores([p.episode.task for p in eps], [p.episode.success for p in eps],
-                            [p.episode.steps for p in eps], gamma, config)
+                            [p.episode.steps for p in eps], gamma, config, [p.episode.seed for p in eps])
     rows = [{'bag': p.path, 'task': p.episode.task, 'seed': p.episode.seed, 'success': p.episode.success,
              'steps': p.episode.steps, 'inference_calls': len(p.windows), 'n_action_steps': round(p.n_action_steps, 3),
              'chunk_size': p.chunk_size(chunk_size), 'windows_from': p.source, 'reward': round(float(r), 6),

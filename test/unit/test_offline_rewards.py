@@ -209,3 +209,16 @@ def test_a_task_without_a_success_scores_zero_and_has_no_step_budget():
     kept = episode_scores(['push'] * 11, [True] + [False] * 10, [50] * 11, [0.5] * 11,
                           OfflineRewardConfig(min_success_rate=0.0))
     assert kept.weight[0] > 1.0 > kept.weight[1] > 0.0
+
+
+def test_grouping_by_seed_compares_the_runs_of_one_initial_state():
+    # seed 0 ran at gamma 0.25 and 1.0, both succeeded; seed 1 at both, only the short window succeeded
+    args = (['push'] * 4, [True, True, True, False], [60, 60, 80, 80], [0.25, 1.0, 0.25, 1.0])
+    config = OfflineRewardConfig(reward='extension', group_by='seed')
+    scores = episode_scores(*args, config, seeds=[0, 0, 1, 1])
+    np.testing.assert_allclose(scores.reward, [1.25, 2.0, 1.25, 0.0])
+    np.testing.assert_allclose(scores.advantage, [-1, 1, 1, -1], atol=1e-5)   # each pair standardized on its own
+    by_task = episode_scores(*args, OfflineRewardConfig(reward='extension'))
+    assert by_task.weight[2] < by_task.weight[1] and scores.weight[2] == pytest.approx(scores.weight[1], rel=1e-5)
+    with pytest.raises(ValueError, match='group_by seed needs a known seed'):
+        episode_scores(*args, config, seeds=[0, 0, -1, -1])
