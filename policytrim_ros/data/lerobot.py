@@ -24,7 +24,7 @@ episodes go to one data file and one video file per camera: the 100 MB / 200 MB 
 from __future__ import annotations
 
 import json
-import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -91,6 +91,7 @@ def _image_stats(frames: np.ndarray) -> dict[str, list]:
 
 def _open_video(path: Path, fps: int, height: int, width: int, codec: str):
     import av
+    os.environ.setdefault('SVT_LOG', '1')   # SVT-AV1 prints its whole configuration to stderr otherwise (read once)
     path.parent.mkdir(parents=True, exist_ok=True)
     container = av.open(str(path), mode='w')
     options = {'crf': '30', 'g': '2', 'preset': '12'} if codec == 'libsvtav1' else {'crf': '23', 'g': '2'}
