@@ -163,10 +163,13 @@ def test_training_configs_load_into_their_dataclasses(path):
     from policytrim_ros.config import from_dict, load_yaml
     from policytrim_ros.training.bc_config import BCConfig
     from policytrim_ros.training.horizon_trainer import HorizonTrainConfig
+    from policytrim_ros.training.offline import OfflineConfig
     from policytrim_ros.training.trainer import PolicyTrimConfig
     values = load_yaml(path)
     if path.name.startswith('bc'):
         init = from_dict(BCConfig, values).init_from
+    elif path.name.startswith('offline'):
+        init = from_dict(OfflineConfig, values).init_from
     elif path.name.startswith('horizon'):
         init = from_dict(HorizonTrainConfig, values).init
     else:
