@@ -108,8 +108,8 @@ def test_samples_follow_episode_weights_calls_and_task_shares():
         sample_probabilities(dataset, np.zeros(3), 'steps', True)
 
 
-NEWER_FIELDS = '\nuint32 weights_version\nint64 sampling_seed -1\n'
-"""Fields a later ChunkStats carries after ours: a bag keeps the definition it was recorded with."""
+NEWER_FIELDS = 'float32 speed_factor\n'
+"""A field a later ChunkStats may carry after ours: a bag keeps the definition it was recorded with."""
 
 
 def write_robot_bag(path, steps=10, h=4, chunk_stats=None, success=True, newer=False):
@@ -160,7 +160,7 @@ def write_robot_bag(path, steps=10, h=4, chunk_stats=None, success=True, newer=F
                     put(CHUNK_STATS_TOPIC, k, t[CHUNK_STATS_TYPE](
                         header=header(k), episode_id='e', call_index=k // h, chunk_size=chunk_stats[0],
                         n_action_steps=n, first_step=k, last_step=k + n - 1, inference_latency_s=chunk_stats[1],
-                        **({'weights_version': 3, 'sampling_seed': 7} if newer else {})))
+                        weights_version=3, sampling_seed=7, **({'speed_factor': 1.0} if newer else {})))
         put(EVENT_TOPIC, steps, event(1 if success else 2, steps))
     return path
 
