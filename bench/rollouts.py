@@ -1,6 +1,7 @@
 """Rollouts per second of the RL rollout path: ``training.workers.RolloutPool`` running
 ``training.rollout.collect_rollout`` (the sampling VLA) on the embedded arm, in this process and
-with worker processes (``--engine local``), or with the same workers as actors of a Ray instance
+with worker processes (``--engine local``), each stepping one or more envs in lockstep with batched
+inference calls (``--envs-per-worker``), or with the same workers as actors of a Ray instance
 started on this machine (``--engine ray``, the optional extra; ``--workers`` then counts its actors).
 
 The checkpoint runs with the exploration log_std of the shipped PolicyTrim config (-2.5), the env
@@ -12,11 +13,11 @@ repeated ``--repeats`` times (the row reports the median; a shared machine's dri
 ``CPU ms / rollout`` counts this process and every live process it started (Linux /proc: the
 pool's workers; with Ray also its GCS server, raylet and actors): unlike the wall-clock, it barely
 moves when other jobs compete for the cores.
-``digest`` hashes every rollout's sampled chunks in job order: two runs (two commits) with the same
-digest rolled out the same episodes.
+``digest`` hashes every rollout's sampled chunks in job order: two runs (two commits, two engines,
+or two ``envs_per_worker``) with the same digest rolled out the same episodes.
 
-    python bench/rollouts.py [--workers 0 2] [--engine local ray] [--horizons 8 32] [--episodes 10] \
-        [--repeats 3] [--out bench/results/rollouts]
+    python bench/rollouts.py [--workers 0 2] [--engine local ray] [--envs-per-worker 1 8] \
+        [--horizons 8 32] [--episodes 10] [--repeats 3] [--out bench/results/rollouts]
 
 Ray listens on every interface; measure it inside a private network namespace (docs/scale-out.md):
     RAY_AUTH_MODE=disabled unshare -n sh -c 'ip link set lo up && exec python bench/rollouts.py ...'
@@ -24,6 +25,7 @@ Ray listens on every interface; measure it inside a private network namespace (d
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import platform
@@ -44,9 +46,9 @@ from policytrim_ros.policy.checkpoint import load_checkpoint
 from policytrim_ros.training.workers import RolloutJob, RolloutsConfig, RolloutSetup, open_rollouts
 
 CHECKPOINT = 'package://policytrim_ros/models/bc-wrist-h32-dagger'
-COLUMNS = ['engine', 'workers', 'n_action_steps', 'rollouts', 'success_rate', 'steps', 'inference_calls',
-           'wall_clock_s', 'rollouts_per_s', 'steps_per_s', 'cpu_ms_per_rollout', 'digest']
-LABELS = {'n_action_steps': 'h', 'steps': 'steps / rollout', 'inference_calls': 'calls / rollout',
+COLUMNS = ['engine', 'workers', 'envs_per_worker', 'n_action_steps', 'rollouts', 'success_rate', 'steps',
+           'inference_calls', 'wall_clock_s', 'rollouts_per_s', 'steps_per_s', 'cpu_ms_per_rollout', 'digest']
+LABELS = {'envs_per_worker': 'envs / worker', 'n_action_steps': 'h', 'steps': 'steps / rollout', 'inference_calls': 'calls / rollout',
           'rollouts_per_s': 'rollouts / s', 'steps_per_s': 'steps / s', 'cpu_ms_per_rollout': 'CPU ms / rollout'}
 DECIMALS = {'wall_clock_s': 1, 'rollouts_per_s': 2, 'steps_per_s': 0, 'cpu_ms_per_rollout': 0}
 
@@ -61,6 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--engine', nargs='+', choices=('local', 'ray'), default=['local'],
                    help='local (RolloutPool, the default) and/or ray (RayRolloutPool on a Ray instance started '
                         'here, --workers actors; needs the ray extra)')
+    p.add_argument('--envs-per-worker', type=int, nargs='+', default=[1],
+                   help='envs each worker steps in lockstep, batching their inference calls (default 1)')
     p.add_argument('--episodes', type=int, default=10, help='rollouts per task and cell (default 10)')
     p.add_argument('--repeats', type=int, default=3, help='timed collects per cell, the median reported (default 3)')
     p.add_argument('--seed', type=int, default=1000, help='first initial-state seed of each task (default 1000)')
@@ -73,8 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if task_suite(args.tasks) != 'arm':
         p.error(f'--tasks {args.tasks} must be embedded arm tasks')
-    if min(args.episodes, args.repeats, *args.horizons) < 1 or min(args.workers) < 0:
-        p.error('--episodes, --repeats and --horizons must be >= 1, --workers >= 0')
+    if min(args.episodes, args.repeats, *args.horizons, *args.envs_per_worker) < 1 or min(args.workers) < 0:
+        p.error('--episodes, --repeats, --horizons and --envs-per-worker must be >= 1, --workers >= 0')
     if 'ray' in args.engine and min(args.workers) < 1:
         p.error('--engine ray needs --workers >= 1 (Ray actors)')
     return args
@@ -152,17 +156,21 @@ def main(argv=None) -> int:
     setup = RolloutSetup(model_cfg, env, safety, args.max_episode_steps, suite_control_dt('arm', env),
                          tuple(args.tasks))
     rows = []
-    for engine, workers in [(e, w) for e in args.engine for w in args.workers]:
+    cells = [(e, w, n) for e in args.engine for w in args.workers for n in args.envs_per_worker]
+    for engine, workers, envs_per_worker in cells:
         rollouts = RolloutsConfig(engine, workers_per_node=max(workers, 1))
-        with open_rollouts(setup, workers, rollouts) as pool:
+        with open_rollouts(dataclasses.replace(setup, envs_per_worker=envs_per_worker), workers, rollouts) as pool:
             warmup = [RolloutJob(args.tasks[0], args.seed, args.horizons[0], args.seed)] * max(workers, 1)
             pool.collect(weights, warmup)
             for h in args.horizons:
                 jobs = [RolloutJob(task, args.seed + i, h, args.seed + i)
                         for task in args.tasks for i in range(args.episodes)]
                 row = time_cell(pool, weights, jobs, args.repeats)
-                rows.append({'engine': engine, 'workers': workers, 'n_action_steps': h, **row})
-                print(f'{engine}, workers {workers}, h = {h}: {rows[-1]["rollouts_per_s"]:.2f} rollouts/s', flush=True)
+                rows.append({'engine': engine, 'workers': workers, 'envs_per_worker': envs_per_worker,
+                             'n_action_steps': h, **row})
+                print(f'{engine}, workers {workers}, envs / worker {envs_per_worker}, h = {h}: '
+                      f'{row["rollouts_per_s"]:.2f} rollouts/s, {row["cpu_ms_per_rollout"]:.0f} CPU ms / rollout',
+                      flush=True)
     meta = {'command': command, 'commit': git_commit(), 'checkpoint': args.checkpoint, 'log_std': args.log_std,
             'tasks': args.tasks, 'episodes_per_task': args.episodes, 'repeats': args.repeats, 'seed': args.seed,
             'max_episode_steps': args.max_episode_steps, 'cameras': list(env.cameras),

@@ -137,10 +137,10 @@ def failure_handler() -> RegisterEventHandler:
                                              entities=[OpaqueFunction(function=fail)]))
 
 
-def exit_rules(required: dict, runner=None) -> list[RegisterEventHandler]:
+def exit_rules(required: dict, runner=None, runner_label: str = 'episode_runner') -> list[RegisterEventHandler]:
     """Event handlers that end the launch with the run.
 
-    - ``runner`` (the episode runner) exits: the launch shuts down; if it failed, `ros2 launch` exits
+    - ``runner`` (the episode runner, or trainer_node: ``runner_label``) exits: the launch shuts down; if it failed, `ros2 launch` exits
       1 (launch's return code is 0, or 1 after an error inside launch: a child's own exit code
       cannot pass through, so its failure is raised as a LaunchFailedError that names it).
     - any of ``required`` ({label: action}, e.g. sim_node, policy_node) exits before shutdown: the
@@ -163,7 +163,7 @@ def exit_rules(required: dict, runner=None) -> list[RegisterEventHandler]:
             target_action=action, on_exit=lambda event, context, label=label: on_exit(label, event, context))))
     if runner is not None:
         rules.append(RegisterEventHandler(OnProcessExit(
-            target_action=runner, on_exit=lambda event, context: on_exit('episode_runner', event, context))))
+            target_action=runner, on_exit=lambda event, context: on_exit(runner_label, event, context))))
     return rules
 
 

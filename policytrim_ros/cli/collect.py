@@ -1,4 +1,5 @@
-"""``policytrim collect``: scripted (or takeover) demonstrations as rosbag2 MCAP bags."""
+"""``policytrim collect``: scripted (or takeover) demonstrations as rosbag2 MCAP bags;
+``policytrim record-policy``: a deployed policy's episodes (failures too) as the same bags."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -36,6 +37,40 @@ def add_parsers(sub) -> None:
     p.add_argument('--takeover-backend', choices=('torch', 'onnx'), default='torch',
                    help='backend that runs the takeover checkpoint (default torch)')
     p.set_defaults(func=run)
+
+    p = sub.add_parser('record-policy', help="a policy's episodes on the embedded arm, one rosbag2 (MCAP) each",
+                       description='Runs a VLA checkpoint in the core episode loop (as policytrim eval does) and '
+                                   'records every episode, failed or not, with the robot-side topics: cameras and '
+                                   'joint states each control step, one JointTrajectory per inference call (its '
+                                   'executed window), instruction and episode events. For offline fine-tuning '
+                                   '(policytrim train-offline) and export (policytrim export-lerobot).')
+    p.add_argument('--checkpoint', required=True, help='VLA checkpoint directory or package:// URI')
+    p.add_argument('--backend', choices=('torch', 'onnx'), default='torch', help='backend (default torch)')
+    p.add_argument('--n-action-steps', type=int, required=True, help='h, actions executed per inference call')
+    p.add_argument('--tasks', nargs='+', default=['reach', 'push', 'pick_place'], help='arm tasks')
+    p.add_argument('--episodes', type=int, default=100, help='episodes per task (default 100)')
+    p.add_argument('--seed', type=int, default=0,
+                   help='first seed (default 0; keep recordings below 1000, where evaluation seeds start)')
+    p.add_argument('--workers', type=int, default=1, help='worker processes (default 1)')
+    p.add_argument('--out', type=Path, required=True, help='output root: <out>/<task>/policy-<seed>/')
+    p.add_argument('--params', type=Path, default=None,
+                   help='ROS parameter file of the env, execution and safety limits (default config/sim.yaml)')
+    p.set_defaults(func=record)
+
+
+def record(args) -> int:
+    from policytrim_ros.data.rollouts import record_policy_episodes
+    from policytrim_ros.evaluation.sweep import sim_configs
+    from policytrim_ros.policy.factory import PolicyConfig, run_chunk_size
+    env, execution, safety = sim_configs(launcher.params_file(args.params), args.tasks)
+    policy = PolicyConfig(args.backend, args.checkpoint)
+    execution = replace(execution, chunk_size=run_chunk_size(policy, execution.chunk_size),
+                        n_action_steps=args.n_action_steps)
+    rows = record_policy_episodes(policy, execution, safety, args.tasks, args.episodes, args.seed, args.out,
+                                  env_config=env, workers=args.workers)
+    print(f'wrote {len(rows)} bags under {args.out}, {sum(r["success"] for r in rows)} successful '
+          f'(summary: {args.out / "index.json"})')
+    return 0
 
 
 def run(args) -> int:

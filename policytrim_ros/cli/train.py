@@ -1,5 +1,6 @@
-"""``policytrim train-bc`` (behaviour cloning), ``policytrim train`` (PolicyTrim post-training) and
-``policytrim train-horizon`` (the efficiency head on a frozen VLA)."""
+"""``policytrim train-bc`` (behaviour cloning), ``policytrim train`` (PolicyTrim post-training),
+``policytrim train-horizon`` (the efficiency head on a frozen VLA) and ``policytrim train-offline``
+(reward-weighted fine-tuning from recorded episode bags)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,6 +47,20 @@ def add_parsers(sub) -> None:
     p.add_argument('--resume', action='store_true', help='continue the run in out_dir from its last checkpoint')
     p.set_defaults(func=train_horizon)
 
+    p = sub.add_parser('train-offline', help="fine-tune a deployed VLA from its recorded episode bags (AWR / filtered BC)",
+                       description='Reads every episode bag under the bags folder (policytrim record-policy, or ros2 bag '
+                                   'record of the robot-side topics split per episode), scores each episode with the '
+                                   'PolicyTrim rewards from what it holds (success, steps, executed h / H; a task\'s '
+                                   'episodes form the group) and fine-tunes init_from by regression on the executed '
+                                   'actions, each sample drawn in proportion to its episode\'s weight (AWR '
+                                   'exp(A / temperature), clipped, or filtered BC). Config: a YAML of OfflineConfig '
+                                   'fields (see config/training/offline.yaml).')
+    p.add_argument('--bags', default=None, help='folder of episode bags (overrides the config\'s bags)')
+    p.add_argument('--config', type=Path, default=None, help='YAML with OfflineConfig fields')
+    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help=SET_HELP)
+    p.add_argument('--resume', action='store_true', help='continue the run in out_dir from its last checkpoint')
+    p.set_defaults(func=train_offline)
+
 
 def train_bc(args) -> int:
     from policytrim_ros.config import from_dict
@@ -83,4 +98,15 @@ def train_horizon(args) -> int:
     config = from_dict(HorizonTrainConfig, with_overrides(values, args.set))
     env, _, safety = sim_configs(launcher.params_file(args.params), config.tasks)
     print(f'final checkpoint: {train_horizon_head(config, env, safety, resume=args.resume)}')
+    return 0
+
+
+def train_offline(args) -> int:
+    from policytrim_ros.config import from_dict
+    from policytrim_ros.training.offline import OfflineConfig
+    from policytrim_ros.training.offline import train_offline as run
+    values = with_overrides(load_yaml(args.config) if args.config else {}, args.set)
+    if args.bags is not None:
+        values['bags'] = args.bags
+    print(f'final checkpoint: {run(from_dict(OfflineConfig, values), resume=args.resume)}')
     return 0

@@ -24,6 +24,14 @@ class ExecutionConfig:
     replan_threshold: per joint, in joint order (rad or m): the largest |measured - planned| a
         divergence window tolerates; 0 = not watched (e.g. a gripper that stops on the object).
     replan_min_steps: steps a divergence window always runs before it may be cut.
+    async_inference: compute the next chunk while the current window runs (docs/async-inference.md):
+        the call starts from the latest observation about one latency before the window ends, its
+        stale actions (those for steps that ran while it thought) are skipped, and the new window
+        takes over where the running one ends, stitched to it. Off by default: the chunk is then
+        planned a few steps before the window ends instead of at its end. Not with horizon divergence.
+    async_blend_steps: with async_inference, the first new knots are blended with the previous
+        chunk's plan for the same steps, weights (B - j) / (B + 1) for knot j < B: the seam follows
+        the old plan and hands over to the new one over B steps; 0 = no blend.
     """
 
     chunk_size: int = 16
@@ -33,6 +41,8 @@ class ExecutionConfig:
     horizon: str = 'fixed'
     replan_threshold: tuple[float, ...] = ()
     replan_min_steps: int = 4
+    async_inference: bool = False
+    async_blend_steps: int = 3
 
     def __post_init__(self):
         if self.chunk_size < 1:
@@ -54,6 +64,12 @@ class ExecutionConfig:
         if self.replan_min_steps < 1 or (self.horizon == 'divergence' and self.replan_min_steps > self.n_action_steps):
             raise ValueError(f'replan_min_steps ({self.replan_min_steps}) must be in [1, n_action_steps '
                              f'({self.n_action_steps})]')
+        if self.async_inference and self.horizon == 'divergence':
+            raise ValueError('async_inference runs each window to its end while the next chunk is computed; '
+                             'horizon divergence cuts windows short: use horizon fixed or learned with it')
+        if not 0 <= self.async_blend_steps <= self.chunk_size:
+            raise ValueError(f'async_blend_steps ({self.async_blend_steps}) must be in [0, chunk_size '
+                             f'({self.chunk_size})]')
 
     @property
     def chunk_utilization(self) -> float:

@@ -13,6 +13,8 @@ reaches the arm.
 """
 from __future__ import annotations
 
+import collections
+import dataclasses
 import functools
 import threading
 import time
@@ -32,6 +34,7 @@ from policytrim_ros.execution.executor import ChunkExecutor
 from policytrim_ros.execution.inference import InferenceResult, InferenceThread
 from policytrim_ros.execution.metrics import JsonlLog, read_jsonl
 from policytrim_ros.execution.safety import UnsafeChunkError
+from policytrim_ros.execution.stitching import LEAD_MARGIN_STEPS, StaleChunkError
 from policytrim_ros.msg import ChunkStats, EpisodeEvent, EpisodeStats
 from policytrim_ros.nodes import conversions as conv
 from policytrim_ros.nodes.controller_link import ControllerLink
@@ -87,6 +90,8 @@ class PolicyNode(Node):
         self._plan = None                          # the running episode's EpisodePlan (trainer.enabled)
         self._episode_policy = None                # the plan's sampling policy, else self.policy
         self._records: list = []                   # the running episode's ChunkRecords
+        self._latencies = collections.deque(maxlen=5)   # async: recent calls' seconds, in this node's clock
+        self._called_for = None                     # async: the window whose successor is being computed
 
         self.controller = ControllerLink(self, cfg.controller, cfg.robot.joint_names, cfg.execution.control_dt,
                                          self.executor_, self.trouble, self._on_controller_failure)
@@ -222,6 +227,9 @@ class PolicyNode(Node):
                 return
             if self.controller.querying or not self.controller.ready():
                 return   # its parameters decide how the first window ends; its action server is needed
+            if ex.config.async_inference:
+                self._control_step_async()
+                return
             if ex.window is not None:
                 if self._observed_since(ex.window.end_time - 0.5 * ex.config.control_dt):
                     self._last_window_end = ex.window.end_time
@@ -243,18 +251,78 @@ class PolicyNode(Node):
                                        functools.partial(predict, self._episode_policy or self.policy, observation,
                                                          ex.config.horizon))
 
+    def _control_step_async(self) -> None:
+        """execution.async_inference (lock held, no call in flight): start the next window's call once the
+        window in flight has about one call's latency left to run (``_async_lead``), from the latest
+        observation; the chunk is sent when the call returns."""
+        ex, now = self.executor_, self._now()
+        w = ex.window
+        if w is not None:
+            if ex.steps + w.n_steps >= ex.config.max_episode_steps:   # the last window: no call after it
+                if now < w.end_time - 0.5 * ex.config.control_dt or not self._observed_since(w.end_time):
+                    return
+                self._last_window_end = w.end_time
+                ex.complete_window()
+            elif self._called_for is w or now < w.end_time - self._async_lead():
+                return
+        if ex.out_of_steps:
+            if self._out_of_steps_at is None:
+                self._out_of_steps_at = time.monotonic()
+            if time.monotonic() - self._out_of_steps_at >= VERDICT_WAIT_S:
+                self._finish(False, C.END_MAX_STEPS)
+            return
+        if w is not None and not self._observed_since(max(self._ready_after, w.start_time)):
+            return   # an observation from inside the window in flight (its executed steps are known)
+        observation = self._observation()
+        if observation is None:
+            return
+        step = ex.steps + (ex.steps_at(observation.time) if w is not None else 0)
+        observation = dataclasses.replace(observation, step=step)
+        self._called_for = w
+        self._inference.submit((ex.episode_id, observation, now),
+                               functools.partial(predict, self._episode_policy or self.policy, observation,
+                                                 ex.config.horizon))
+
+    def _async_lead(self) -> float:
+        """Seconds before a window's end its successor's call starts: the slowest of the last few calls
+        (this node's clock) plus LEAD_MARGIN_STEPS control steps."""
+        return max(self._latencies, default=0.0) + LEAD_MARGIN_STEPS * self.executor_.config.control_dt
+
+    def _dispatch_async(self, done: InferenceResult) -> None:
+        """Send a finished async call's chunk: it takes over where the window in flight ends (lock held)."""
+        ex, now = self.executor_, self._now()
+        episode_id, observation, submitted = done.tag
+        self._latencies.append(max(0.0, now - submitted))
+        chunk, h = done.value
+        try:
+            traj, record = ex.dispatch_async(chunk, observation.step, now, observation.joint_positions, done.seconds, h)
+        except StaleChunkError as err:
+            self.errors['stale_chunk'] = self.errors.get('stale_chunk', 0) + 1
+            self.trouble.warning('stale_chunk', f'{err}; planning again from the latest observation')
+            self._called_for = None
+            return
+        except UnsafeChunkError as err:
+            self._reject('unsafe_chunk', str(err), episode_id)
+            return
+        self._records.append(record)
+        self.controller.send(conv.trajectory_to_msg(traj), episode_id)
+        self.chunk_pub.publish(conv.chunk_stats_msg(record, self.get_clock().now().to_msg()))
+
     def _dispatch(self, done: InferenceResult) -> None:
         """Send the chunk of a finished inference call as the next window (lock held), or end the
         episode if the call failed; a call of an episode that ended meanwhile is dropped."""
         ex = self.executor_
-        episode_id, observation = done.tag
-        if ex.episode_id != episode_id or ex.window is not None:
+        episode_id, observation = done.tag[:2]
+        if ex.episode_id != episode_id or (ex.window is not None and not ex.config.async_inference):
             return  # the episode ended (or was replaced) while the policy was thinking
         if isinstance(done.error, PolicyInputError):
             self._reject('policy_input', str(done.error), episode_id)
             return
         if done.error is not None:
             self._inference_failed(done.error)
+            return
+        if ex.config.async_inference:
+            self._dispatch_async(done)
             return
         chunk, h = done.value
         try:
@@ -404,7 +472,7 @@ class PolicyNode(Node):
 
     def _finish(self, success: bool, end_reason: str) -> None:
         """End the running episode (lock held): hold the arm, publish and log its stats."""
-        self._out_of_steps_at = None
+        self._out_of_steps_at, self._called_for = None, None
         metrics = self.executor_.finish(success, end_reason, time.monotonic())
         self.finished_ids.add(metrics.episode_id)
         self._hold()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -40,11 +41,13 @@ from policytrim_ros.msg import EpisodeEvent, EpisodeStats
 from policytrim_ros.nodes import conversions as conv
 from policytrim_ros.nodes.params import declare_config
 from policytrim_ros.nodes.runtime import LATCHED, RELIABLE, run_node
-from policytrim_ros.policy.checkpoint import file_sha256, save_tensors
+from policytrim_ros.policy.checkpoint import WEIGHTS_FILE, file_sha256, save_checkpoint
+from policytrim_ros.policy.vla.modeling_vla import VLAModel
 from policytrim_ros.srv import ConfigureEpisode, LoadWeights, ResetEpisode
 from policytrim_ros.training.episodes import EpisodeStore, is_scorable, load_rollout
 
 RESETS = ('service', 'operator')
+KINDS = ('policytrim', 'horizon')
 CALL_RETRY_S = 5.0
 """Seconds to wait for a service's answer before the request is sent again."""
 
@@ -62,20 +65,25 @@ def task_instruction(task: str) -> str:
 class TrainingRunConfig:
     """The run.
 
-    config: YAML of ``policytrim train``'s PolicyTrimConfig (e.g. config/training/policytrim.yaml);
-        its out_dir holds the run (a run there continues where it stopped).
+    kind: policytrim (Stage 1 or 2 of the VLA: ``policytrim train``) or horizon (the efficiency head
+        on the frozen VLA: ``policytrim train-horizon``).
+    config: YAML of that trainer's config (config/training/policytrim.yaml, horizon.yaml); its
+        out_dir holds the run (a run there continues where it stopped).
     overrides: KEY=VALUE entries over that file, dotted keys for nested fields (['iterations=2']).
-    stage: 1 or 2 (Stage 2 needs the config's n_action_steps and step_budget).
+    stage: 1 or 2 with kind policytrim (Stage 2 needs the config's n_action_steps and step_budget).
     params: ROS parameter file whose policy_node safety limits and execution the run records,
         as ``policytrim train --params`` does (''= the installed config/sim.yaml).
     """
 
+    kind: str = 'policytrim'
     config: str = ''
     overrides: tuple[str, ...] = ()
     stage: int = 1
     params: str = ''
 
     def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"run.kind '{self.kind}' must be one of {list(KINDS)}")
         if self.stage not in (1, 2):
             raise ValueError(f'run.stage ({self.stage}) must be 1 or 2')
 
@@ -89,6 +97,9 @@ class EpisodeLinkConfig:
     reset_service: the simulator's policytrim_ros/ResetEpisode service.
     episode_timeout_s: wall seconds an episode may take from its reset to its EpisodeStats before it
         is run again; the wait also ends early when policy_node disappears.
+    settle_s: wall seconds between an episode's end and the next reset (reset service): the hold
+        policy_node sends at an episode's end travels on another topic than the reset, and a hold
+        that reached the simulator after the reset would move the new episode's arm.
     operator_timeout_s: wall seconds to wait for the operator's reset_done (then the prompt repeats).
     outcome_timeout_s: with reset operator and no detector: wall seconds to wait for the operator's
         ``trainer/outcome`` (std_srvs/SetBool: true = success) after the policy stopped.
@@ -101,6 +112,7 @@ class EpisodeLinkConfig:
     reset: str = 'service'
     reset_service: str = 'sim/reset_episode'
     episode_timeout_s: float = 120.0
+    settle_s: float = 0.5
     operator_timeout_s: float = 600.0
     outcome_timeout_s: float = 120.0
     discovery_timeout_s: float = 60.0
@@ -117,6 +129,8 @@ class EpisodeLinkConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f'{name} ({value}) must be > 0 seconds')
+        if not (math.isfinite(self.settle_s) and self.settle_s >= 0):
+            raise ValueError(f'settle_s ({self.settle_s}) must be >= 0 seconds')
         if self.max_attempts < 1:
             raise ValueError(f'max_attempts ({self.max_attempts}) must be >= 1')
 
@@ -147,6 +161,7 @@ class RosRollouts:
             orphan.unlink()   # rollouts of an earlier process's episodes, never counted
         self.tag = secrets.token_hex(3)   # this process's episodes: a restarted trainer never reuses an id
         self.count = 0
+        self.ended_at = 0.0               # monotonic end of the last episode
         self.sha = self.path = None       # the weights the jobs run
         self.loaded_sha, self.version = None, 0
         self.stats: dict[str, EpisodeStats] = {}
@@ -164,6 +179,18 @@ class RosRollouts:
             node.create_service(SetBool, 'trainer/outcome', self._on_outcome)
 
     # -- RolloutPool's interface ---------------------------------------------------------------
+    def __call__(self, setup):
+        """Bind to the trainer's RolloutSetup (model config, sample, exploration): the trainers'
+        ``rollouts`` argument."""
+        self.setup = setup
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
     def collect(self, weights: dict | None, jobs: list) -> list:
         if weights is not None:
             self._write_weights(weights)
@@ -181,14 +208,20 @@ class RosRollouts:
 
     # -- weights -------------------------------------------------------------------------------
     def _write_weights(self, weights: dict) -> None:
-        staging = self.weights_dir / 'staging.safetensors'
-        save_tensors(staging, weights)
-        sha = file_sha256(staging)
-        path = self.weights_dir / f'{sha}.safetensors'
-        staging.replace(path)
-        for old in self.weights_dir.glob('*.safetensors'):
-            if old != path and old.name != staging.name:
-                old.unlink()   # policy_node read it already (or will get the new one)
+        """The weights as a checkpoint directory <weights>/<sha256 of model.safetensors>/ (its config
+        carries the model's shape, e.g. the efficiency head the horizon trainer adds)."""
+        model = VLAModel(self.setup.model)
+        model.load_state_dict(weights)
+        staging = self.weights_dir / 'staging'
+        shutil.rmtree(staging, ignore_errors=True)
+        save_checkpoint(staging, model, model.config, {'trainer_node': 'hot reload'})
+        sha = file_sha256(staging / WEIGHTS_FILE)
+        path = self.weights_dir / sha
+        if not path.exists():
+            staging.replace(path)
+        for old in self.weights_dir.iterdir():
+            if old != path:
+                shutil.rmtree(old, ignore_errors=True)   # policy_node read it already (or gets the new one)
         self.sha, self.path = sha, path
 
     def _ensure_weights(self) -> None:
@@ -220,12 +253,12 @@ class RosRollouts:
             record = self.inbox / f'{episode_id}.safetensors'
             self._ensure_weights()
             request = ConfigureEpisode.Request(
-                episode_id=episode_id, weights_version=self.version, sample='chunk',
-                sampling_seed=job.noise_seed, n_action_steps=job.n_action_steps, record_path=str(record))
-            exploration = getattr(self, 'exploration', None)
-            if exploration is not None:
-                request.noise_correlation, request.noise_shape = exploration.correlation, exploration.shape
-                request.noise_waypoints = exploration.waypoints
+                episode_id=episode_id, weights_version=self.version, sample=self.setup.sample,
+                sampling_seed=job.noise_seed, n_action_steps=job.n_action_steps, record_path=str(record),
+                forced=list(job.forced), greedy=job.greedy)
+            exploration = self.setup.exploration
+            request.noise_correlation, request.noise_shape = exploration.correlation, exploration.shape
+            request.noise_waypoints = exploration.waypoints
             response = self._call(self.configure_client, request, 'configure_episode')
             if not response.success:
                 if response.status == ConfigureEpisode.Response.WRONG_VERSION:
@@ -261,6 +294,7 @@ class RosRollouts:
         """Reset, start and wait for the episode's stats (None: it never ended)."""
         cfg = self.config
         if cfg.reset == 'service':
+            time.sleep(max(0.0, self.ended_at + cfg.settle_s - time.monotonic()))
             response = self._call(self.reset_client, ResetEpisode.Request(task=job.task, seed=job.seed,
                                                                           episode_id=episode_id), 'reset')
             if not response.success:
@@ -272,6 +306,7 @@ class RosRollouts:
         while time.monotonic() < deadline and not self.stop.is_set():
             stats = self.stats.pop(episode_id, None)
             if stats is not None:
+                self.ended_at = time.monotonic()
                 return stats
             if self.node.count_publishers(cfg.episode_stats) == 0:   # policy_node died
                 gone_since = gone_since or time.monotonic()
@@ -352,7 +387,8 @@ class RosRollouts:
 
 
 class TrainerNode(Node):
-    """Runs ``train_policytrim`` in a thread with its episodes on the robot side; exits when done."""
+    """Runs ``train_policytrim`` (or ``train_horizon_head``) in a thread with its episodes on the
+    robot side; exits when done."""
 
     def __init__(self):
         super().__init__('trainer_node')
@@ -361,9 +397,14 @@ class TrainerNode(Node):
             raise ConfigError('run.config must name the training YAML (e.g. config/training/policytrim.yaml)')
         from policytrim_ros.cli.overrides import with_overrides
         from policytrim_ros.evaluation.sweep import sim_configs
-        from policytrim_ros.training.trainer import PolicyTrimConfig
         values = with_overrides(load_yaml(cfg.run.config), list(cfg.run.overrides))
-        self.training = from_dict(PolicyTrimConfig, {**values, 'stage': cfg.run.stage})
+        if cfg.run.kind == 'horizon':
+            from policytrim_ros.training.horizon_trainer import HorizonTrainConfig, train_horizon_head
+            self.training, self.trainer = from_dict(HorizonTrainConfig, values), train_horizon_head
+        else:
+            from policytrim_ros.training.trainer import PolicyTrimConfig, train_policytrim
+            self.training = from_dict(PolicyTrimConfig, {**values, 'stage': cfg.run.stage})
+            self.trainer = train_policytrim
         if self.training.rollouts.engine != 'local':   # not silently ignored: this node's episodes are the robot's
             raise ConfigError(f"rollouts.engine '{self.training.rollouts.engine}' is for `policytrim train`: "
                               'trainer_node runs its episodes through policy_node (leave rollouts out)')
@@ -371,16 +412,14 @@ class TrainerNode(Node):
         self.done, self.exit_code = False, 0
         self.stop = threading.Event()
         self.rollouts = RosRollouts(self, cfg.episodes, Path(self.training.out_dir), self.stop)
-        self.rollouts.exploration = self.training.exploration
         self._thread = threading.Thread(target=self._train, daemon=True)
         self._thread.start()
 
     def _train(self) -> None:
-        from policytrim_ros.training.trainer import train_policytrim
         out = Path(self.training.out_dir)
         try:
-            final = train_policytrim(self.training, self.env, self.safety, resume=(out / 'last').exists(),
-                                     progress=False, rollouts=self.rollouts)
+            final = self.trainer(self.training, self.env, self.safety, resume=(out / 'last').exists(),
+                                 progress=False, rollouts=self.rollouts)
             self.get_logger().info(f'training done: {final}')
         except (RobotSideError, ConfigError, ValueError, FileExistsError) as err:
             self.get_logger().error(f'training stopped: {err}')

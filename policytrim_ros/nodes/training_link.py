@@ -48,7 +48,7 @@ class TrainingLink:
                 response.message = f'version {request.version} is not newer than the running {self.version}'
             else:
                 try:
-                    self.policy.model = load_weights(self.policy.model, request.path, request.sha256)
+                    self._swap(load_weights(self.policy.model, request.path, request.sha256))
                 except WeightsError as err:
                     response.status = LoadWeights.Response.BAD_FILE
                     response.message = f'kept version {self.version}: {err}'
@@ -62,6 +62,12 @@ class TrainingLink:
         else:
             log.error(f'load_weights: {response.message}')
         return response
+
+    def _swap(self, model) -> None:
+        """Run ``model`` from the next episode on (its config may add an efficiency head)."""
+        from policytrim_ros.policy.torch_policy import vla_metadata
+        self.policy.model, self.policy.config = model.to(self.policy.device), model.config
+        self.policy.metadata = vla_metadata(self.policy.metadata.name, model.config)
 
     def _on_configure(self, request, response):
         try:

@@ -26,11 +26,12 @@ from policytrim_ros import constants as C
 from policytrim_ros.execution.config import ExecutionConfig
 from policytrim_ros.execution.executor import ChunkRecord
 from policytrim_ros.execution.metrics import EpisodeMetrics
-from policytrim_ros.policy.checkpoint import CheckpointError, file_sha256, load_tensors
+from policytrim_ros.policy.checkpoint import (WEIGHTS_FILE, CheckpointError, file_sha256, load_checkpoint,
+                                              load_tensors)
 from policytrim_ros.policy.vla.modeling_vla import HorizonHead, VLAModel
 from policytrim_ros.training.exploration import ChunkNoise, ExplorationConfig
 from policytrim_ros.training.horizon import HorizonRollout, HorizonSamplingPolicy
-from policytrim_ros.training.rollout import Rollout, SamplingVLAPolicy, rollout_from_episode
+from policytrim_ros.training.rollout import Rollout, SamplingVLAPolicy, finish_rollout
 
 SAMPLES = ('mean', 'chunk', 'horizon')
 
@@ -75,12 +76,15 @@ class EpisodePlan:
         return -1 if self.sample == 'mean' else self.sampling_seed
 
     def execution(self, config: ExecutionConfig) -> ExecutionConfig:
-        """The node's execution config for this episode: its h, and horizon learned to sample h."""
+        """The node's execution config for this episode: its h, and horizon learned to sample h. Training
+        episodes run synchronously: a rollout's log-probabilities are of each chunk's first h rows,
+        which async inference would partly skip as stale."""
         from dataclasses import replace
         h = self.n_action_steps or config.n_action_steps
         if not 1 <= h <= config.chunk_size:
             raise ValueError(f'n_action_steps {h} must be in [1, chunk_size ({config.chunk_size})]')
-        return replace(config, n_action_steps=h, horizon='learned' if self.sample == 'horizon' else config.horizon)
+        return replace(config, n_action_steps=h, horizon='learned' if self.sample == 'horizon' else config.horizon,
+                       async_inference=False)
 
 
 def episode_policy(plan: EpisodePlan, model: VLAModel):
@@ -97,7 +101,7 @@ def episode_rollout(plan: EpisodePlan, policy, metrics: EpisodeMetrics, records:
                     config: ExecutionConfig) -> Rollout | HorizonRollout:
     """What the trainer's update needs of the finished episode (``config``: the plan's execution)."""
     if plan.sample == 'chunk':
-        return rollout_from_episode(policy, metrics, records, config, metrics.instruction)
+        return finish_rollout(policy, config, metrics, records, metrics.instruction)
     if plan.sample == 'horizon':
         calls = len(records)
         features = (np.stack(policy.features[:calls]) if calls
@@ -111,22 +115,41 @@ class WeightsError(ValueError):
     """A weights file that must not be loaded: missing, corrupt, another hash, or another model."""
 
 
+COMPATIBLE = ('joint_names', 'chunk_size', 'action_dim', 'state_dim', 'image_height', 'image_width', 'cameras')
+"""What a hot-loaded checkpoint must share with the running model (the rest, e.g. an efficiency
+head, may differ)."""
+
+
 def load_weights(model: VLAModel, path: str | Path, sha256: str) -> VLAModel:
-    """A new model of ``model``'s config with the weights of ``path``; ``model`` itself is untouched
-    (the caller swaps on success, so a failed load leaves the running weights: rollback)."""
+    """A new model with the weights of ``path``; ``model`` itself is untouched (the caller swaps on
+    success, so a failed load leaves the running weights: rollback).
+
+    path: a safetensors file of ``model``'s own tensors, or a checkpoint directory (``save_checkpoint``'s:
+    its config may add or change an efficiency head, but must match ``COMPATIBLE``); sha256: of the file,
+    or of the directory's model.safetensors.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f'{path} not found')
-    actual = file_sha256(path)
+    weights = path / WEIGHTS_FILE if path.is_dir() else path
+    if not weights.is_file():
+        raise WeightsError(f'{weights} not found')
+    actual = file_sha256(weights)
     if actual != sha256.lower():
-        raise WeightsError(f'{path} has sha256 {actual}, not {sha256} (a partial copy, or another file)')
+        raise WeightsError(f'{weights} has sha256 {actual}, not {sha256} (a partial copy, or another file)')
+    if path.is_dir():
+        try:
+            fresh, config, _ = load_checkpoint(path)
+        except (CheckpointError, ValueError) as err:
+            raise WeightsError(str(err)) from None
+        different = [f for f in COMPATIBLE if getattr(config, f) != getattr(model.config, f)]
+        if different:
+            raise WeightsError(f'{path} is a model of another robot or camera setup: its ' + ', '.join(
+                f'{f} {getattr(config, f)} (running: {getattr(model.config, f)})' for f in different))
+        return fresh.eval()
     try:
         tensors = load_tensors(path)
     except CheckpointError as err:
         raise WeightsError(str(err)) from None
     fresh = VLAModel(model.config)
-    if model.horizon_head is not None:
-        fresh = fresh.with_horizon_head(model.config.horizons, model.config.horizon_hidden_size)
     try:
         fresh.load_state_dict(tensors, strict=True)
     except RuntimeError as err:

@@ -25,6 +25,7 @@ import torch
 
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.execution.episode import run_episode
+from policytrim_ros.execution.executor import ChunkRecord
 from policytrim_ros.execution.metrics import EpisodeMetrics
 from policytrim_ros.policy.base import Observation
 from policytrim_ros.policy.torch_policy import vla_inputs, vla_metadata
@@ -78,16 +79,34 @@ class HorizonSamplingPolicy:
 
     def predict_chunk_and_horizon(self, observation: Observation) -> tuple[np.ndarray, int]:
         """((H, A) float64 mean chunk, h: forced, or drawn from the head's categorical)."""
-        image, text, state = (torch.from_numpy(x) for x in vla_inputs(observation, self.config, self.encoder))
+        inputs = self.encode(observation)
         with torch.inference_mode():
-            mean, features = self.model.plan(image, text, state)
-            if len(self.choices) < len(self.forced):
-                choice = self.forced[len(self.choices)]
-            elif self.greedy:
-                choice = int(self.model.horizon_logits(features)[0].argmax())
-            else:
-                probs = self.model.horizon_logits(features)[0].softmax(-1)
-                choice = int(torch.multinomial(probs, 1, generator=self.generator))
+            return self.decide(observation, inputs, self.forward(*(torch.from_numpy(x) for x in inputs)))
+
+    # The call in three parts, as SamplingVLAPolicy's (a lockstep driver batches the forward).
+
+    def encode(self, observation: Observation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Batch-of-one model inputs (``vla_inputs``); raises PolicyInputError."""
+        return vla_inputs(observation, self.config, self.encoder)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor,
+                state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean (B, H, A), features (B, F)) of a batch of ``encode`` outputs (``VLAModel.plan``)."""
+        return self.model.plan(image, text, state)
+
+    def decide(self, observation: Observation, inputs: tuple[np.ndarray, ...],
+               outputs: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, int]:
+        """The call from its rows (batch of one) of ``forward``'s outputs: ((H, A) float64 mean chunk,
+        h: forced, or the head's (run on this row alone) most likely or drawn from this policy's
+        generator)."""
+        mean, features = outputs
+        if len(self.choices) < len(self.forced):
+            choice = self.forced[len(self.choices)]
+        elif self.greedy:
+            choice = int(self.model.horizon_logits(features)[0].argmax())
+        else:
+            probs = self.model.horizon_logits(features)[0].softmax(-1)
+            choice = int(torch.multinomial(probs, 1, generator=self.generator))
         self.features.append(features[0].numpy())
         self.choices.append(choice)
         return mean[0].numpy().astype(np.float64), self.config.horizons[choice]
@@ -115,6 +134,13 @@ def collect_horizon_rollout(env: ArmEnv | MetaWorldEnv, policy: HorizonSamplingP
     if config.horizon != 'learned':
         raise ValueError(f"horizon rollouts need execution horizon 'learned', not '{config.horizon}'")
     metrics, records = run_episode(env, policy, config, task, seed, episode_id=episode_id, safety=safety)
+    return finish_horizon_rollout(policy, metrics, records)
+
+
+def finish_horizon_rollout(policy: HorizonSamplingPolicy, metrics: EpisodeMetrics,
+                           records: list[ChunkRecord]) -> HorizonRollout:
+    """The ``HorizonRollout`` of an episode that ``policy`` played (``play_episode``'s metrics and
+    records)."""
     calls = len(records)
     width = HorizonHead.input_size(policy.config)
     features = np.stack(policy.features[:calls]) if calls else np.zeros((0, width), np.float32)

@@ -10,6 +10,7 @@ head alone follows. Initial states, draws, picked calls and minibatch order are 
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -55,6 +56,9 @@ class HorizonTrainConfig:
     lr: Adam learning rate of the head.
     max_episode_steps: step limit per rollout.
     workers: rollout processes (0 = in this process) of the local engine.
+    envs_per_worker: envs each rollout worker (a process, or a Ray actor) steps in lockstep, their
+        inference calls batched (``training.lockstep``): the same rollouts with any number, ~1.1x less
+        CPU a rollout at 4 (docs/experiments.md, section 5).
     rollouts: where rollouts run: this machine's processes (engine 'local', the default) or a Ray
         cluster (engine 'ray', docs/scale-out.md).
     seed: seed of initial states (RL_SEED_OFFSET + ...), h draws and minibatch order.
@@ -74,13 +78,15 @@ class HorizonTrainConfig:
     lr: float = 3e-4
     max_episode_steps: int = 150
     workers: int = 2
+    envs_per_worker: int = 4
     rollouts: RolloutsConfig = field(default_factory=RolloutsConfig)
     seed: int = 0
     checkpoint_every: int = 5
     out_dir: str = 'runs/horizon'
 
     def __post_init__(self):
-        for name in ('iterations', 'decisions_per_iteration', 'replay_iterations', 'checkpoint_every', 'max_episode_steps', 'hidden_size'):
+        for name in ('iterations', 'decisions_per_iteration', 'replay_iterations', 'checkpoint_every', 'max_episode_steps',
+                     'hidden_size', 'envs_per_worker'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{name} ({getattr(self, name)}) must be >= 1')
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -159,10 +165,10 @@ def _initial_model(cfg: HorizonTrainConfig, out: Path, resuming: bool):
 
 def train_horizon_head(cfg: HorizonTrainConfig, env: EnvConfig | None = None, safety: SafetyConfig | None = None,
                        resume: bool = False, progress: bool = True,
-                       metaworld: MetaWorldConfig | None = None) -> Path:
+                       metaworld: MetaWorldConfig | None = None, rollouts=None) -> Path:
     """Train the head; return the folder of the final checkpoint (``<out_dir>/last``): the init's VLA,
     unchanged, with the head. ``env``/``metaworld`` configure the suite's env, ``safety`` checks every
-    chunk (None = no limits)."""
+    chunk (None = no limits); ``rollouts`` is where the episodes run (``train_policytrim``'s)."""
     out = Path(cfg.out_dir)
     recover(out)
     if (out / 'last').exists() and not resume:
@@ -188,14 +194,15 @@ def train_horizon_head(cfg: HorizonTrainConfig, env: EnvConfig | None = None, sa
     suite = task_suite(cfg.tasks)
     setup = RolloutSetup(model.config, env, safety or SafetyConfig(), cfg.max_episode_steps,
                          suite_control_dt(suite, env), tuple(cfg.tasks), metaworld or MetaWorldConfig(),
-                         sample='horizon')
+                         sample='horizon', envs_per_worker=cfg.envs_per_worker)
     horizons = np.array(cfg.horizons)
     longest = cfg.horizons[-1]
     log, writer = open_scalars(out / 'scalars.csv', ['iteration', 'metric', 'value', 'wall_clock_s'], start)
     started = time.monotonic()
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc='efficiency head',
                disable=not progress)
-    with log, open_rollouts(setup, cfg.workers, cfg.rollouts) as pool:
+    opened = rollouts or functools.partial(open_rollouts, workers=cfg.workers, config=cfg.rollouts)
+    with log, opened(setup) as pool:
         for iteration in bar:
             jobs = trunk_jobs(cfg, iteration, longest)
             trunks = pool.collect(model.state_dict(), jobs)

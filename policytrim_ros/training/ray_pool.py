@@ -2,11 +2,12 @@
 
 ``RayRolloutPool`` has ``RolloutPool``'s interface (``collect(weights, jobs)`` in job order) and runs
 the same ``RolloutWorker`` in every actor, so the same job gives the same rollout on any node
-(``training.workers``). Each new weights version is serialized once (safetensors bytes, no pickle)
-and put once in Ray's object store; every call carries the version and the object's reference,
-and a worker fetches the weights only when its version changed. Jobs go out as workers free up
+(``training.workers``); each actor steps ``envs_per_worker`` envs in lockstep through its share of
+the jobs (``training.workers.shares``), as a local pool's process does. Each new weights version is
+serialized once (safetensors bytes, no pickle) and put once in Ray's object store; every call
+carries the version and the object's reference, and a worker fetches the weights only when its version changed. Shares go out as workers free up
 (at most ``IN_FLIGHT`` queued on each), so slow episodes or slow nodes do not hold the others back.
-A job whose worker died (a node lost, an actor killed) runs again on another one: jobs are
+A share whose worker died (a node lost, an actor killed) runs again on another one: jobs are
 deterministic, so the result is the one it would have given.
 
 Needs the optional extra: ``pip install 'policytrim_ros[ray]'``. Ray moves jobs and rollouts
@@ -20,10 +21,10 @@ import os
 import sys
 from collections import deque
 
-from policytrim_ros.training.workers import RolloutJob, RolloutSetup, RolloutsConfig, RolloutWorker
+from policytrim_ros.training.workers import RolloutJob, RolloutSetup, RolloutsConfig, RolloutWorker, shares
 
 IN_FLIGHT = 2
-"""Jobs queued on each worker at once: the next starts while the driver collects the last."""
+"""Shares of jobs queued on each worker at once: the next starts while the driver collects the last."""
 
 def _import_ray():
     try:
@@ -35,7 +36,7 @@ def _import_ray():
 
 
 class RayRolloutWorker:
-    """A Ray actor around a ``RolloutWorker`` (one env and one model, built once)."""
+    """A Ray actor around a ``RolloutWorker`` (its envs and one model, built once)."""
 
     def __init__(self, setup: RolloutSetup):
         self.worker = RolloutWorker(setup)
@@ -45,15 +46,15 @@ class RayRolloutWorker:
         import ray
         return ray.get_runtime_context().get_node_id()
 
-    def run(self, version: int, weights: list, job: RolloutJob) -> tuple[int, object]:
-        """(version, rollout of ``job``) under weights ``version``: fetched from the object store
-        (``weights[0]``, a reference inside a list so that Ray does not fetch it for every call) only
+    def run(self, version: int, weights: list, jobs: tuple[RolloutJob, ...]) -> tuple[int, list]:
+        """(version, rollouts of the share ``jobs``) under weights ``version``: fetched from the object
+        store (``weights[0]``, a reference inside a list so that Ray does not fetch it for every call) only
         when it is not the version loaded."""
         if version != self.worker.version:
             import ray
             from safetensors.torch import load
             self.worker.load(load(ray.get(weights[0])), version)
-        return version, self.worker.run(job)
+        return version, self.worker.run(jobs)
 
 
 class RayRolloutPool:
@@ -79,6 +80,7 @@ class RayRolloutPool:
         except BaseException:
             self.close()
             raise
+        self._envs_per_worker = setup.envs_per_worker
         self._version = 0
         self._weights = None   # [the current version's object reference]
 
@@ -134,23 +136,24 @@ class RayRolloutPool:
             self._weights = [ray.put(save(cpu))]   # the previous version's object is freed with its reference
         elif self._weights is None:
             raise ValueError('the first collect needs weights')
-        results: list = [None] * len(jobs)
-        pending = deque(range(len(jobs)))
-        running: dict = {}   # object reference of a call -> (actor, job index)
+        parts = shares(jobs, len(self._actors), self._envs_per_worker)
+        results: list = [None] * len(parts)   # the rollouts of each share
+        pending = deque(range(len(parts)))
+        running: dict = {}   # object reference of a call -> (actor, share index)
         free = {a: IN_FLIGHT for a in self._actors}
         while pending or running:
             while pending:
-                actor = max(self._actors, key=free.__getitem__)   # the least busy: jobs go round the workers
+                actor = max(self._actors, key=free.__getitem__)   # the least busy: shares go round the workers
                 if not free[actor]:
                     break
                 index = pending.popleft()
-                running[actor.run.remote(self._version, self._weights, jobs[index])] = (actor, index)
+                running[actor.run.remote(self._version, self._weights, parts[index])] = (actor, index)
                 free[actor] -= 1
             [done], _ = ray.wait(list(running), num_returns=1)
             actor, index = running.pop(done)
             try:
                 version, results[index] = ray.get(done)
-            except ray.exceptions.RayActorError as err:   # the worker (or its node) is gone: run the job elsewhere
+            except ray.exceptions.RayActorError as err:   # the worker (or its node) is gone: run the share elsewhere
                 pending.appendleft(index)
                 if actor in free:
                     self._actors.remove(actor)
@@ -161,10 +164,10 @@ class RayRolloutPool:
                     raise RuntimeError('every rollout worker of the Ray cluster is gone') from err
                 continue
             if version != self._version:   # cannot happen unless the bookkeeping above is broken
-                raise RuntimeError(f'job {index} ran weights version {version}, not {self._version}')
+                raise RuntimeError(f'share {index} ran weights version {version}, not {self._version}')
             if actor in free:
                 free[actor] += 1
-        return results
+        return [rollout for share in results for rollout in share]
 
     def close(self) -> None:
         """End the workers (and the Ray instance, if this pool started it)."""

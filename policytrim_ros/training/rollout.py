@@ -57,15 +57,33 @@ class SamplingVLAPolicy:
 
     def predict_action_chunk(self, observation: Observation) -> np.ndarray:
         """(H, A) float64 chunk drawn around the mean with ``noise`` (raw units)."""
-        image, text, state = vla_inputs(observation, self.config, self.encoder)
+        inputs = self.encode(observation)
         with torch.inference_mode():
-            mean = self.model(torch.from_numpy(image), torch.from_numpy(text), torch.from_numpy(state))
-            chunk = self.noise.sample(self.model, mean, self.generator)[0].numpy()
+            return self.decide(observation, inputs, self.forward(*(torch.from_numpy(x) for x in inputs)))[0]
+
+    # The call in three parts, so a lockstep driver can batch the forward of several episodes'
+    # policies (``training.lockstep``); predict_action_chunk is the three in a row.
+
+    def encode(self, observation: Observation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Batch-of-one model inputs (``vla_inputs``); raises PolicyInputError."""
+        return vla_inputs(observation, self.config, self.encoder)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor]:
+        """(mean (B, H, A),) of a batch of ``encode`` outputs (under inference_mode)."""
+        return (self.model(image, text, state),)
+
+    def decide(self, observation: Observation, inputs: tuple[np.ndarray, ...],
+               outputs: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, None]:
+        """The call on ``observation`` from its ``encode`` inputs and its rows (batch of one) of
+        ``forward``'s outputs: ((H, A) float64 chunk drawn from this policy's generator, None: the
+        executor's h)."""
+        image, _, state = inputs
+        chunk = self.noise.sample(self.model, outputs[0], self.generator)[0].numpy()
         self.images.append(image[0])
         self.states.append(state[0])
         self.chunks.append(chunk)
         self.instructions.append(observation.instruction)
-        return chunk.astype(np.float64)
+        return chunk.astype(np.float64), None
 
 
 @dataclass(frozen=True)
@@ -115,13 +133,13 @@ def collect_rollout(env: ArmEnv | MetaWorldEnv, policy: SamplingVLAPolicy, confi
     the update may charge the failure to it (``GRPOConfig.credit_refused``).
     """
     metrics, records = run_episode(env, policy, config, task, seed, episode_id=episode_id, safety=safety)
-    return rollout_from_episode(policy, metrics, records, config, env.instruction)
+    return finish_rollout(policy, config, metrics, records, env.instruction)
 
 
-def rollout_from_episode(policy: SamplingVLAPolicy, metrics: EpisodeMetrics, records: list[ChunkRecord],
-                         config: ExecutionConfig, instruction: str) -> Rollout:
-    """The rollout of a finished episode that ``policy`` sampled, from its metrics and its calls'
-    records: here (``collect_rollout``) or on the robot (policy_node, ``training.episodes``)."""
+def finish_rollout(policy: SamplingVLAPolicy, config: ExecutionConfig, metrics: EpisodeMetrics,
+                   records: list[ChunkRecord], instruction: str) -> Rollout:
+    """The ``Rollout`` of an episode that ``policy`` played (``execution.episode.play_episode``'s
+    metrics and records), here or on the robot (policy_node for trainer_node, ``training.episodes``)."""
     executed = [min(r.n_action_steps, metrics.steps - r.first_step) for r in records]
     calls = len(records)
     refused = 0

@@ -8,7 +8,7 @@ are functions of (seed, iteration), so a run resumed from its last checkpoint co
 """
 from __future__ import annotations
 
-import contextlib
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -69,6 +69,9 @@ class PolicyTrimConfig:
         interpolated between them (``training.exploration``).
     max_episode_steps: step limit per rollout.
     workers: rollout processes (0 = in this process) of the local engine.
+    envs_per_worker: envs each rollout worker (a process, or a Ray actor) steps in lockstep, their
+        inference calls batched (``training.lockstep``): the same rollouts with any number, ~1.1x less
+        CPU a rollout at 4 (docs/experiments.md, section 5).
     rollouts: where rollouts run: this machine's processes (engine 'local', the default) or a Ray
         cluster (engine 'ray', docs/scale-out.md).
     seed: seed of initial states (RL_SEED_OFFSET + ...), exploration noise and minibatch order.
@@ -96,6 +99,7 @@ class PolicyTrimConfig:
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     max_episode_steps: int = 150
     workers: int = 2
+    envs_per_worker: int = 4
     rollouts: RolloutsConfig = field(default_factory=RolloutsConfig)
     seed: int = 0
     checkpoint_every: int = 10
@@ -104,7 +108,8 @@ class PolicyTrimConfig:
     def __post_init__(self):
         if self.stage not in (1, 2):
             raise ValueError(f'stage ({self.stage}) must be 1 or 2')
-        for name in ('iterations', 'groups_per_iteration', 'group_size', 'checkpoint_every', 'max_episode_steps'):
+        for name in ('iterations', 'groups_per_iteration', 'group_size', 'checkpoint_every', 'max_episode_steps',
+                     'envs_per_worker'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{name} ({getattr(self, name)}) must be >= 1')
         if self.group_size < 2:
@@ -171,9 +176,9 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
     ``env`` configures the embedded arm, ``metaworld`` Meta-World (whichever the tasks need; None =
     defaults); ``safety`` checks every chunk (None = no limits, what Meta-World's own clipping needs).
     rollouts: where the episodes run: None = the pool ``cfg.rollouts`` asks for (a ``RolloutPool``
-    of ``cfg.workers`` processes with their own envs, or a ``RayRolloutPool``); or any object with
-    RolloutPool's ``collect(weights, jobs)`` (trainer_node's episodes through policy_node on a
-    robot or the simulator), which the caller closes.
+    of ``cfg.workers`` processes with their own envs, or a ``RayRolloutPool``); or a function of the
+    ``RolloutSetup`` returning a context manager with RolloutPool's ``collect(weights, jobs)``
+    (trainer_node's episodes through policy_node), which then wins over ``cfg.rollouts``.
     """
     out = Path(cfg.out_dir)
     recover(out)   # a save a kill interrupted: finished if it was complete, else the previous state stays
@@ -205,16 +210,14 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
     env = env or EnvConfig()
     setup = RolloutSetup(model_cfg, env, safety or SafetyConfig(), cfg.max_episode_steps,
                          suite_control_dt(task_suite(cfg.tasks), env), tuple(cfg.tasks),
-                         metaworld or MetaWorldConfig(), cfg.exploration)
+                         metaworld or MetaWorldConfig(), cfg.exploration, envs_per_worker=cfg.envs_per_worker)
     noise = ChunkNoise(cfg.exploration)
     log, writer = open_scalars(out / 'scalars.csv', ['iteration', 'metric', 'value', 'wall_clock_s'], start)
     started = time.monotonic()
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=f'stage {cfg.stage}',
                disable=not progress)
-    # the caller's rollouts stay open (it closes them); a pool opened here closes with the run
-    source = contextlib.nullcontext(rollouts) if rollouts is not None else \
-        open_rollouts(setup, cfg.workers, cfg.rollouts)
-    with log, source as pool:   # the log closes also when the run stops on an error
+    opened = rollouts or functools.partial(open_rollouts, workers=cfg.workers, config=cfg.rollouts)
+    with log, opened(setup) as pool:   # the log closes also when the run stops on an error
         for iteration in bar:
             jobs = iteration_jobs(cfg, iteration, horizons)
             rollouts = pool.collect(model.state_dict(), jobs)

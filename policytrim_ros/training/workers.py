@@ -1,11 +1,12 @@
-"""Parallel RL rollouts: a pool of spawned processes, each with its own env and a copy of the policy.
+"""Parallel RL rollouts: a pool of spawned processes, each with its envs and a copy of the policy.
 
 Every ``collect`` call with weights writes them once to a safetensors file in the pool's temporary
 folder (a new version; ``collect(None, ...)`` reuses the last); a worker loads them when their
-version changed. A job names the task,
-initial-state seed, executed length h and exploration-noise seed, so the same job gives the same
-rollout in any worker (in this process too, up to the last float bit if torch already ran here
-with other thread settings). The env is the one of the tasks' suite: the embedded arm or Meta-World.
+version changed. A job names the task, initial-state seed, executed length h and exploration-noise
+seed, so the same job gives the same rollout in any worker, alone or in a lockstep batch with
+other jobs (``RolloutSetup.envs_per_worker``; in this process too, up to the last float bit if
+torch already ran here with other thread settings). The env is the one of the tasks' suite: the
+embedded arm or Meta-World.
 ``RolloutsConfig`` picks this pool or ``training.ray_pool.RayRolloutPool`` (the same workers as
 actors on a Ray cluster); ``open_rollouts`` opens the one it names.
 """
@@ -53,6 +54,8 @@ class RolloutSetup:
     sample: what a rollout samples: 'chunk' (Gaussian chunks around the VLA's mean, h fixed per job:
         Stage 1 and 2) or 'horizon' (the VLA's mean chunks, each call's h drawn from its efficiency
         head, the job's n_action_steps the longest: ``training.horizon``).
+    envs_per_worker: envs each worker steps in lockstep, their inference calls answered by one
+        batched forward (``training.lockstep``); a rollout is the same with any number.
     """
 
     model: VLAConfig
@@ -64,10 +67,13 @@ class RolloutSetup:
     metaworld: MetaWorldConfig = field(default_factory=MetaWorldConfig)
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     sample: str = 'chunk'
+    envs_per_worker: int = 1
 
     def __post_init__(self):
         if self.sample not in SAMPLES:
             raise ValueError(f"sample '{self.sample}' must be one of {list(SAMPLES)}")
+        if self.envs_per_worker < 1:
+            raise ValueError(f'envs_per_worker ({self.envs_per_worker}) must be >= 1')
 
 
 ENGINES = ('local', 'ray')
@@ -84,8 +90,8 @@ class RolloutsConfig:
         run (stopped at its end); 'auto' joins the cluster this machine joined with ``ray start``;
         'HOST:PORT' the cluster whose head's GCS listens there; 'ray://HOST:PORT' through Ray Client
         (needs ``ray[client]``).
-    workers_per_node: rollout workers (each one env and one copy of the model) on every node that hosts
-        workers: 'local' ignores it (the trainer's ``workers`` counts its processes).
+    workers_per_node: rollout workers (each ``envs_per_worker`` envs and one copy of the model) on every
+        node that hosts workers: 'local' ignores it (the trainer's ``workers`` counts its processes).
     node_resource: if set, only nodes that offer this Ray custom resource host workers (``ray start
         --resources='{"rollouts": 1}'`` on the sim boxes; the learner's machine without it); '' = every
         node of the cluster that has CPUs for Ray.
@@ -121,7 +127,8 @@ class RolloutsConfig:
 
 
 class RolloutWorker:
-    """One env and one copy of the model, built once; rolls out jobs under the weights last loaded.
+    """``setup.envs_per_worker`` envs and one copy of the model, built once; rolls out shares of
+    jobs in lockstep (``training.lockstep``) under the weights last loaded.
 
     What every rollout worker runs: a process of ``RolloutPool``, an actor of ``RayRolloutPool``,
     or this process (``RolloutPool(setup, 0)``).
@@ -132,10 +139,11 @@ class RolloutWorker:
 
         from policytrim_ros.envs.factory import make_env
         from policytrim_ros.policy.vla.modeling_vla import VLAModel
+        from policytrim_ros.training.lockstep import batch_invariant
         torch.set_num_threads(1)   # one core per worker
         self.setup = setup
-        self.env = make_env(setup.tasks, setup.env, setup.metaworld)
-        self.model = VLAModel(setup.model).eval()
+        self.envs = [make_env(setup.tasks, setup.env, setup.metaworld) for _ in range(setup.envs_per_worker)]
+        self.model = batch_invariant(VLAModel(setup.model).eval())
         self.version: int | None = None   # of the weights loaded, None before the first
 
     def load(self, weights: dict, version: int) -> None:
@@ -143,28 +151,50 @@ class RolloutWorker:
         self.model.load_state_dict(weights)
         self.version = version
 
-    def run(self, job: RolloutJob):
-        """The rollout of ``job`` (a ``Rollout``, or with sample 'horizon' a ``HorizonRollout``)."""
+    def run(self, jobs: tuple[RolloutJob, ...]) -> list:
+        """The rollouts of ``jobs`` (a share: ``shares``), in job order, run in lockstep on this
+        worker's envs (``Rollout``s, or with sample 'horizon' ``HorizonRollout``s)."""
+        from policytrim_ros.training.lockstep import run_lockstep
+        if self.version is None:
+            raise RuntimeError('a rollout worker runs jobs only after its first weights were loaded')
+        return run_lockstep(self.envs, jobs, self._start)
+
+    def _start(self, env, job: RolloutJob):
+        """Begin ``job`` on ``env``: its episode, the sampling policy with the job's own generator, and
+        how its result is made (``training.lockstep.Started``)."""
         import torch
 
         from policytrim_ros.execution.config import ExecutionConfig
+        from policytrim_ros.execution.episode import play_episode
         from policytrim_ros.training.exploration import ChunkNoise
-        from policytrim_ros.training.rollout import SamplingVLAPolicy, collect_rollout
-        if self.version is None:
-            raise RuntimeError('a rollout worker runs jobs only after its first weights were loaded')
+        from policytrim_ros.training.lockstep import Started
+        from policytrim_ros.training.rollout import SamplingVLAPolicy, finish_rollout
         setup = self.setup
         episode_id = job.episode_id or f'{job.task}-{job.seed}-h{job.n_action_steps}'
         generator = torch.Generator().manual_seed(job.noise_seed)
         if setup.sample == 'horizon':
-            from policytrim_ros.training.horizon import HorizonSamplingPolicy, collect_horizon_rollout
+            from policytrim_ros.training.horizon import HorizonSamplingPolicy, finish_horizon_rollout
             execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt,
                                         setup.max_episode_steps, horizon='learned')
             policy = HorizonSamplingPolicy(self.model, generator, forced=job.forced, greedy=job.greedy)
-            return collect_horizon_rollout(self.env, policy, execution, job.task, job.seed, setup.safety, episode_id)
+            return Started(play_episode(env, policy.metadata, execution, job.task, job.seed, episode_id, setup.safety),
+                           policy, lambda metrics, records: finish_horizon_rollout(policy, metrics, records))
         execution = ExecutionConfig(setup.model.chunk_size, job.n_action_steps, setup.control_dt,
                                     setup.max_episode_steps)
         policy = SamplingVLAPolicy(self.model, generator, noise=ChunkNoise(setup.exploration))
-        return collect_rollout(self.env, policy, execution, job.task, job.seed, setup.safety, episode_id)
+        return Started(play_episode(env, policy.metadata, execution, job.task, job.seed, episode_id, setup.safety),
+                       policy, lambda metrics, records: finish_rollout(policy, execution, metrics, records,
+                                                                       env.instruction))
+
+
+def shares(jobs: list, workers: int, envs_per_worker: int) -> list[tuple]:
+    """``jobs`` cut into consecutive shares, each rolled out by one worker in lockstep: one job each
+    with one env a worker (any free worker takes the next job), else about 4 x envs_per_worker
+    jobs (a share's last episodes run in a smaller batch), and at least one share per worker."""
+    if not jobs:
+        return []
+    size = 1 if envs_per_worker == 1 else min(4 * envs_per_worker, -(-len(jobs) // max(workers, 1)))
+    return [tuple(jobs[i:i + size]) for i in range(0, len(jobs), size)]
 
 
 _worker: RolloutWorker | None = None   # the pool process's own (or this process's, with 0 workers)
@@ -175,12 +205,13 @@ def _init(setup: RolloutSetup) -> None:
     _worker = RolloutWorker(setup)
 
 
-def _run(args: tuple[int, str, RolloutJob]):
+def _run(args: tuple[int, str, tuple[RolloutJob, ...]]) -> list:
+    """Roll out a share of the jobs in lockstep on this process's worker."""
     from policytrim_ros.policy.checkpoint import load_tensors
-    version, weights_path, job = args
+    version, weights_path, jobs = args
     if version != _worker.version:
         _worker.load(load_tensors(weights_path), version)
-    return _worker.run(job)
+    return _worker.run(jobs)
 
 
 class RolloutPool:
@@ -192,6 +223,7 @@ class RolloutPool:
     def __init__(self, setup: RolloutSetup, workers: int):
         if workers < 0:
             raise ValueError(f'workers ({workers}) must be >= 0 (0 = in this process)')
+        self._workers, self._envs_per_worker = workers, setup.envs_per_worker
         self._pool = mp.get_context('spawn').Pool(workers, _init, (setup,)) if workers else None
         if self._pool is None:
             _init(setup)
@@ -212,10 +244,9 @@ class RolloutPool:
                 Path(previous).unlink()   # no worker loads an older version than this one again
         elif self._path is None:
             raise ValueError('the first collect needs weights')
-        args = [(self._version, self._path, job) for job in jobs]
-        if self._pool is None:
-            return [_run(a) for a in args]
-        return self._pool.map(_run, args, chunksize=1)
+        args = [(self._version, self._path, share) for share in shares(jobs, self._workers, self._envs_per_worker)]
+        results = [_run(a) for a in args] if self._pool is None else self._pool.map(_run, args, chunksize=1)
+        return [rollout for share in results for rollout in share]
 
     def close(self) -> None:
         if self._pool is not None:

@@ -150,7 +150,7 @@ def declared_arguments(launch_file: str) -> dict[str, str | None]:
     return declared
 
 
-@pytest.mark.parametrize('launch_file', ['sim.launch.py', 'deploy.launch.py'])
+@pytest.mark.parametrize('launch_file', ['sim.launch.py', 'deploy.launch.py', 'train.launch.py'])
 def test_ros2_launch_shows_the_arguments_the_checkouts_launch_file_declares(tmp_path, launch_file):
     """The installed launch file loads under the real `ros2 launch` and is the checkout's: --show-args
     lists exactly the arguments the repository's file declares, with its literal defaults."""
@@ -299,3 +299,26 @@ def test_deploy_launch_drives_a_sim_node_arm_through_the_remapped_controller(tmp
     assert '/joint_trajectory_controller/joint_trajectory' not in wait_for(topics, 60, 'the remapped trajectory topic')
     run.stop()
     assert run.process.returncode == 0, run.output()[-3000:]
+
+
+def test_train_launch_runs_the_trainer_through_the_nodes_and_records_every_episode(tmp_path, ros_launch):
+    """train.launch.py: sim_node + policy_node + trainer_node + recorder_node; 1 iteration of a group
+    of 2 on the shipped baseline, then the launch exits 0 with the run's checkpoint, one bag per
+    training episode (each read back with its provenance) and no node left behind."""
+    from policytrim_ros.data.bag import read_episode_bag
+    config = tmp_path / 'train.yaml'
+    config.write_text(yaml.safe_dump({
+        'init': 'package://policytrim_ros/models/bc-wrist-h32-dagger', 'tasks': ['reach'], 'iterations': 1,
+        'groups_per_iteration': 1, 'group_size': 2, 'base_n_action_steps': 8, 'acceptance_ratio_count': 2,
+        'log_std': -2.5, 'workers': 0, 'checkpoint_every': 1, 'out_dir': str(tmp_path / 'run')}))
+    run = ros_launch('train.launch.py', f'config:={config}')
+    code = run.wait(timeout=240)
+    assert code == 0, run.output()[-4000:]
+    assert (tmp_path / 'run' / 'last' / 'model.safetensors').is_file()
+    bags = sorted(p for p in (tmp_path / 'run' / 'bags').iterdir() if p.name.startswith('train-'))
+    assert len(bags) == 2, (bags, run.output()[-3000:])
+    for bag in bags:
+        episode = read_episode_bag(bag)
+        assert episode.calls and {c.weights_version for c in episode.calls} == {1}
+        assert all(c.sampling_seed >= 0 for c in episode.calls)
+    assert not run.leftovers(), run.leftovers()

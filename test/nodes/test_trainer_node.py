@@ -2,7 +2,8 @@
 
 Two iterations of one group of 2 on the shipped baseline: the weights are hot-reloaded into
 policy_node before each iteration (versions 1 and 2 in the EpisodeStats), every episode is
-persisted, and the run's scalars equal those of the in-process trainer on the same seeds. A kill -9
+persisted and recorded (one bag each, by recorder_node), and the run's scalars equal those of the
+in-process trainer on the same seeds. A kill -9
 of any of the three processes mid-episode, then a restart, changes nothing: no episode lost, none
 counted twice, the same scalars.
 """
@@ -15,6 +16,7 @@ import yaml
 
 from policytrim_ros import launcher
 from policytrim_ros.config import from_dict
+from policytrim_ros.data.bag import read_episode_bag
 from policytrim_ros.evaluation.sweep import sim_configs
 from policytrim_ros.launcher import NodeSpec
 from policytrim_ros.msg import ChunkStats, EpisodeStats
@@ -52,9 +54,11 @@ def run_config(tmp_path):
     return path
 
 
-def robot_side(tmp_path, name: str, logs: str = 'logs') -> NodeSpec:
+def robot_side(tmp_path, name: str) -> NodeSpec:
     if name == 'sim_node':
         return NodeSpec('sim_node', [PARAMS], {})
+    if name == 'recorder_node':
+        return NodeSpec('recorder_node', [PARAMS], {'recording.output_dir': str(tmp_path / 'bags')})
     return NodeSpec('policy_node', [PARAMS], {'trainer.enabled': True,
                                               'episode.log_path': str(tmp_path / 'episodes.jsonl')})
 
@@ -72,16 +76,22 @@ def test_trainer_node_runs_grpo_through_the_nodes_like_the_in_process_trainer(tm
     scalars, jobs = reference
     stats = harness.record(EpisodeStats, 'policytrim/episode_stats', 100)
     chunks = harness.record(ChunkStats, 'policytrim/chunk_stats', 1000)
-    robot = [start(robot_side(tmp_path, name), tmp_path) for name in ('sim_node', 'policy_node')]
+    robot = [start(robot_side(tmp_path, name), tmp_path) for name in ('sim_node', 'policy_node', 'recorder_node')]
     try:
+        # the recorder has discovered policy_node's publishers (what is published before is lost)
+        wait_for(lambda: all(f'{topic}: 1 publisher(s)' in node_log(tmp_path, 'recorder_node') for topic in
+                             ('/policytrim/chunk_stats', '/arm_controller/joint_trajectory', '/camera2/image_raw')),
+                 60.0, 'the recorder to discover policy_node and sim_node')
         done = subprocess.run(trainer_spec(tmp_path).command(), env=launcher.ros_env(), capture_output=True,
                               text=True, timeout=300)
+        trained = [s for s in stats if s.episode_id.startswith('train-')]
+        wait_for(lambda: all((tmp_path / 'bags' / s.episode_id / 'metadata.yaml').is_file() for s in trained),
+                 30.0, 'every training episode\'s bag to close')
     finally:
         for run in robot:
             run.stop()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + node_log(tmp_path, 'policy_node')
     assert read_scalars(tmp_path / 'run' / 'scalars.csv') == scalars
-    trained = [s for s in stats if s.episode_id.startswith('train-')]
     # two hot reloads: iteration 1 runs version 1, iteration 2 version 2; every episode sampled with its job's seed
     assert [s.weights_version for s in trained] == [1, 1, 2, 2]
     assert [s.sampling_seed for s in trained] == [job.noise_seed for job in jobs]
@@ -92,6 +102,11 @@ def test_trainer_node_runs_grpo_through_the_nodes_like_the_in_process_trainer(tm
         assert {(c.weights_version, c.sampling_seed) for c in calls} == {(s.weights_version, s.sampling_seed)}
     assert len(list((tmp_path / 'run' / 'episodes').glob('*.safetensors'))) == EPISODES
     assert 'policy_node runs weights version 2' in done.stderr + done.stdout
+    # one bag per training episode, with its calls' provenance
+    for s in trained:
+        episode = read_episode_bag(tmp_path / 'bags' / s.episode_id)
+        assert [(c.weights_version, c.sampling_seed, c.n_action_steps) for c in episode.calls] == \
+            [(c.weights_version, c.sampling_seed, c.n_action_steps) for c in chunks if c.episode_id == s.episode_id]
 
 
 @pytest.mark.parametrize('victim', ['trainer_node', 'policy_node', 'sim_node'])
@@ -124,3 +139,32 @@ def test_a_kill_mid_episode_changes_nothing(tmp_path, harness, reference, victim
     assert trainer.returncode == 0, logs[-4000:]
     assert read_scalars(tmp_path / 'run' / 'scalars.csv') == scalars, logs[-4000:]
     assert len(list((tmp_path / 'run' / 'episodes').glob('*.safetensors'))) == EPISODES
+
+
+HEAD_RUN = {'init': 'package://policytrim_ros/models/bc-wrist-h32-dagger', 'horizons': [8, 32], 'tasks': ['reach'],
+            'iterations': 1, 'decisions_per_iteration': 1, 'workers': 0, 'seed': 0, 'checkpoint_every': 1}
+
+
+def test_trainer_node_trains_the_efficiency_head_through_the_nodes_like_the_in_process_trainer(tmp_path, harness):
+    """kind horizon: policy_node starts from the head-less VLA; the first hot reload is a checkpoint
+    with the head (the trainer's seeded initial head), then the trunk and its branches (one per h)
+    sample h through policy_node; the scalars equal the in-process train-horizon's."""
+    from policytrim_ros.training.horizon_trainer import HorizonTrainConfig, train_horizon_head
+    reference = tmp_path / 'in-process'
+    config = from_dict(HorizonTrainConfig, {**HEAD_RUN, 'out_dir': str(reference)})
+    env, _, safety = sim_configs(PARAMS, config.tasks)
+    train_horizon_head(config, env, safety, progress=False)
+    stats = harness.record(EpisodeStats, 'policytrim/episode_stats', 100)
+    path = tmp_path / 'head.yaml'
+    path.write_text(yaml.safe_dump({**HEAD_RUN, 'out_dir': str(tmp_path / 'run')}))
+    robot = [start(robot_side(tmp_path, name), tmp_path) for name in ('sim_node', 'policy_node')]
+    try:
+        done = subprocess.run(NodeSpec('trainer_node', [], {'run.kind': 'horizon', 'run.config': str(path)}).command(),
+                              env=launcher.ros_env(), capture_output=True, text=True, timeout=300)
+    finally:
+        for run in robot:
+            run.stop()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + node_log(tmp_path, 'policy_node')
+    assert read_scalars(tmp_path / 'run' / 'scalars.csv') == read_scalars(reference / 'scalars.csv')
+    trained = [s for s in stats if s.episode_id.startswith('train-')]
+    assert len(trained) == 1 + len(HEAD_RUN['horizons']) and {s.weights_version for s in trained} == {1}

@@ -4,8 +4,9 @@
 
 Rolls the same jobs out with ``RolloutPool`` and with a 2-worker ``RayRolloutPool`` on a Ray
 instance of its own (``address: ''``), through a weights change, a collect without weights and a
-lost worker; then one iteration of ``train_policytrim`` with the local pool and with 2 workers on
-the rollout node of a two-node Ray cluster (``address: HOST:PORT``, ``node_resource``). Writes
+lost worker, and with 2 envs a worker in lockstep; then one iteration of ``train_policytrim`` with
+2 local workers and with 2 workers on the rollout node of a two-node Ray cluster (``address:
+HOST:PORT``, ``node_resource``). Writes
 what the test compares as JSON: fingerprints (metrics and SHA-256 of the recorded arrays) of every
 rollout, the trainers' scalars and weights, and the network interfaces this process saw.
 """
@@ -35,9 +36,10 @@ from policytrim_ros.training.workers import RolloutJob, RolloutPool, RolloutsCon
 CONFIG = VLAConfig(vision_channels=(4, 8, 8), vision_keypoints=4, hidden_size=32, num_layers=1, num_heads=2,
                    joint_names=JOINT_NAMES)
 RAY = RolloutsConfig(engine='ray', workers_per_node=2)
-# test/smoke/test_policytrim.py's tiny Stage 1 run on the shipped baseline (its groups carry signal)
+# test/smoke/test_policytrim.py's tiny Stage 1 run on the shipped baseline (its groups carry signal);
+# 2 local workers as the 2 Ray workers: the same shares of jobs, so the same lockstep batches
 TINY = PolicyTrimConfig(init='package://policytrim_ros/models/bc-wrist-more-ft', tasks=('reach',), iterations=1,
-                        groups_per_iteration=2, group_size=3, max_episode_steps=30, workers=1, checkpoint_every=1,
+                        groups_per_iteration=2, group_size=3, max_episode_steps=30, workers=2, checkpoint_every=1,
                         log_std=-2.0, grpo=GRPOConfig(minibatch_size=16))
 TINY_ENV = EnvConfig(cameras=('scene_camera', 'wrist_camera'))   # the baseline sees both cameras
 
@@ -80,6 +82,11 @@ def main(out: Path) -> None:
         ray.kill(ray_pool._actors[0])   # a worker lost: its jobs run on the other
         result['ray_v2_one_lost'] = [fingerprint(r) for r in ray_pool.collect(None, jobs)]
         result['workers_after_loss'] = ray_pool.workers
+    # lockstep: each worker steps 2 envs through its share of the jobs, in a process or in an actor
+    lockstep = replace(setup, envs_per_worker=2)
+    with RolloutPool(lockstep, workers=2) as local, RayRolloutPool(lockstep, RAY) as ray_pool:
+        result['local_lockstep'] = [fingerprint(r) for r in local.collect(model.state_dict(), jobs)]
+        result['ray_lockstep'] = [fingerprint(r) for r in ray_pool.collect(model.state_dict(), jobs)]
     # A cluster of two nodes on this machine, as docs/scale-out.md sets one up: a head that hosts no
     # workers (the learner's), and a rollout node that offers the 'rollouts' resource.
     from ray.cluster_utils import Cluster

@@ -18,10 +18,11 @@ from policytrim_ros.nodes.params import config_fields
 from policytrim_ros.nodes.policy_config import PolicyNodeConfig
 from policytrim_ros.nodes.recorder_node import RecorderNodeConfig
 from policytrim_ros.nodes.sim_node import SimNodeConfig
+from policytrim_ros.nodes.trainer_node import TrainerNodeConfig
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_CONFIGS = {'sim_node': SimNodeConfig, 'policy_node': PolicyNodeConfig, 'episode_runner': EpisodeRunnerConfig,
-                'recorder_node': RecorderNodeConfig}
+                'recorder_node': RecorderNodeConfig, 'trainer_node': TrainerNodeConfig}
 BUILTIN_PARAMETERS = {'use_sim_time'}
 LAUNCH_FILES = sorted((REPO / 'launch').glob('*.launch.py'))
 CONFIG_FILES = sorted((REPO / 'config').glob('*.yaml'))
@@ -63,7 +64,7 @@ def test_launch_file_nodes_exist_and_their_parameters_are_declared(path):
     nodes = launch_nodes(path)
     assert nodes, f'{path.name} starts no Node'
     scripts = console_scripts()
-    config_names = {p.name for p in CONFIG_FILES}
+    config_names = {p.name for p in CONFIG_FILES} | {p.name for p in (REPO / 'config' / 'training').glob('*.yaml')}
     for kw in nodes:
         package = ast.literal_eval(kw['package'])
         if package != 'policytrim_ros':   # robot_state_publisher, controller_manager, ros_gz_*: ROS's own
@@ -162,10 +163,13 @@ def test_training_configs_load_into_their_dataclasses(path):
     from policytrim_ros.config import from_dict, load_yaml
     from policytrim_ros.training.bc_config import BCConfig
     from policytrim_ros.training.horizon_trainer import HorizonTrainConfig
+    from policytrim_ros.training.offline import OfflineConfig
     from policytrim_ros.training.trainer import PolicyTrimConfig
     values = load_yaml(path)
     if path.name.startswith('bc'):
         init = from_dict(BCConfig, values).init_from
+    elif path.name.startswith('offline'):
+        init = from_dict(OfflineConfig, values).init_from
     elif path.name.startswith('horizon'):
         init = from_dict(HorizonTrainConfig, values).init
     else:

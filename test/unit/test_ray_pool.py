@@ -1,5 +1,6 @@
-"""Rollouts on Ray (the optional ``ray`` extra): the same rollouts as the local pool, job for job,
-and the same training iteration, with 2 Ray workers in a private network namespace (loopback only)."""
+"""Rollouts on Ray (the optional ``ray`` extra): the same rollouts as the local pool, job for job
+(one env a worker or several in lockstep), and the same training iteration, with 2 Ray workers in
+a private network namespace (loopback only)."""
 import importlib.util
 import json
 import os
@@ -77,6 +78,10 @@ def test_ray_pool_rolls_out_and_trains_as_the_local_pool_inside_a_private_networ
     assert result['ray_v2'] == result['local_v2'] != result['local']   # new weights, picked up by every worker
     assert result['ray_v2_no_weights'] == result['ray_v2']   # None: the same version again
     assert result['ray_v2_one_lost'] == result['ray_v2']     # a lost worker's jobs ran on the other
+    # 2 envs a worker in lockstep: the same shares and batches in processes and in actors, to the last bit
+    assert result['ray_lockstep'] == result['local_lockstep']
+    outcome = [{k: v for k, v in r.items() if k != 'sha256'} for r in result['local_lockstep']]
+    assert outcome == [{k: v for k, v in r.items() if k != 'sha256'} for r in result['local']]
     assert len(result['placement_errors']) == 2
     assert "no node of the Ray cluster offers the resource 'arm_9'" in result['placement_errors'][0]
     assert 'has 2 CPUs for Ray, fewer than rollouts.workers_per_node (3)' in result['placement_errors'][1]
