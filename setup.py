@@ -14,7 +14,7 @@ VERSION = ElementTree.parse('package.xml').getroot().findtext('version')
 # optional extras, pinned in requirements-<extra>.txt (one file each, read by scripts/setup.sh too)
 EXTRAS = {extra: [line.strip() for line in open(f'requirements-{extra}.txt')
                   if line.strip() and not line.startswith('#')]
-          for extra in ('ray',)}
+          for extra in ('ray', 'gpu')}
 
 setup(
     name=PACKAGE,
