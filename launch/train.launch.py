@@ -54,17 +54,22 @@ def generate_launch_description():
 
 
 def _nodes(context):
-    from policytrim_ros.config import load_yaml
+    from policytrim_ros.config import from_dict, load_yaml
     config = LaunchConfiguration('config').perform(context)
-    training = load_yaml(config)
-    out_dir = str(training.get('out_dir', 'runs/policytrim'))
+    kind, stage = LaunchConfiguration('kind').perform(context), int(LaunchConfiguration('stage').perform(context))
+    if kind == 'horizon':   # the trainer's own config class: its defaults, checked as trainer_node will
+        from policytrim_ros.training.horizon_trainer import HorizonTrainConfig
+        training = from_dict(HorizonTrainConfig, load_yaml(config))
+    else:
+        from policytrim_ros.training.trainer import PolicyTrimConfig
+        training = from_dict(PolicyTrimConfig, {**load_yaml(config), 'stage': stage})
+    out_dir = training.out_dir
     params_file = LaunchConfiguration('params_file').perform(context)
     sim = LaunchConfiguration('sim').perform(context).lower() in ('true', '1')
     record_dir = LaunchConfiguration('record_dir').perform(context).strip() or os.path.join(out_dir, 'bags')
-    policy_overrides = {'trainer.enabled': True, 'policy.backend': 'torch',
+    policy_overrides = {'trainer.enabled': True, 'policy.backend': 'torch', 'policy.device': 'cpu',
+                        'policy.checkpoint': training.init,   # the weights the trainer starts from
                         'episode.log_path': os.path.join(out_dir, 'policy_episodes.jsonl')}
-    if 'init' in training:
-        policy_overrides['policy.checkpoint'] = str(training['init'])
     nodes = {}
     if sim:
         nodes['sim_node'] = Node(package='policytrim_ros', executable='sim_node', name='sim_node', output='screen',
@@ -72,9 +77,7 @@ def _nodes(context):
     nodes['policy_node'] = Node(package='policytrim_ros', executable='policy_node', name='policy_node',
                                 output='screen', parameters=[params_file, policy_overrides])
     trainer = Node(package='policytrim_ros', executable='trainer_node', name='trainer_node', output='screen',
-                   parameters=[{'run.config': config, 'run.params': params_file,
-                                'run.kind': LaunchConfiguration('kind').perform(context),
-                                'run.stage': int(LaunchConfiguration('stage').perform(context)),
+                   parameters=[{'run.config': config, 'run.params': params_file, 'run.kind': kind, 'run.stage': stage,
                                 'episodes.reset': 'service' if sim else 'operator'}])
     recorder = Node(package='policytrim_ros', executable='recorder_node', name='recorder_node', output='screen',
                     parameters=[params_file, {'recording.output_dir': record_dir}],

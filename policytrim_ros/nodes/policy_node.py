@@ -181,6 +181,9 @@ class PolicyNode(Node):
         msg = self._pending_start
         if msg is None:
             return
+        if msg.episode_id and self.executor_.active and msg.episode_id == self.executor_.episode_id:
+            self._pending_start = None   # the START of the episode running (announced again): keep running it
+            return
         stamp = conv.to_seconds(msg.header.stamp)
         if msg.episode_id and msg.episode_id in self.finished_ids:
             self._pending_start = None

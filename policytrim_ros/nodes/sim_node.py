@@ -181,6 +181,11 @@ class SimNode(Node):
             response.message = (f"unknown task '{request.task}'{suggest(request.task, task_names())}; "
                                 f'tasks: {task_names()}')
             return response
+        if request.episode_id and request.episode_id == self._episode_id and request.task == self.env.task.name:
+            # a repeated request (its first answer lost): the episode is under way, do not restart it
+            response.success, response.instruction = True, self.env.instruction
+            response.message = f'episode {request.episode_id} already reset'
+            return response
         self._reset(request.task, request.seed, request.episode_id)
         response.success, response.instruction = True, self.env.instruction
         response.message = f'{request.task} seed {request.seed}'

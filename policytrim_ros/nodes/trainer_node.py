@@ -9,7 +9,7 @@ policy_node (started with ``trainer.enabled``), as on a real arm:
    before the next episode;
 2. ConfigureEpisode tells policy_node what the episode runs: the weights version, sampling on and
    its seed, h, and where to write the rollout;
-3. the reset: the simulator's ``sim/reset_episode`` service (embedded sim or Gazebo), or on a real
+3. the reset: the simulator's ``sim/reset_episode`` service (the embedded sim; a Gazebo world needs one of its own), or on a real
    arm an operator prompt (``reset: operator``): the operator resets the scene and calls the
    ``trainer/reset_done`` service, this node announces the episode START, and the outcome comes
    from a detector's episode/event or from the operator's ``trainer/outcome`` call;
@@ -166,6 +166,7 @@ class RosRollouts:
         self.loaded_sha, self.version = None, 0
         self.stats: dict[str, EpisodeStats] = {}
         self.reset_done = threading.Event()
+        self.awaiting: tuple[str, str] | None = None   # ('reset' | 'outcome', episode id) the operator owes
         self.outcome: bool | None = None
         self.outcome_ready = threading.Event()
         self.load_client = node.create_client(LoadWeights, config.load_weights)
@@ -198,7 +199,7 @@ class RosRollouts:
             raise ValueError('the first collect needs weights')
         rollouts = []
         for job in jobs:
-            key = EpisodeStore.key(self.sha, job)
+            key = EpisodeStore.key(self.sha, job, self.setup)
             rollout = self.store.get(key)   # run before a restart: never twice
             if rollout is None:
                 rollout = self._run(job)
@@ -233,14 +234,16 @@ class RosRollouts:
         while True:
             response = self._call(self.load_client, LoadWeights.Request(path=str(self.path), version=version,
                                                                         sha256=self.sha), 'load_weights')
-            if response.status == LoadWeights.Response.LOADED or response.sha256 == self.sha:
+            if response.status == LoadWeights.Response.BUSY and time.monotonic() < deadline:
+                time.sleep(0.2)                  # an episode of an earlier trainer process is ending
+                self.ended_at = time.monotonic()   # settle after it too: its hold must not reach the next episode
+            elif response.status == LoadWeights.Response.LOADED or (
+                    response.status == LoadWeights.Response.NOT_NEWER and response.sha256 == self.sha):
                 self.loaded_sha, self.version = self.sha, response.version
                 self.node.get_logger().info(f'policy_node runs weights version {self.version} ({self.sha[:12]})')
                 return
-            if response.status == LoadWeights.Response.NOT_NEWER:
+            elif response.status == LoadWeights.Response.NOT_NEWER:
                 version = response.version + 1   # it ran newer versions than this process knows of
-            elif response.status == LoadWeights.Response.BUSY and time.monotonic() < deadline:
-                time.sleep(0.2)                  # an episode of an earlier trainer process is ending
             else:
                 raise RobotSideError(f'policy_node refused the weights {self.path}: {response.message}')
 
@@ -267,6 +270,7 @@ class RosRollouts:
                     continue
                 raise RobotSideError(f'policy_node refused episode {episode_id}: {response.message}')
             stats = self._episode(job, episode_id)
+            self.stats.clear()   # stats of other ids: earlier attempts' and other processes' episodes
             if stats is None:
                 log.warning(f'{episode_id} ({job.task}, seed {job.seed}): no EpisodeStats (attempt {attempt}); '
                             'running it again')
@@ -277,6 +281,7 @@ class RosRollouts:
                 log.warning(f'{episode_id} ended {metrics.end_reason} under weights version '
                             f'{metrics.weights_version} (attempt {attempt}): not the policy\'s outcome, running it again')
                 self.loaded_sha = None if metrics.weights_version != self.version else self.loaded_sha
+                record.unlink(missing_ok=True)
                 continue
             try:
                 rollout = load_rollout(record)
@@ -320,12 +325,13 @@ class RosRollouts:
     def _operator_reset(self, job, episode_id: str) -> None:
         """A person resets the arm and the scene, says so, and this node announces the START."""
         self.reset_done.clear()
-        self.outcome_ready.clear()
+        self.awaiting = ('reset', episode_id)
         while True:
             self.node.get_logger().warning(
                 f'RESET the scene for task {job.task} (initial state {job.seed}, episode {episode_id}), then: '
                 'ros2 service call /trainer/reset_done std_srvs/srv/Trigger')
             if self.reset_done.wait(self.config.operator_timeout_s):
+                self.awaiting = None
                 break
             if self.stop.is_set():
                 raise RobotSideError('stopped')
@@ -336,23 +342,36 @@ class RosRollouts:
 
     def _operator_outcome(self, episode_id: str) -> bool:
         """The operator's verdict on an episode no detector judged (it ran to its step limit)."""
-        self.node.get_logger().warning(
-            f'episode {episode_id} ran to its step limit with no success detector: did it succeed? '
-            "ros2 service call /trainer/outcome std_srvs/srv/SetBool '{data: true}' (or false)")
-        if not self.outcome_ready.wait(self.config.outcome_timeout_s):
-            raise RobotSideError(f'no outcome for episode {episode_id} in {self.config.outcome_timeout_s}s')
-        return bool(self.outcome)
+        self.outcome_ready.clear()
+        self.awaiting = ('outcome', episode_id)
+        while True:
+            self.node.get_logger().warning(
+                f'episode {episode_id} ran to its step limit with no success detector: did it succeed? '
+                "ros2 service call /trainer/outcome std_srvs/srv/SetBool '{data: true}' (or false)")
+            if self.outcome_ready.wait(self.config.outcome_timeout_s):
+                self.awaiting = None
+                return bool(self.outcome)
+            if self.stop.is_set():
+                raise RobotSideError('stopped')
 
     # -- callbacks and plumbing ----------------------------------------------------------------
     def _on_stats(self, msg: EpisodeStats) -> None:
         self.stats[msg.episode_id] = msg
 
     def _on_reset_done(self, request, response):
+        waiting = self.awaiting
+        if waiting is None or waiting[0] != 'reset':
+            response.message = 'no episode waits for a reset now (see the log\'s prompts)'
+            return response
         self.reset_done.set()
-        response.success, response.message = True, 'starting the episode'
+        response.success, response.message = True, f'starting episode {waiting[1]}'
         return response
 
     def _on_outcome(self, request, response):
+        waiting = self.awaiting
+        if waiting is None or waiting[0] != 'outcome':
+            response.message = 'no episode waits for an outcome now (see the log\'s prompts)'
+            return response
         self.outcome = bool(request.data)
         self.outcome_ready.set()
         response.success, response.message = True, f'outcome {"success" if request.data else "failure"}'
@@ -408,7 +427,13 @@ class TrainerNode(Node):
         if self.training.rollouts.engine != 'local':   # not silently ignored: this node's episodes are the robot's
             raise ConfigError(f"rollouts.engine '{self.training.rollouts.engine}' is for `policytrim train`: "
                               'trainer_node runs its episodes through policy_node (leave rollouts out)')
-        self.env, _, self.safety = sim_configs(launcher.params_file(cfg.run.params or None), self.training.tasks)
+        self.env, execution, self.safety = sim_configs(launcher.params_file(cfg.run.params or None),
+                                                       self.training.tasks)
+        if execution.max_episode_steps != self.training.max_episode_steps:
+            raise ConfigError(f'the training config\'s max_episode_steps ({self.training.max_episode_steps}) differs '
+                              f'from policy_node\'s execution.max_episode_steps ({execution.max_episode_steps}) in '
+                              f'{cfg.run.params or "the installed config/sim.yaml"}: rewards would count steps '
+                              'against another limit than the episodes ran with')
         self.done, self.exit_code = False, 0
         self.stop = threading.Event()
         self.rollouts = RosRollouts(self, cfg.episodes, Path(self.training.out_dir), self.stop)
@@ -416,9 +441,8 @@ class TrainerNode(Node):
         self._thread.start()
 
     def _train(self) -> None:
-        out = Path(self.training.out_dir)
         try:
-            final = self.trainer(self.training, self.env, self.safety, resume=(out / 'last').exists(),
+            final = self.trainer(self.training, self.env, self.safety, resume=True,   # continues a run in out_dir
                                  progress=False, rollouts=self.rollouts)
             self.get_logger().info(f'training done: {final}')
         except (RobotSideError, ConfigError, ValueError, FileExistsError) as err:

@@ -20,9 +20,10 @@ class TrainingLink:
     """The services and state of training episodes; ``busy()`` tells whether an episode runs."""
 
     def __init__(self, node, config, policy, lock, busy):
-        if config.policy.backend != 'torch':
-            raise ConfigError(f'trainer.enabled needs policy.backend torch (the trainer samples from and reloads '
-                              f'the PyTorch model), not {config.policy.backend}')
+        if config.policy.backend != 'torch' or config.policy.device != 'cpu':
+            raise ConfigError(f'trainer.enabled needs policy.backend torch on policy.device cpu (the trainer samples '
+                              'from and reloads the PyTorch model, with the CPU generators of its in-process runs), '
+                              f'not {config.policy.backend} on {config.policy.device}')
         self.node, self.policy, self._lock, self._busy = node, policy, lock, busy
         self.max_pending = config.trainer.max_pending_plans
         self.chunk_size = config.execution.chunk_size

@@ -144,6 +144,8 @@ def load_weights(model: VLAModel, path: str | Path, sha256: str) -> VLAModel:
         if different:
             raise WeightsError(f'{path} is a model of another robot or camera setup: its ' + ', '.join(
                 f'{f} {getattr(config, f)} (running: {getattr(model.config, f)})' for f in different))
+        if not all(torch.isfinite(t).all() for t in fresh.state_dict().values() if t.is_floating_point()):
+            raise WeightsError(f'{path} holds NaN or inf weights')
         return fresh.eval()
     try:
         tensors = load_tensors(path)
@@ -206,9 +208,14 @@ class EpisodeStore:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
-    def key(weights_sha256: str, job) -> str:
-        """The key of ``job`` (a RolloutJob; its episode_id aside) run under those weights."""
+    def key(weights_sha256: str, job, setup=None) -> str:
+        """The key of ``job`` (a RolloutJob; its episode_id aside) run under those weights and, when
+        given, the RolloutSetup's sampling (what it samples, the noise, the step limit): a resumed run
+        with other settings never reuses an episode of the old ones."""
         fields = {k: v for k, v in asdict(job).items() if k != 'episode_id'}
+        if setup is not None:
+            fields['setup'] = {'sample': setup.sample, 'exploration': asdict(setup.exploration),
+                               'max_episode_steps': setup.max_episode_steps}
         text = json.dumps([weights_sha256, fields], sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -223,9 +230,13 @@ class EpisodeStore:
         save_rollout(self.path(key), rollout)
 
 
-INFRASTRUCTURE_END_REASONS = (C.END_JOINT_STATES_LOST, C.END_STOPPED, C.END_PREEMPTED)
+INFRASTRUCTURE_END_REASONS = (C.END_JOINT_STATES_LOST, C.END_STOPPED, C.END_PREEMPTED, C.END_INFERENCE_FAILED,
+                              C.END_INFERENCE_TIMEOUT, C.END_SERVER_ERROR, C.END_SERVER_LOST,
+                              C.END_CONTROLLER_REJECTED, C.END_CONTROLLER_ABORTED)
 """End reasons that say the robot side failed, not the policy: such an episode is run again,
-never scored (a simulator or driver that died, a node shut down, an episode replaced)."""
+never scored (a simulator or driver that died, a node shut down, an episode replaced, a model
+call that failed or hung, a controller that refused or dropped a goal). A chunk the safety checks
+refused (error) and a tolerance abort stay the policy's."""
 
 
 def is_scorable(metrics: EpisodeMetrics) -> bool:
