@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from policytrim_ros import constants as C
 from policytrim_ros.execution.config import ExecutionConfig
@@ -196,7 +197,7 @@ def load_rollout(path: str | Path) -> Rollout | HorizonRollout:
             return Rollout(metrics, arrays['images'], arrays['states'], arrays['chunks'], arrays['executed'],
                            meta['instruction'], int(meta['refused']))
         return HorizonRollout(metrics, arrays['features'], arrays['choices'])
-    except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as err:
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as err:
         raise ValueError(f'{path} is not a rollout record: {err}') from None
 
 
