@@ -44,6 +44,10 @@ def require_tool(name: str, package: str) -> str:
     pytest.skip(f'`{name}` is missing and this machine cannot install {package} (not root, no sudo)')
 
 
+SHARED = ('package.xml', 'launch', 'config', 'urdf', 'worlds', 'models', 'msg', 'srv')
+"""The checkout's folders the package installs into share/policytrim_ros."""
+
+
 def make_overlay(root: Path) -> Path:
     """An ament prefix whose share/policytrim_ros is this checkout (so `$(find policytrim_ros)` and
     `ros2 launch policytrim_ros ...` use the checkout's files, not an installed copy) and whose
@@ -52,7 +56,17 @@ def make_overlay(root: Path) -> Path:
     prefix = root / 'overlay'
     (prefix / 'share' / 'ament_index' / 'resource_index' / 'packages').mkdir(parents=True, exist_ok=True)
     (prefix / 'share' / 'ament_index' / 'resource_index' / 'packages' / 'policytrim_ros').touch()
-    (prefix / 'share' / 'policytrim_ros').symlink_to(REPO)
+    share = prefix / 'share' / 'policytrim_ros'
+    share.mkdir()
+    # what the package installs, not the whole checkout (its .venv holds another copy); real folders of
+    # linked files: `ros2 launch` does not walk into a linked folder when it looks for a file
+    for name in SHARED:
+        source = REPO / name
+        files = sorted(source.rglob('*')) if source.is_dir() else [source] if source.exists() else []
+        for path in (p for p in files if p.is_file()):
+            link = share / path.relative_to(REPO)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path)
     installed = Path(sys.prefix) / 'lib' / 'policytrim_ros'
     if installed.is_dir():
         (prefix / 'lib').mkdir(exist_ok=True)
