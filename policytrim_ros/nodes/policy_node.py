@@ -81,6 +81,7 @@ class PolicyNode(Node):
         self._ready_after = 0.0                # observations must be stamped at/after this time
         self._episode_count = 0
         self._episode_started_at = 0.0         # monotonic
+        self._episode_stamp = 0.0              # the running episode's start, input clock
         self._pending_start: EpisodeEvent | None = None   # a START waiting for joint states to judge it
         self._cameras_seen: set[tuple[int, str]] = set()   # (camera, frame_id) of images received, checked once
         self._out_of_steps_at: float | None = None   # wall time the last window completed (monotonic)
@@ -438,6 +439,7 @@ class PolicyNode(Node):
             version, seed = self._plan_episode(episode_id)
             self.executor_.start(episode_id, task, instruction, time.monotonic(), version, seed)
             self._instruction, self._ready_after = instruction, stamp
+            self._episode_stamp = stamp
             self._episode_started_at = time.monotonic()
             self._waiting_since = None
             self.trouble.clear()
@@ -496,7 +498,18 @@ class PolicyNode(Node):
                 self._finish(False, C.END_ERROR)
 
     def _joint_states_lost(self) -> bool:
-        """End the episode if joint states stopped arriving (lock held); True if it ended."""
+        """End the episode if joint states stopped arriving, or now come from before the episode began
+        (a restarted simulator or driver: its clock went back), lock held; True if it ended."""
+        joints = self._latest.get('joints')
+        arrived_since_start = (self._joints_received_at or 0.0) > self._episode_started_at
+        if joints is not None and arrived_since_start and self._episode_stamp and (
+                conv.to_seconds(joints.header.stamp) < self._episode_stamp - self.config.episode.max_observation_age_s):
+            self.get_logger().error(
+                f'{self.config.topics.joint_states} is stamped {conv.to_seconds(joints.header.stamp):.2f}s, before the '
+                f'episode began ({self._episode_stamp:.2f}s): the robot\'s clock went back (a restarted simulator or '
+                'driver?); ending the episode')
+            self._finish(False, C.END_JOINT_STATES_LOST)
+            return True
         last = max(self._joints_received_at or 0.0, self._episode_started_at)
         silent = time.monotonic() - last
         if silent <= self.config.episode.joint_states_timeout_s:

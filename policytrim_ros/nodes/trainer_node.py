@@ -307,20 +307,27 @@ class RosRollouts:
         else:
             self._operator_reset(job, episode_id)
         deadline = time.monotonic() + cfg.episode_timeout_s
-        gone_since = None
+        publishers, gone_since = self._stats_publishers(), None
         while time.monotonic() < deadline and not self.stop.is_set():
             stats = self.stats.pop(episode_id, None)
             if stats is not None:
                 self.ended_at = time.monotonic()
                 return stats
-            if self.node.count_publishers(cfg.episode_stats) == 0:   # policy_node died
+            now = self._stats_publishers()
+            if now - publishers:   # a new policy_node process: the one running the episode is gone
+                return None
+            if not now:            # policy_node died and no other came up yet
                 gone_since = gone_since or time.monotonic()
                 if time.monotonic() - gone_since > 2.0:
                     return None
             else:
                 gone_since = None
-            time.sleep(0.01)
+            time.sleep(0.02)
         return None
+
+    def _stats_publishers(self) -> set[bytes]:
+        """The endpoints publishing EpisodeStats (a restarted policy_node has new ones)."""
+        return {bytes(info.endpoint_gid) for info in self.node.get_publishers_info_by_topic(self.config.episode_stats)}
 
     def _operator_reset(self, job, episode_id: str) -> None:
         """A person resets the arm and the scene, says so, and this node announces the START."""
