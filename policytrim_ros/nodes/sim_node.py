@@ -202,6 +202,10 @@ class SimNode(Node):
         self._publish_observation()
 
     def _republish(self) -> None:
+        """The latest observation again, after /clock at its stamp (idle, the clock does not advance; but a
+        node that joined late, or whose clock still shows a restarted sim's old time, gets it)."""
+        if self.clock_pub is not None and self._last_obs_msgs:
+            self.clock_pub.publish(Clock(clock=self._last_obs_msgs[0].header.stamp))
         for pub, msg in zip((self.joint_pub, *self.image_pubs, self.poses_pub), self._last_obs_msgs):
             pub.publish(msg)
 
@@ -219,8 +223,6 @@ class SimNode(Node):
     def _publish_observation(self) -> None:
         obs = self.env.observe(render=True)
         stamp = conv.to_time(self.sim_time)
-        if self.clock_pub is not None:
-            self.clock_pub.publish(Clock(clock=stamp))
         self._last_obs_msgs = (
             conv.arrays_to_joint_state(self.env.joint_names, obs.joint_positions, obs.joint_velocities, stamp),
             *(conv.array_to_image(tile, stamp, camera) for tile, camera in

@@ -27,7 +27,8 @@ from harness import node_log, wait_for
 PARAMS = launcher.package_share() / 'config' / 'sim.yaml'
 RUN = {'init': 'package://policytrim_ros/models/bc-wrist-h32-dagger', 'tasks': ['reach'], 'iterations': 2,
        'groups_per_iteration': 1, 'group_size': 2, 'base_n_action_steps': 8, 'acceptance_ratio_count': 2,
-       'log_std': -2.5, 'lr': 5.0e-6, 'workers': 0, 'seed': 0, 'checkpoint_every': 1}
+       'log_std': -2.5, 'lr': 5.0e-6, 'workers': 0, 'seed': 0, 'checkpoint_every': 1,
+       'envs_per_worker': 1}   # one episode at a time, as through the nodes (lockstep batches differ in the last bits)
 EPISODES = RUN['iterations'] * RUN['groups_per_iteration'] * RUN['group_size']
 
 
@@ -147,7 +148,8 @@ def test_a_kill_9_of_each_process_mid_episode_changes_nothing(tmp_path, harness,
 
 
 HEAD_RUN = {'init': 'package://policytrim_ros/models/bc-wrist-h32-dagger', 'horizons': [8, 32], 'tasks': ['reach'],
-            'iterations': 1, 'decisions_per_iteration': 1, 'workers': 0, 'seed': 0, 'checkpoint_every': 1}
+            'iterations': 1, 'decisions_per_iteration': 1, 'workers': 0, 'seed': 0, 'checkpoint_every': 1,
+            'envs_per_worker': 1}
 
 
 def test_trainer_node_trains_the_efficiency_head_through_the_nodes_like_the_in_process_trainer(tmp_path, harness):
