@@ -9,6 +9,7 @@ counted twice, the same scalars.
 """
 import csv
 import subprocess
+import sys
 import time
 
 import pytest
@@ -17,10 +18,9 @@ import yaml
 from policytrim_ros import launcher
 from policytrim_ros.config import from_dict
 from policytrim_ros.data.bag import read_episode_bag
-from policytrim_ros.evaluation.sweep import sim_configs
 from policytrim_ros.launcher import NodeSpec
 from policytrim_ros.msg import ChunkStats, EpisodeStats
-from policytrim_ros.training.trainer import PolicyTrimConfig, iteration_jobs, stage_horizons, train_policytrim
+from policytrim_ros.training.trainer import PolicyTrimConfig, iteration_jobs, stage_horizons
 
 from harness import node_log, wait_for
 
@@ -38,15 +38,24 @@ def read_scalars(path):
         return [tuple(row[:3]) for row in csv.reader(f)][1:]
 
 
+def train_in_process(command: str, run: dict, folder) -> list:
+    """``policytrim <command>`` on ``run`` in a process of its own (as a user runs it: torch's thread
+    settings in this test process could change the last bits); its scalars."""
+    path = folder / 'config.yaml'
+    path.write_text(yaml.safe_dump({**run, 'out_dir': str(folder / 'run')}))
+    extra = ['--stage', '1'] if command == 'train' else []
+    subprocess.run([sys.executable, '-m', 'policytrim_ros.cli', command, *extra, '--config', str(path),
+                    '--params', str(PARAMS)], check=True, capture_output=True, timeout=300)
+    return read_scalars(folder / 'run' / 'scalars.csv')
+
+
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
     """The in-process trainer's scalars and jobs on the same config and seeds."""
-    out = tmp_path_factory.mktemp('in-process') / 'run'
-    config = from_dict(PolicyTrimConfig, {**RUN, 'out_dir': str(out)})
-    env, _, safety = sim_configs(PARAMS, config.tasks)
-    train_policytrim(config, env, safety, progress=False)
+    scalars = train_in_process('train', RUN, tmp_path_factory.mktemp('in-process'))
+    config = from_dict(PolicyTrimConfig, {**RUN, 'out_dir': 'unused'})
     jobs = [job for i in range(config.iterations) for job in iteration_jobs(config, i, stage_horizons(config, 32))]
-    return read_scalars(out / 'scalars.csv'), jobs
+    return scalars, jobs
 
 
 def run_config(tmp_path):
@@ -156,11 +165,8 @@ def test_trainer_node_trains_the_efficiency_head_through_the_nodes_like_the_in_p
     """kind horizon: policy_node starts from the head-less VLA; the first hot reload is a checkpoint
     with the head (the trainer's seeded initial head), then the trunk and its branches (one per h)
     sample h through policy_node; the scalars equal the in-process train-horizon's."""
-    from policytrim_ros.training.horizon_trainer import HorizonTrainConfig, train_horizon_head
-    reference = tmp_path / 'in-process'
-    config = from_dict(HorizonTrainConfig, {**HEAD_RUN, 'out_dir': str(reference)})
-    env, _, safety = sim_configs(PARAMS, config.tasks)
-    train_horizon_head(config, env, safety, progress=False)
+    (tmp_path / 'in-process').mkdir()
+    reference = train_in_process('train-horizon', HEAD_RUN, tmp_path / 'in-process')
     stats = harness.record(EpisodeStats, 'policytrim/episode_stats', 100)
     path = tmp_path / 'head.yaml'
     path.write_text(yaml.safe_dump({**HEAD_RUN, 'out_dir': str(tmp_path / 'run')}))
@@ -172,6 +178,6 @@ def test_trainer_node_trains_the_efficiency_head_through_the_nodes_like_the_in_p
         for run in robot:
             run.stop()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + node_log(tmp_path, 'policy_node')
-    assert read_scalars(tmp_path / 'run' / 'scalars.csv') == read_scalars(reference / 'scalars.csv')
+    assert read_scalars(tmp_path / 'run' / 'scalars.csv') == reference
     trained = [s for s in stats if s.episode_id.startswith('train-')]
     assert len(trained) == 1 + len(HEAD_RUN['horizons']) and {s.weights_version for s in trained} == {1}
