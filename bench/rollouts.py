@@ -43,7 +43,8 @@ from policytrim_ros.envs.factory import suite_control_dt, task_suite
 from policytrim_ros.evaluation.sweep import sim_configs
 from policytrim_ros.execution.metrics import format_table, write_json
 from policytrim_ros.policy.checkpoint import load_checkpoint
-from policytrim_ros.training.workers import RolloutJob, RolloutsConfig, RolloutSetup, open_rollouts
+from policytrim_ros.training.engines import open_rollouts
+from policytrim_ros.training.workers import RolloutJob, RolloutsConfig, RolloutSetup
 
 CHECKPOINT = 'package://policytrim_ros/models/bc-wrist-h32-dagger'
 COLUMNS = ['engine', 'workers', 'envs_per_worker', 'n_action_steps', 'rollouts', 'success_rate', 'steps',

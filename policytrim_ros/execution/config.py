@@ -67,7 +67,7 @@ class ExecutionConfig:
         if self.async_inference and self.horizon == 'divergence':
             raise ValueError('async_inference runs each window to its end while the next chunk is computed; '
                              'horizon divergence cuts windows short: use horizon fixed or learned with it')
-        if not 0 <= self.async_blend_steps <= self.chunk_size:
+        if self.async_blend_steps < 0 or (self.async_inference and self.async_blend_steps > self.chunk_size):
             raise ValueError(f'async_blend_steps ({self.async_blend_steps}) must be in [0, chunk_size '
                              f'({self.chunk_size})]')
 

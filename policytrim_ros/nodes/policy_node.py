@@ -83,6 +83,7 @@ class PolicyNode(Node):
         self._episode_count = 0
         self._episode_started_at = 0.0         # monotonic
         self._episode_stamp = 0.0              # the running episode's start, input clock
+        self._clock_peak = 0.0                 # the latest clock reading in the episode (a lagging clock is no jump)
         self._pending_start: EpisodeEvent | None = None   # a START waiting for joint states to judge it
         self._cameras_seen: set[tuple[int, str]] = set()   # (camera, frame_id) of images received, checked once
         self._out_of_steps_at: float | None = None   # wall time the last window completed (monotonic)
@@ -442,7 +443,7 @@ class PolicyNode(Node):
             version, seed = self._plan_episode(episode_id)
             self.executor_.start(episode_id, task, instruction, time.monotonic(), version, seed)
             self._instruction, self._ready_after = instruction, stamp
-            self._episode_stamp = stamp
+            self._episode_stamp, self._clock_peak = stamp, 0.0
             self._episode_started_at = time.monotonic()
             self._waiting_since = None
             self.trouble.clear()
@@ -504,7 +505,9 @@ class PolicyNode(Node):
         """End the episode if joint states stopped arriving, or if this node's clock went back to before
         the episode began (a restarted simulator's /clock), lock held; True if it ended."""
         now = self._now()
-        if self._episode_stamp and now < self._episode_stamp - self.config.episode.max_observation_age_s:
+        self._clock_peak = max(self._clock_peak, now)
+        if (self._episode_stamp and self._clock_peak >= self._episode_stamp
+                and now < self._episode_stamp - self.config.episode.max_observation_age_s):
             self.get_logger().error(
                 f'the clock is at {now:.2f}s, before the episode began ({self._episode_stamp:.2f}s): it went back '
                 '(a restarted simulator, with use_sim_time); ending the episode')

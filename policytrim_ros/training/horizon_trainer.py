@@ -32,7 +32,8 @@ from policytrim_ros.training.horizon import (DecisionGroup, HeadUpdateConfig, Ho
                                              branch_choices, head_update, horizon_rewards)
 from policytrim_ros.training.runstate import open_scalars, recover, save_atomically
 from policytrim_ros.training.trainer import RL_SEED_OFFSET
-from policytrim_ros.training.workers import RolloutJob, RolloutSetup, RolloutsConfig, open_rollouts
+from policytrim_ros.training.engines import open_rollouts
+from policytrim_ros.training.workers import RolloutJob, RolloutSetup, RolloutsConfig
 
 
 @dataclass(frozen=True)

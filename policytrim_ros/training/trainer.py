@@ -33,7 +33,8 @@ from policytrim_ros.training.rewards import (ExtensionRewardConfig, StepRewardCo
                                              step_rewards)
 from policytrim_ros.training.runstate import open_scalars, recover, save_atomically
 from policytrim_ros.training.stages import SelectionConfig, acceptance_horizons, acceptance_ratios, group_jobs
-from policytrim_ros.training.workers import RolloutSetup, RolloutsConfig, open_rollouts
+from policytrim_ros.training.engines import open_rollouts
+from policytrim_ros.training.workers import RolloutSetup, RolloutsConfig
 
 RL_SEED_OFFSET = 100_000
 """Initial-state seeds of RL rollouts start here: demonstrations use 0-999, evaluation 1000 on."""

@@ -8,7 +8,7 @@ other jobs (``RolloutSetup.envs_per_worker``; in this process too, up to the las
 torch already ran here with other thread settings). The env is the one of the tasks' suite: the
 embedded arm or Meta-World.
 ``RolloutsConfig`` picks this pool or ``training.ray_pool.RayRolloutPool`` (the same workers as
-actors on a Ray cluster); ``open_rollouts`` opens the one it names.
+actors on a Ray cluster); ``training.engines.open_rollouts`` opens the one it names.
 """
 from __future__ import annotations
 
@@ -261,13 +261,3 @@ class RolloutPool:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def open_rollouts(setup: RolloutSetup, workers: int, config: RolloutsConfig | None = None):
-    """The rollout pool ``config`` asks for: a ``RolloutPool`` of ``workers`` processes (engine
-    'local'), or a ``RayRolloutPool`` (engine 'ray'). Both are context managers with
-    ``collect(weights, jobs)``."""
-    config = config or RolloutsConfig()
-    if config.engine == 'ray':
-        from policytrim_ros.training.ray_pool import RayRolloutPool
-        return RayRolloutPool(setup, config)
-    return RolloutPool(setup, workers)

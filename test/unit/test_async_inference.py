@@ -123,7 +123,10 @@ def test_async_needs_a_horizon_that_runs_whole_windows():
         ExecutionConfig(chunk_size=H, n_action_steps=4, async_inference=True, horizon='divergence',
                         replan_threshold=(0.1, 0.1))
     with pytest.raises(ValueError, match='async_blend_steps'):
-        ExecutionConfig(chunk_size=H, n_action_steps=4, async_blend_steps=H + 1)
+        ExecutionConfig(chunk_size=H, n_action_steps=4, async_inference=True, async_blend_steps=H + 1)
+    with pytest.raises(ValueError, match='async_blend_steps'):
+        ExecutionConfig(chunk_size=H, n_action_steps=4, async_blend_steps=-1)
+    ExecutionConfig(chunk_size=1, n_action_steps=1)   # the default blend does not bind a sync run's H
 
 
 def _msg(traj):

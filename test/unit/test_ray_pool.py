@@ -15,7 +15,8 @@ import pytest
 from policytrim_ros.config import ConfigError, from_dict
 from policytrim_ros.training.horizon_trainer import HorizonTrainConfig
 from policytrim_ros.training.trainer import PolicyTrimConfig
-from policytrim_ros.training.workers import RolloutSetup, RolloutsConfig, open_rollouts
+from policytrim_ros.training.engines import open_rollouts
+from policytrim_ros.training.workers import RolloutSetup, RolloutsConfig
 
 CHECK = Path(__file__).with_name('ray_pool_check.py')
 
