@@ -71,6 +71,7 @@ class EpisodeRunner(Node):
         self.results: list[M.EpisodeMetrics] = []
         self.done, self.exit_code = False, 0
         self._pending: tuple | None = None      # (episode_id, deadline) of the episode in flight
+        self._early: dict[str, EpisodeStats] = {}   # stats that arrived before their reset's answer
         self._resetting = False
         self._started = time.monotonic()
         self.reset_client = self.create_client(ResetEpisode, cfg.reset_service)
@@ -117,9 +118,15 @@ class EpisodeRunner(Node):
             self.exit_code = 1
             return
         self._pending = (episode_id, time.monotonic() + self.config.episode_timeout_s)
+        early = self._early.pop(episode_id, None)
+        self._early.clear()
+        if early is not None:   # the episode ended before the reset's answer was processed
+            self._on_stats(early)
 
     def _on_stats(self, msg: EpisodeStats) -> None:
         if self._pending is None or msg.episode_id != self._pending[0]:
+            if self._resetting:   # its reset's answer may still be on its way
+                self._early[msg.episode_id] = msg
             return
         self.results.append(conv.episode_stats_from_msg(msg))
         self._pending = None

@@ -171,9 +171,10 @@ def test_a_hung_model_never_blocks_events_the_next_episode_or_shutdown(tmp_path,
     assert wait_for(lambda: io['stats'][1:2], 10.0, 'EpisodeStats')[0].end_reason == 'preempted'
     codes = io['run'].stop()                                             # SIGINT while the call hangs
     assert codes['policy_node'] == 0
-    assert [s.end_reason for s in io['stats']] == ['failure', 'preempted', 'stopped']
+    # the log line is written before the node exits; its last EpisodeStats may not outlive the process
+    assert [e.end_reason for e in read_jsonl(tmp_path / 'ep.jsonl')] == ['failure', 'preempted', 'stopped']
     assert_held(io, 3)
-    assert all(s.inference_calls == 0 for s in io['stats'])
+    assert all(e.inference_calls == 0 for e in read_jsonl(tmp_path / 'ep.jsonl'))
 
 
 @pytest.mark.parametrize('hung_policy', [1.0], indirect=True)
