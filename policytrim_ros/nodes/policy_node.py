@@ -52,6 +52,9 @@ VERDICT_WAIT_S = 1.0
 ends with end_reason max_steps (sim_node publishes the verdict on a step with that step's
 observation; across two topics either can arrive first, and on a loaded machine 0.25 s was seen
 to be too short). A verdict stamped after the last window's end is not one on a counted step."""
+CLOCK_BACK_S = 1.0
+"""Wall seconds the clock must stay before the running episode's start before the episode ends
+(a restarted simulator); single earlier readings were seen under ros2 launch and are ignored."""
 WAITING_GRACE_S = 1.0
 """Wall seconds an episode may wait for its inputs before the wait is logged."""
 
@@ -84,6 +87,7 @@ class PolicyNode(Node):
         self._episode_started_at = 0.0         # monotonic
         self._episode_stamp = 0.0              # the running episode's start, input clock
         self._clock_peak = 0.0                 # the latest clock reading in the episode (a lagging clock is no jump)
+        self._clock_back_since: float | None = None   # monotonic start of clock readings before the episode
         self._pending_start: EpisodeEvent | None = None   # a START waiting for joint states to judge it
         self._cameras_seen: set[tuple[int, str]] = set()   # (camera, frame_id) of images received, checked once
         self._out_of_steps_at: float | None = None   # wall time the last window completed (monotonic)
@@ -443,7 +447,7 @@ class PolicyNode(Node):
             version, seed = self._plan_episode(episode_id)
             self.executor_.start(episode_id, task, instruction, time.monotonic(), version, seed)
             self._instruction, self._ready_after = instruction, stamp
-            self._episode_stamp, self._clock_peak = stamp, 0.0
+            self._episode_stamp, self._clock_peak, self._clock_back_since = stamp, 0.0, None
             self._episode_started_at = time.monotonic()
             self._waiting_since = None
             self.trouble.clear()
@@ -506,8 +510,13 @@ class PolicyNode(Node):
         the episode began (a restarted simulator's /clock), lock held; True if it ended."""
         now = self._now()
         self._clock_peak = max(self._clock_peak, now)
-        if (self._episode_stamp and self._clock_peak >= self._episode_stamp
-                and now < self._episode_stamp - self.config.episode.max_observation_age_s):
+        went_back = (self._episode_stamp and self._clock_peak >= self._episode_stamp
+                     and now < self._episode_stamp - self.config.episode.max_observation_age_s)
+        if not went_back:
+            self._clock_back_since = None
+        elif self._clock_back_since is None:
+            self._clock_back_since = time.monotonic()   # one reading can be transient: it must last
+        if went_back and time.monotonic() - self._clock_back_since > CLOCK_BACK_S:
             self.get_logger().error(
                 f'the clock is at {now:.2f}s, before the episode began ({self._episode_stamp:.2f}s): it went back '
                 '(a restarted simulator, with use_sim_time); ending the episode')
