@@ -100,11 +100,29 @@ def core_sweep(args, checkpoint: str, horizons: list[int], tasks: list[str], epi
     return checkpoint_sweep(checkpoint, params, tasks, horizons, episodes, args.seed, args.workers, horizon=horizon)
 
 
+def spec_sweep(args, spec: E.PolicySpec, tasks: list[str], params: Path) -> list:
+    """The episodes of ``spec`` on ``tasks``, each task at its h."""
+    episodes = []
+    for h, group in spec.horizon_groups(tasks).items():
+        episodes += core_sweep(args, spec.checkpoint, [h], group, args.episodes, params, spec.horizon)[h]
+    return episodes
+
+
+def describe(spec: E.PolicySpec, tasks: list[str]) -> str:
+    groups = spec.horizon_groups(tasks)
+    if len(groups) == 1:
+        return f'h = {next(iter(groups))} ({spec.horizon})'
+    return 'h per task: ' + ', '.join(f'{t} {h}' for h, ts in groups.items() for t in ts)
+
+
 def ros_wall_clock(args, params: Path, spec: E.PolicySpec, tasks: list[str], out: Path) -> dict[str, float]:
-    """{task: mean wall-clock s per episode, 'all': ...} through sim_node + policy_node."""
+    """{task: mean wall-clock s per episode, 'all': ...} through sim_node + policy_node (one
+    policy_node run per h the tasks run at)."""
     from policytrim_ros.evaluation.ros import run_ros_episodes
-    episodes = run_ros_episodes(params, spec.overrides, tasks, args.ros_episodes, args.seed, out,
-                                launcher.run_env()[0])
+    episodes, groups = [], spec.horizon_groups(tasks)
+    for h, group in groups.items():
+        episodes += run_ros_episodes(params, spec.overrides_at(h), group, args.ros_episodes, args.seed,
+                                     out if len(groups) == 1 else out / f'h{h}', launcher.run_env()[0])
     return {task: s[C.WALL_CLOCK_S] for task, s in summarize_by_task(episodes).items()}
 
 
@@ -145,14 +163,13 @@ def main(argv=None) -> int:
     baseline = core_sweep(args, args.baseline, args.baseline_h, args.tasks, args.episodes, params)
     methods = {}
     for m in args.method:
-        print(f'{m.name}: {m.checkpoint} at h = {m.n_action_steps} ({m.horizon})', flush=True)
-        methods[m.name] = core_sweep(args, m.checkpoint, [m.n_action_steps], args.tasks, args.episodes, params,
-                                     m.horizon)[m.n_action_steps]
+        print(f'{m.name}: {m.checkpoint} at {describe(m, args.tasks)}', flush=True)
+        methods[m.name] = spec_sweep(args, m, args.tasks, params)
     ablations = {}
     for m in args.ablation:
-        print(f'ablation {m.name}: {m.checkpoint} at h = {m.n_action_steps} on {args.ablation_task}', flush=True)
-        ablations[m.name] = core_sweep(args, m.checkpoint, [m.n_action_steps], [args.ablation_task], args.episodes,
-                                       params, m.horizon)[m.n_action_steps]
+        print(f'ablation {m.name}: {m.checkpoint} at {describe(m, [args.ablation_task])} on {args.ablation_task}',
+              flush=True)
+        ablations[m.name] = spec_sweep(args, m, [args.ablation_task], params)
     rows = E.comparison_rows(baseline, args.default_h, methods, args.tolerance)
     ablation_rows = [r for r in E.comparison_rows(baseline, args.default_h, ablations, args.tolerance)
                      if r['task'] == args.ablation_task] if ablations else []
@@ -160,15 +177,15 @@ def main(argv=None) -> int:
         timed = [E.PolicySpec('baseline (default h)', args.baseline, args.default_h)] + args.method
         for spec in timed:
             name = spec.name
-            print(f'ROS nodes: {name} at h = {spec.n_action_steps} ({spec.horizon}), {args.ros_episodes} episodes '
-                  'per task', flush=True)
+            print(f'ROS nodes: {name} at {describe(spec, args.tasks)}, {args.ros_episodes} episodes per task',
+                  flush=True)
             clock = ros_wall_clock(args, params, spec, args.tasks, args.out / 'ros' / name.split()[0])
             for row in rows:
                 if row['policy'] == name:
                     row[E.ROS_WALL_CLOCK_S] = clock.get(row['task'], float('nan'))
     meta = {'baseline': args.baseline, 'baseline_sweep_h': args.baseline_h, 'default_h': args.default_h,
-            'methods': {m.name: {'checkpoint': m.checkpoint, 'n_action_steps': m.n_action_steps, 'horizon': m.horizon}
-                        for m in args.method},
+            'methods': {m.name: {'checkpoint': m.checkpoint, 'n_action_steps': m.n_action_steps, 'horizon': m.horizon,
+                                 'task_n_action_steps': dict(m.task_n_action_steps)} for m in args.method},
             'ablations': {m.name: {'checkpoint': m.checkpoint, 'n_action_steps': m.n_action_steps}
                           for m in args.ablation},
             'ablation_task': args.ablation_task if ablations else None,

@@ -33,38 +33,62 @@ DECIMALS = {SPEEDUP_DEFAULT: 2, SPEEDUP_BEST: 2, SR_DELTA: 2, ROS_WALL_CLOCK_S: 
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """A learned policy to compare: a name, a checkpoint (directory or package:// URI), its h and
-    how h is chosen ('fixed', or 'learned': its efficiency head's, at most n_action_steps = H)."""
+    """A learned policy to compare: a name, a checkpoint (directory or package:// URI), its h,
+    how h is chosen ('fixed', or 'learned': its efficiency head's, at most n_action_steps = H), and
+    the h of the tasks that have their own ((task, h) pairs: a Stage 2 run with per-task h)."""
 
     name: str
     checkpoint: str
     n_action_steps: int
     horizon: str = 'fixed'
+    task_n_action_steps: tuple[tuple[str, int], ...] = ()
 
-    @property
-    def overrides(self) -> dict:
-        """policy_node parameters that run it (with its execution.chunk_size)."""
+    def task_horizon(self, task: str) -> int:
+        """The h it runs ``task`` at."""
+        return dict(self.task_n_action_steps).get(task, self.n_action_steps)
+
+    def horizon_groups(self, tasks: list[str]) -> dict[int, list[str]]:
+        """{h: the tasks of ``tasks`` run at h}, in the order of ``tasks``."""
+        groups: dict[int, list[str]] = {}
+        for task in tasks:
+            groups.setdefault(self.task_horizon(task), []).append(task)
+        return groups
+
+    def overrides_at(self, n_action_steps: int) -> dict:
+        """policy_node parameters that run it at h = ``n_action_steps`` (with its execution.chunk_size)."""
         from policytrim_ros.policy.factory import checkpoint_chunk_size
         return {'policy.backend': 'torch', 'policy.checkpoint': self.checkpoint,
                 'execution.chunk_size': checkpoint_chunk_size(self.checkpoint),
-                'execution.n_action_steps': self.n_action_steps, 'execution.horizon': self.horizon}
+                'execution.n_action_steps': n_action_steps, 'execution.horizon': self.horizon}
+
+    @property
+    def overrides(self) -> dict:
+        """policy_node parameters that run it on every task; ValueError if its tasks have their own h
+        (one policy_node parameter cannot hold them: run each task with ``overrides_at``)."""
+        if self.task_n_action_steps:
+            raise ValueError(f'{self.name} ({self.checkpoint}) runs each task at its own h '
+                             f'{dict(self.task_n_action_steps)}: run each task with its h, or name one (@h)')
+        return self.overrides_at(self.n_action_steps)
 
 
-def trained_execution(checkpoint: str) -> tuple[int, str] | None:
-    """(h, horizon) a checkpoint was trained to run with: a PolicyTrim Stage 2 checkpoint's fixed h,
-    or H and 'learned' for one with an efficiency head; None for other checkpoints."""
+def trained_execution(checkpoint: str) -> tuple[int, str, tuple[tuple[str, int], ...]] | None:
+    """(h, horizon, per-task h) a checkpoint was trained to run with: a PolicyTrim Stage 2
+    checkpoint's fixed h (and its h per task, if the selection chose them per task), or H and
+    'learned' for one with an efficiency head; None for other checkpoints."""
     from policytrim_ros.policy.checkpoint import read_checkpoint_config
     config, metadata, _ = read_checkpoint_config(resources.resolve(checkpoint))
     if config.horizons:
-        return config.chunk_size, 'learned'
+        return config.chunk_size, 'learned', ()
     if metadata.get('policytrim_stage') == 2:
-        return int(metadata['policytrim_config']['n_action_steps']), 'fixed'
+        trained = metadata['policytrim_config']
+        per_task = tuple((str(t), int(h)) for t, h in trained.get('task_n_action_steps', {}).items())
+        return int(trained['n_action_steps']), 'fixed', per_task
     return None
 
 
 def parse_policy_spec(text: str) -> PolicySpec:
-    """'NAME=CHECKPOINT@h', or 'NAME=CHECKPOINT' for a Stage 2 checkpoint (h from its metadata) or
-    one with an efficiency head (h learned)."""
+    """'NAME=CHECKPOINT@h' (that h on every task), or 'NAME=CHECKPOINT' for a Stage 2 checkpoint
+    (h, or h per task, from its metadata) or one with an efficiency head (h learned)."""
     name, sep, rest = text.partition('=')
     checkpoint, at, h = rest.rpartition('@') if '@' in rest else (rest, '', '')
     if not (sep and name and checkpoint) or (at and not (h.isdigit() and int(h) >= 1)):

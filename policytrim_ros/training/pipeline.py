@@ -11,7 +11,8 @@ The selection evaluates the baseline (``init``) at its own h and the Stage 1 pol
 Gamma, deterministically (chunk means), on the same ``cfg.selection.episodes`` initial states per task.
 Stage 2 runs at the largest h whose success rate (pooled over the tasks) is within
 ``selection.tolerance`` of the baseline's (and, with ``selection.task_tolerance``, each task's
-within that of the baseline's on the task), with S_base = alpha * the Stage 1 policy's mean
+within that of the baseline's on the task), or with ``selection.per_task`` each task at the
+largest h that keeps that task within ``task_tolerance`` of the baseline's SR on it, with S_base = alpha * the Stage 1 policy's mean
 successful steps at that h, one budget per task (our tasks differ 3-4x in length, so one pooled
 budget would leave the long tasks without any step-saving signal). The selection seeds are their
 own range, disjoint from demonstrations (0-999), evaluation (1000 on) and RL rollouts (100000 on),
@@ -33,7 +34,7 @@ from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.execution.config import SafetyConfig
 from policytrim_ros.execution.metrics import summarize, summarize_by_task, write_json
 from policytrim_ros.policy.factory import checkpoint_chunk_size
-from policytrim_ros.training.stages import SelectionConfig, stage2_horizon, step_budget
+from policytrim_ros.training.stages import SelectionConfig, stage2_horizon, step_budget, task_stage2_horizons
 from policytrim_ros.training.trainer import PolicyTrimConfig, stage_horizons, train_policytrim
 
 
@@ -54,39 +55,51 @@ def select_stage2(cfg: PolicyTrimConfig, stage1: str, selection: SelectionConfig
                   safety: SafetyConfig, progress: bool = True, metaworld: MetaWorldConfig | None = None) -> dict:
     """Evaluate the baseline at its h and ``stage1`` over Gamma; return the Stage 2 plan.
 
-    The plan holds ``n_action_steps`` (h) and ``step_budget`` ({task: S_base}) plus every number
-    it was derived from. ValueError when no h keeps the success rate, or a task has no success at
-    the chosen h.
+    The plan holds ``n_action_steps`` (the pooled rule's h), ``task_n_action_steps`` ({task: h},
+    with ``selection.per_task``; else empty) and ``step_budget`` ({task: S_base at the task's h})
+    plus every number it was derived from. ValueError when no h keeps the pooled success rate (and
+    ``per_task`` is off), or a task has no success at its h.
     """
     chunk_size = checkpoint_chunk_size(stage1)
-    horizons = stage_horizons(replace(cfg, stage=1), chunk_size)
+    horizons = stage_horizons(replace(cfg, stage=1), chunk_size)[cfg.tasks[0]]
     metaworld = metaworld or MetaWorldConfig()
     baseline = _sweep(cfg, cfg.init, (cfg.base_n_action_steps,), selection, env, safety, metaworld, progress)
     candidates = _sweep(cfg, stage1, horizons, selection, env, safety, metaworld, progress)
     baseline_sr = summarize(baseline[cfg.base_n_action_steps])[C.SUCCESS_RATE]
     baseline_by_task = summarize_by_task(baseline[cfg.base_n_action_steps])
     by_h = {h: summarize_by_task(episodes) for h, episodes in candidates.items()}
-    h = stage2_horizon({h: s['all'][C.SUCCESS_RATE] for h, s in by_h.items()}, baseline_sr, selection.tolerance,
-                       {h: {t: s[t][C.SUCCESS_RATE] for t in cfg.tasks} for h, s in by_h.items()},
-                       {t: baseline_by_task[t][C.SUCCESS_RATE] for t in cfg.tasks}, selection.task_tolerance)
+    task_rates = {h: {t: s[t][C.SUCCESS_RATE] for t in cfg.tasks} for h, s in by_h.items()}
+    baseline_rates = {t: baseline_by_task[t][C.SUCCESS_RATE] for t in cfg.tasks}
+    task_h = {}
+    if selection.per_task:
+        task_h = task_stage2_horizons(task_rates, baseline_rates, selection.task_tolerance
+                                      if selection.task_tolerance is not None else selection.tolerance)
+    try:
+        h = stage2_horizon({h: s['all'][C.SUCCESS_RATE] for h, s in by_h.items()}, baseline_sr, selection.tolerance,
+                           task_rates, baseline_rates, None if selection.per_task else selection.task_tolerance)
+    except ValueError:
+        if not selection.per_task:
+            raise
+        h = min(horizons)   # recorded only: every task runs at its own h
     budgets = {}
     for task in cfg.tasks:
-        steps = [e.steps for e in candidates[h] if e.task == task and e.success]
+        steps = [e.steps for e in candidates[task_h.get(task, h)] if e.task == task and e.success]
         if not steps:
-            raise ValueError(f'the Stage 1 policy never solved {task} at h = {h} in {selection.episodes} '
-                             'selection episodes: no step budget; train Stage 1 longer or drop the task')
+            raise ValueError(f'the Stage 1 policy never solved {task} at h = {task_h.get(task, h)} in '
+                             f'{selection.episodes} selection episodes: no step budget; train Stage 1 longer or '
+                             'drop the task')
         budgets[task] = round(step_budget(steps, selection.alpha), 2)
 
     def row(s: dict) -> dict:
         return {k: s[k] for k in (C.SUCCESS_RATE, C.STEPS, C.INFERENCE_CALLS)}
-    return {'n_action_steps': h, 'step_budget': budgets,
+    return {'n_action_steps': h, 'task_n_action_steps': task_h, 'step_budget': budgets,
             'baseline': {'checkpoint': cfg.init, 'n_action_steps': cfg.base_n_action_steps,
                          'by_task': {t: row(s) for t, s in baseline_by_task.items()}},
             'stage1': {'checkpoint': stage1,
                        'by_h': {str(k): {t: row(s) for t, s in v.items()} for k, v in by_h.items()}},
             'selection': {'episodes': selection.episodes, 'seed': selection.seed,
                           'tolerance': selection.tolerance, 'task_tolerance': selection.task_tolerance,
-                          'alpha': selection.alpha}}
+                          'per_task': selection.per_task, 'alpha': selection.alpha}}
 
 
 def run_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety: SafetyConfig | None = None,
@@ -112,8 +125,10 @@ def run_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety: 
         write_json(plan_path, plan)
     if progress:
         budgets = ', '.join(f'{t} {s:g}' for t, s in plan['step_budget'].items())
-        print(f"stage 2: h = {plan['n_action_steps']}, S_base = {budgets} (from {plan_path})")
+        task_h = ', '.join(f'{t} {h}' for t, h in plan.get('task_n_action_steps', {}).items())
+        print(f"stage 2: h = {task_h or plan['n_action_steps']}, S_base = {budgets} (from {plan_path})")
     stage2 = replace(cfg, stage=2, init=str(stage1), log_std=None, n_action_steps=int(plan['n_action_steps']),
+                     task_n_action_steps={t: int(h) for t, h in plan.get('task_n_action_steps', {}).items()},
                      step_budget={t: float(s) for t, s in plan['step_budget'].items()},
                      out_dir=str(root / 'stage2'))
     return train_policytrim(stage2, env, safety, resume=resume, progress=progress, metaworld=metaworld)

@@ -3,7 +3,8 @@
 Stage 1 cycles the acceptance ratios Gamma over the members of every group, so every value is
 present in every group (the reference code assigns env k the entry k mod M). Between the stages,
 the largest h whose success rate stays within a tolerance of the baseline's is carried into
-Stage 2, with the step budget S_base = alpha * (mean successful steps at that h).
+Stage 2 (one h, or with ``per_task`` one h per task), with the step budget S_base = alpha * (mean
+successful steps at that h).
 """
 from __future__ import annotations
 
@@ -83,6 +84,23 @@ def stage2_horizon(success_rate_by_h: Mapping[int, float], baseline_success_rate
     return max(qualified)
 
 
+def task_stage2_horizons(task_success_rates_by_h: Mapping[int, Mapping[str, float]],
+                         baseline_task_success_rates: Mapping[str, float], tolerance: float) -> dict[str, int]:
+    """{task: h}: per task, the largest h whose SR on the task is at least the baseline's on it minus
+    ``tolerance``; a task no h keeps there gets the h with its best SR (the larger on a tie).
+
+    The pooled rule gives every task one h, so a task whose SR falls at long windows loses what the
+    others gain (push-v3 at h = 16: docs/experiments.md). The task is known at deployment (it is
+    the instruction), so its h can be too.
+    """
+    chosen = {}
+    for task, base in baseline_task_success_rates.items():
+        rates = {h: by_task[task] for h, by_task in task_success_rates_by_h.items()}
+        qualified = [h for h, sr in rates.items() if sr >= base - tolerance - 1e-12]
+        chosen[task] = max(qualified) if qualified else max(rates, key=lambda h: (rates[h], h))
+    return chosen
+
+
 def step_budget(successful_steps: Sequence[float], alpha: float = 1.3) -> float:
     """S_base = alpha * mean steps of the successful episodes of the policy entering Stage 2."""
     steps = np.asarray(successful_steps, dtype=np.float64)
@@ -107,6 +125,9 @@ class SelectionConfig:
         baseline's on that task (None: the pooled rule only, as the paper). Per-task rates over
         ``episodes`` are noisy (+-7 points at 50 episodes and SR 0.7), so set it wider than
         ``tolerance`` and raise ``episodes``.
+    per_task: choose h per task (``task_stage2_horizons``): the largest h keeping that task within
+        ``task_tolerance`` (``tolerance`` if null) of the baseline's SR on it. Stage 2 then runs
+        each task at its own h, and so should deployment and evaluation (the checkpoint records them).
     alpha: S_base = alpha * mean successful steps at the chosen h (paper 1.3).
     seed: first initial-state seed of each task.
     """
@@ -114,6 +135,7 @@ class SelectionConfig:
     episodes: int = 50
     tolerance: float = 0.02
     task_tolerance: float | None = None
+    per_task: bool = False
     alpha: float = 1.3
     seed: int = SELECTION_SEED
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +55,10 @@ class PolicyTrimConfig:
     group_size: G, rollouts per group (paper 8).
     base_n_action_steps: the model's original h, Gamma's first value (Stage 1).
     acceptance_ratio_count: M, the number of values in Gamma (paper 3).
-    n_action_steps: Stage 2's fixed h (from the between-stage sweep; required for stage 2).
+    n_action_steps: Stage 2's fixed h (from the between-stage sweep; required for stage 2 unless
+        ``task_n_action_steps`` names every task).
+    task_n_action_steps: Stage 2's h per task, {task: h}, over ``n_action_steps`` for the tasks it
+        names (from the sweep with ``selection.per_task``).
     step_budget: Stage 2's S_base per task, {task: steps}, alpha * mean successful steps of the
         task at that h (required for every task).
     extension: Stage 1 reward settings. steps: Stage 2 reward settings. grpo: the update.
@@ -89,6 +93,7 @@ class PolicyTrimConfig:
     base_n_action_steps: int = 4
     acceptance_ratio_count: int = 3
     n_action_steps: int = 0
+    task_n_action_steps: dict[str, int] = field(default_factory=dict)
     step_budget: dict[str, float] = field(default_factory=dict)
     extension: ExtensionRewardConfig = field(default_factory=ExtensionRewardConfig)
     steps: StepRewardConfig = field(default_factory=StepRewardConfig)
@@ -115,11 +120,16 @@ class PolicyTrimConfig:
                 raise ValueError(f'{name} ({getattr(self, name)}) must be >= 1')
         if self.group_size < 2:
             raise ValueError(f'group_size ({self.group_size}) must be >= 2: advantages compare members')
+        for task, h in self.task_n_action_steps.items():
+            if task not in self.tasks or not isinstance(h, int) or h < 1:
+                raise ValueError(f'task_n_action_steps[{task!r}] ({h!r}) must be an h >= 1 of one of the tasks '
+                                 f'{list(self.tasks)}')
         if self.stage == 2:
             budgets = self.step_budget if isinstance(self.step_budget, dict) else {}
             valid = all(isinstance(budgets.get(t), (int, float)) and budgets[t] > 0 for t in self.tasks)
-            if self.n_action_steps < 1 or not valid:
-                raise ValueError(f'stage 2 needs n_action_steps ({self.n_action_steps}) >= 1 and a step_budget > 0 '
+            if min(self.task_horizon(t) for t in self.tasks) < 1 or not valid:
+                raise ValueError(f'stage 2 needs n_action_steps ({self.n_action_steps}) >= 1 (or task_n_action_steps '
+                                 f'for every task, got {self.task_n_action_steps}) and a step_budget > 0 '
                                  f'for every task {list(self.tasks)} (got {self.step_budget}): `--stage all` '
                                  'derives them from the between-stage sweep (the largest h within tolerance, '
                                  '1.3 x the mean successful steps per task at that h)')
@@ -127,24 +137,29 @@ class PolicyTrimConfig:
             raise ValueError(f'lr ({self.lr}) must be > 0')
         task_suite(self.tasks)   # unknown tasks, or tasks of both suites, fail here
 
+    def task_horizon(self, task: str) -> int:
+        """Stage 2's h on ``task``."""
+        return self.task_n_action_steps.get(task, self.n_action_steps)
 
-def stage_horizons(cfg: PolicyTrimConfig, chunk_size: int) -> tuple[int, ...]:
-    """The h of each group member's rollouts: Gamma's (Stage 1) or the fixed h (Stage 2)."""
+
+def stage_horizons(cfg: PolicyTrimConfig, chunk_size: int) -> dict[str, tuple[int, ...]]:
+    """{task: the h of each group member's rollouts}: Gamma's (Stage 1) or the task's fixed h (Stage 2)."""
     if cfg.stage == 2:
-        return (cfg.n_action_steps,)
-    return acceptance_horizons(acceptance_ratios(cfg.base_n_action_steps, chunk_size, cfg.acceptance_ratio_count),
-                               chunk_size)
+        return {task: (cfg.task_horizon(task),) for task in cfg.tasks}
+    gamma = acceptance_horizons(acceptance_ratios(cfg.base_n_action_steps, chunk_size, cfg.acceptance_ratio_count),
+                                chunk_size)
+    return {task: gamma for task in cfg.tasks}
 
 
-def iteration_jobs(cfg: PolicyTrimConfig, iteration: int, horizons: tuple[int, ...]) -> list:
+def iteration_jobs(cfg: PolicyTrimConfig, iteration: int, horizons: Mapping[str, tuple[int, ...]]) -> list:
     """The rollout jobs of one iteration: ``groups_per_iteration`` groups of G, tasks cycled, initial
-    states and noise seeds functions of (seed, iteration)."""
+    states and noise seeds functions of (seed, iteration), each task's group at ``horizons[task]``."""
     jobs = []
     for g in range(cfg.groups_per_iteration):
         index = iteration * cfg.groups_per_iteration + g
         task = cfg.tasks[index % len(cfg.tasks)]
         initial = RL_SEED_OFFSET + cfg.seed * 10_000_000 + index
-        jobs += group_jobs(task, initial, horizons, cfg.group_size, noise_seed=initial * cfg.group_size)
+        jobs += group_jobs(task, initial, horizons[task], cfg.group_size, noise_seed=initial * cfg.group_size)
     return jobs
 
 
@@ -240,8 +255,8 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
                        'windows': stats['windows'],   # executed (and credited refused) windows in the loss
                        'error_rate': float(errored.mean()),
                        **{k: stats[k] for k in ('kl', 'clip_fraction', 'approx_kl', 'pg_loss')}}
-            if len(horizons) > 1:   # Stage 1: which windows succeed, and which the safety checks end
-                for h in horizons:
+            if cfg.stage == 1:   # which windows succeed, and which the safety checks end
+                for h in sorted({h for task_horizons in horizons.values() for h in task_horizons}):
                     scalars[f'success_rate_h{h}'] = float(success[horizon == h].mean())
                     scalars[f'error_rate_h{h}'] = float(errored[horizon == h].mean())
             elapsed = round(time.monotonic() - started, 1)

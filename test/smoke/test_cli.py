@@ -195,6 +195,25 @@ def test_efficiency_bench_compares_a_method_with_the_baseline_sweep(tmp_path, ti
     assert f'--out {tmp_path} holds the results of another comparison (bc-wrist-more-ft-vs-h24)' in another.stderr
 
 
+def test_efficiency_bench_runs_a_stage2_checkpoint_with_h_per_task_at_each_tasks_h(tmp_path):
+    from policytrim_ros import resources
+    from policytrim_ros.policy.checkpoint import load_checkpoint, save_checkpoint
+    baseline = 'package://policytrim_ros/models/bc-wrist-more-ft'
+    model, config, _ = load_checkpoint(resources.resolve(baseline))
+    trained = {'n_action_steps': 16, 'task_n_action_steps': {'push': 8}}
+    save_checkpoint(tmp_path / 's2', model, config, {'policytrim_stage': 2, 'policytrim_config': trained})
+    command = [sys.executable, str(REPO / 'bench' / 'efficiency.py'), '--tasks', 'reach', 'push', '--episodes', '1',
+               '--baseline-h', '4', '16', '--method', f'per-task={tmp_path / "s2"}', '--ros-episodes', '0',
+               '--workers', '1', '--out', str(tmp_path / 'out'), '--baseline', baseline]
+    done = subprocess.run(command, env=launcher.ros_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'per-task: ' in done.stdout and 'at h per task: reach 16, push 8' in done.stdout
+    report = json.loads((tmp_path / 'out' / 'efficiency.json').read_text())
+    rows = {r['task']: r for r in report['rows'] if r['policy'] == 'per-task'}
+    assert (rows['reach']['n_action_steps'], rows['push']['n_action_steps'], rows['all']['episodes']) == (16, 8, 2)
+    assert report['methods']['per-task']['task_n_action_steps'] == {'push': 8}
+
+
 def test_demo_runs_the_baseline_at_the_default_and_best_h_then_the_shipped_efficiency_head():
     import argparse
 

@@ -106,7 +106,8 @@ def test_stage_all_selects_h_and_per_task_budgets_then_runs_stage2_and_resumes_w
     from policytrim_ros.training.pipeline import run_policytrim
     from policytrim_ros.training.stages import SelectionConfig
     config = replace(TINY, max_episode_steps=40,
-                     selection=SelectionConfig(episodes=2, tolerance=0.99, task_tolerance=0.99), out_dir=str(tmp_path / 'all'))
+                     selection=SelectionConfig(episodes=2, tolerance=0.99, task_tolerance=0.99, per_task=True),
+                     out_dir=str(tmp_path / 'all'))
     final = run_policytrim(config, env=ENV, progress=False)
     plan = json.loads((tmp_path / 'all' / 'selection.json').read_text())
     assert final == tmp_path / 'all' / 'stage2' / 'last'
@@ -117,6 +118,7 @@ def test_stage_all_selects_h_and_per_task_budgets_then_runs_stage2_and_resumes_w
     assert plan['step_budget']['reach'] == pytest.approx(1.3 * reach_steps, abs=0.01)
     stage2 = json.loads((tmp_path / 'all' / 'stage2' / 'config.json').read_text())
     assert stage2['init'] == str(tmp_path / 'all' / 'stage1' / 'last') and stage2['step_budget'] == plan['step_budget']
+    assert plan['task_n_action_steps'] == stage2['task_n_action_steps'] == {'reach': 16}   # per_task: h per task
     assert scalars(tmp_path / 'all' / 'stage2')['n_action_steps'] == 16.0
     stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / 'all').rglob('*.safetensors')}
     assert run_policytrim(config, resume=True, env=ENV, progress=False) == final   # both stages and the plan are done

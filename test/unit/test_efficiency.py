@@ -85,6 +85,22 @@ def test_a_checkpoint_with_an_efficiency_head_runs_with_h_learned(tiny_horizon_c
         parse_policy_spec(f'bc={tiny_checkpoint}')
 
 
+def test_a_stage2_checkpoint_with_h_per_task_runs_each_task_at_its_h(tiny_checkpoint, tmp_path):
+    from policytrim_ros.evaluation.efficiency import parse_policy_spec
+    from policytrim_ros.policy.checkpoint import load_checkpoint, save_checkpoint
+    model = load_checkpoint(tiny_checkpoint)[0]
+    trained = {'n_action_steps': 16, 'task_n_action_steps': {'push': 8}}
+    save_checkpoint(tmp_path / 's2', model, model.config, {'policytrim_stage': 2, 'policytrim_config': trained})
+    spec = parse_policy_spec(f"policytrim={tmp_path / 's2'}")
+    assert (spec.task_horizon('reach'), spec.task_horizon('push')) == (16, 8)
+    assert spec.horizon_groups(['reach', 'push', 'pick_place']) == {16: ['reach', 'pick_place'], 8: ['push']}
+    assert spec.overrides_at(8)['execution.n_action_steps'] == 8
+    with pytest.raises(ValueError, match=r"runs each task at its own h \{'push': 8\}"):
+        spec.overrides   # one policy_node parameter cannot hold them
+    fixed = parse_policy_spec(f"policytrim={tmp_path / 's2'}@4")          # @h: that h on every task
+    assert fixed.horizon_groups(['reach', 'push']) == {4: ['reach', 'push']}
+
+
 def test_wilson_interval_and_the_curve_rows_of_hand_made_cells():
     from policytrim_ros.evaluation.efficiency import curve_rows, wilson_interval
     low, high = wilson_interval(9, 10)

@@ -2,7 +2,7 @@
 import pytest
 
 from policytrim_ros.training.stages import (SelectionConfig, acceptance_horizons, acceptance_ratios, group_jobs,
-                                            stage2_horizon, step_budget)
+                                            stage2_horizon, step_budget, task_stage2_horizons)
 
 
 def test_gamma_starts_at_the_models_own_h_and_ends_at_the_whole_chunk():
@@ -42,6 +42,59 @@ def test_task_tolerance_keeps_one_task_from_paying_for_the_others():
         stage2_horizon(pooled, 0.78, 0.02, by_task, {'reach': 0.78, 'push': 0.90}, task_tolerance=0.0)
     with pytest.raises(ValueError, match='needs the per-task success rates'):
         stage2_horizon(pooled, 0.78, 0.02, task_tolerance=0.05)
+
+
+def test_per_task_selection_gives_each_task_its_longest_h_within_its_own_tolerance():
+    by_task = {4: {'reach': 0.80, 'push': 0.78, 'pick': 0.50}, 10: {'reach': 0.86, 'push': 0.77, 'pick': 0.55},
+               16: {'reach': 0.96, 'push': 0.66, 'pick': 0.55}}
+    baseline = {'reach': 0.78, 'push': 0.78, 'pick': 0.70}
+    # push keeps 0.77 >= 0.78 - 0.02 at h = 10 only; pick never comes within 0.02: its best SR, the longer h on a tie
+    assert task_stage2_horizons(by_task, baseline, 0.02) == {'reach': 16, 'push': 10, 'pick': 16}
+    assert task_stage2_horizons(by_task, baseline, 0.0) == {'reach': 16, 'push': 4, 'pick': 16}
+    assert task_stage2_horizons(by_task, baseline, 0.2) == {'reach': 16, 'push': 16, 'pick': 16}
+
+
+def test_stage2_jobs_run_each_task_at_its_own_h():
+    from policytrim_ros.training.trainer import PolicyTrimConfig, iteration_jobs, stage_horizons
+    config = PolicyTrimConfig(stage=2, tasks=('reach', 'push'), n_action_steps=16, task_n_action_steps={'push': 8},
+                              step_budget={'reach': 40.0, 'push': 90.0}, groups_per_iteration=4, group_size=2)
+    assert stage_horizons(config, 16) == {'reach': (16,), 'push': (8,)}
+    jobs = iteration_jobs(config, 0, stage_horizons(config, 16))
+    assert [(j.task, j.n_action_steps) for j in jobs] == [('reach', 16)] * 2 + [('push', 8)] * 2 + \
+        [('reach', 16)] * 2 + [('push', 8)] * 2
+    stage1 = PolicyTrimConfig(tasks=('reach', 'push'))
+    assert stage_horizons(stage1, 16) == {'reach': (4, 10, 16), 'push': (4, 10, 16)}
+    with pytest.raises(ValueError, match=r"task_n_action_steps\['pick'\] \(8\) must be an h >= 1 of one of the tasks"):
+        PolicyTrimConfig(tasks=('reach', 'push'), task_n_action_steps={'pick': 8})
+    with pytest.raises(ValueError, match='stage 2 needs n_action_steps'):   # push has no h
+        PolicyTrimConfig(stage=2, tasks=('reach', 'push'), task_n_action_steps={'reach': 16},
+                         step_budget={'reach': 40.0, 'push': 90.0})
+
+
+def test_the_selection_plan_takes_per_task_h_and_budgets_from_the_sweep(monkeypatch):
+    from policytrim_ros.execution.metrics import EpisodeMetrics
+    from policytrim_ros.training import pipeline
+    from policytrim_ros.training.trainer import PolicyTrimConfig
+
+    def episodes(task, h, successes, steps):
+        return [EpisodeMetrics(f'{task}-{i}', task, 'go', i < successes, steps, steps // h + 1, h, 16, h / 16, 1.0,
+                               'success' if i < successes else 'max_steps') for i in range(10)]
+    # baseline at h = 4: reach 8 / 10, push 8 / 10; the Stage 1 policy loses push at h = 16 only
+    sweeps = {'init': {4: episodes('reach', 4, 8, 50) + episodes('push', 4, 8, 70)},
+              'stage1': {4: episodes('reach', 4, 8, 50) + episodes('push', 4, 8, 70),
+                         10: episodes('reach', 10, 9, 45) + episodes('push', 10, 8, 72),
+                         16: episodes('reach', 16, 9, 40) + episodes('push', 16, 5, 75)}}
+    monkeypatch.setattr(pipeline, 'checkpoint_chunk_size', lambda checkpoint: 16)
+    monkeypatch.setattr(pipeline, '_sweep', lambda cfg, checkpoint, horizons, *rest: {
+        h: sweeps[checkpoint][h] for h in horizons})
+    config = PolicyTrimConfig(init='init', tasks=('reach', 'push'))
+    pooled = pipeline.select_stage2(config, 'stage1', SelectionConfig(), None, None, progress=False)
+    assert (pooled['n_action_steps'], pooled['task_n_action_steps']) == (10, {})   # pooled 0.7 at 16 < 0.8 - 0.02
+    assert pooled['step_budget'] == {'reach': 58.5, 'push': 93.6}                 # 1.3 x the steps at h = 10
+    per_task = pipeline.select_stage2(config, 'stage1', SelectionConfig(per_task=True), None, None, progress=False)
+    assert per_task['task_n_action_steps'] == {'reach': 16, 'push': 10}
+    assert per_task['step_budget'] == {'reach': 52.0, 'push': 93.6}               # each at its task's h
+    assert per_task['selection']['per_task'] is True
 
 
 def test_step_budget_is_alpha_times_the_mean_successful_steps():
