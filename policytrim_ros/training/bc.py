@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,25 +27,19 @@ from policytrim_ros import resources
 from policytrim_ros.config import to_dict
 from policytrim_ros.data.dataset import ChunkDataset
 from policytrim_ros.envs.factory import suite_control_dt, task_suite
-from policytrim_ros.policy.checkpoint import (load_checkpoint, load_json, load_trainer_state, save_checkpoint,
-                                              save_json, save_trainer_state)
+from policytrim_ros.policy.checkpoint import load_checkpoint, load_json, save_checkpoint, save_json
 from policytrim_ros.policy.vla.configuration_vla import preset
 from policytrim_ros.policy.vla.instruction import InstructionEncoder
 from policytrim_ros.policy.vla.modeling_vla import VLAModel
 from policytrim_ros.training.bc_config import BCConfig
-from policytrim_ros.training.runstate import open_scalars, recover, save_atomically
+from policytrim_ros.training.regression import (log_step, optimize, restore_state, save_state, scheduler,
+                                                shift_images)
+from policytrim_ros.training.runstate import open_scalars, recover
 
 RAW_DIR = 'raw'
 """With ``ema_decay``, the run folder's copy of the trained (not averaged) weights."""
 DATASET_FILE = 'dataset.json'
 """The run folder's record of the demonstrations it trained on (``_dataset_manifest``)."""
-
-
-def _lr_factor(step: int, cfg: BCConfig) -> float:
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def step_weights(delta_std: np.ndarray, step_delta_std: np.ndarray, max_ratio: float = 100.0) -> torch.Tensor:
@@ -68,15 +61,6 @@ def chunk_loss(error: torch.Tensor, mask: torch.Tensor, hold_after_end: bool,
         return squared.mean()
     weight = mask.unsqueeze(-1).to(error.dtype)
     return (squared * weight).sum() / (weight.sum() * error.shape[-1])
-
-
-def _shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Random translation by up to ``pad`` pixels (edge-replicated), per image; (B, h, w, 3) uint8."""
-    b, h, w, _ = images.shape
-    padded = torch.nn.functional.pad(images.permute(0, 3, 1, 2).float(), (pad,) * 4, mode='replicate')
-    dx, dy = (torch.randint(0, 2 * pad + 1, (b,), generator=generator) for _ in range(2))
-    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
-    return out.permute(0, 2, 3, 1).to(torch.uint8)
 
 
 class Batches:
@@ -139,31 +123,14 @@ class WeightAverage:
 
 def _save(out: Path, model: VLAModel, optimizer, step: int, rng, generator, cfg: BCConfig, scalars: dict,
           average: WeightAverage | None = None):
-    """Checkpoint ``step`` into checkpoints/step_<n> and replace last/ (model + resumable state); with
-    a weight average, those two hold the average and raw/ the trained weights. One atomic save
-    (``runstate.save_atomically``): a kill leaves the previous or this state, never a mix."""
+    """Checkpoint ``step`` (``regression.save_state``); with a weight average, checkpoints/ and last/
+    hold the average and raw/ the trained weights."""
     meta = {'step': step, 'bc_config': to_dict(cfg), **scalars}
-    saved, saved_meta = (model, meta) if average is None else (average.model, {**meta, 'ema_decay': cfg.ema_decay})
-
-    def last(directory: Path) -> None:
-        save_checkpoint(directory, saved, model.config, saved_meta)
-        save_trainer_state(directory, optimizer, {'step': step, 'numpy_rng': rng.bit_generator.state},
-                           {'torch_rng': torch.get_rng_state(), 'augment_rng': generator.get_state()})
-
-    writers = {f'checkpoints/step_{step:06d}': lambda d: save_checkpoint(d, saved, model.config, saved_meta),
-               'last': last}
-    if average is not None:
-        writers[RAW_DIR] = lambda d: save_checkpoint(d, model, model.config, {**meta, 'ema_decay': 0.0})
-    save_atomically(out, writers)
-
-
-def _restore(out: Path, optimizer, rng, generator) -> int:
-    """Load optimizer and RNG state saved by ``_save``; return the step to continue from."""
-    meta, tensors = load_trainer_state(out / 'last', optimizer)
-    torch.set_rng_state(tensors['torch_rng'])
-    generator.set_state(tensors['augment_rng'])
-    rng.bit_generator.state = meta['numpy_rng']
-    return meta['step']
+    if average is None:
+        save_state(out, step, model, optimizer, rng, generator, meta)
+        return
+    save_state(out, step, model, optimizer, rng, generator, {**meta, 'ema_decay': cfg.ema_decay}, saved=average.model,
+               extra={RAW_DIR: lambda d: save_checkpoint(d, model, model.config, {**meta, 'ema_decay': 0.0})})
 
 
 def _dataset_manifest(out: Path, dataset: ChunkDataset, resume: bool) -> dict:
@@ -242,7 +209,7 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
         if cfg.ema_decay:
             average = WeightAverage(model, cfg.ema_decay, load_checkpoint(out / 'last')[0])
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        start = _restore(out, optimizer, rng, generator)
+        start = restore_state(out, optimizer, rng, generator)
     else:
         if cfg.init_from:
             model, init_cfg, _ = load_checkpoint(resources.resolve(cfg.init_from))
@@ -267,7 +234,7 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
         save_json(out / DATASET_FILE, manifest)
     # the weights follow the model's own normalization (an init_from model keeps its statistics)
     weights = (step_weights(model.delta_std.numpy(), stats['step_delta_std']) if cfg.step_weighting else None)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg), last_epoch=start - 1)
+    schedule = scheduler(optimizer, cfg.warmup_steps, cfg.steps, start)
     log, writer = open_scalars(out / 'scalars.csv', ['step', 'metric', 'value', 'wall_clock_s'], start)
     with log:   # closed also when the run stops on an error
         started = time.monotonic()
@@ -275,23 +242,15 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
         model.train()
         for step in bar:
             batch = batches.sample(rng, cfg.batch_size)
-            image = _shift(batch['image'], cfg.image_shift, generator) if cfg.image_shift else batch['image']
+            image = shift_images(batch['image'], cfg.image_shift, generator) if cfg.image_shift else batch['image']
             error = model.normalized_error(model(image, batch['text'], batch['state']), batch['actions'])
             loss = chunk_loss(error, batch['mask'], cfg.hold_after_end, weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            grad_norm = optimize(model, optimizer, schedule, loss, cfg.grad_clip)
             if average is not None:
                 average.update(model, step)
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
-                elapsed = round(time.monotonic() - started, 1)
-                for name, value in (('loss', loss.item()), ('grad_norm', grad_norm.item()),
-                                    ('lr', scheduler.get_last_lr()[0])):
-                    writer.writerow([done, name, f'{value:.6g}', elapsed])
-                log.flush()
+                log_step(log, writer, done, loss.item(), grad_norm, schedule, started)
                 bar.set_postfix(loss=f'{loss.item():.4f}')
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 scalars = {}

@@ -27,13 +27,13 @@ from policytrim_ros import resources
 from policytrim_ros.config import to_dict
 from policytrim_ros.data.dataset import ChunkDataset
 from policytrim_ros.data.executed import CHUNK_STATS_TOPIC, PolicyBags, load_policy_bags
-from policytrim_ros.policy.checkpoint import (load_checkpoint, load_json, load_trainer_state, save_checkpoint,
-                                              save_json, save_trainer_state)
+from policytrim_ros.policy.checkpoint import load_checkpoint, load_json, save_json
 from policytrim_ros.policy.vla.instruction import InstructionEncoder
-from policytrim_ros.training.bc import _shift as shift_images
 from policytrim_ros.training.bc import chunk_loss
 from policytrim_ros.training.offline_rewards import EpisodeScores, OfflineRewardConfig, episode_scores
-from policytrim_ros.training.runstate import open_scalars, recover, save_atomically
+from policytrim_ros.training.regression import (log_step, optimize, restore_state, save_state, scheduler,
+                                                shift_images)
+from policytrim_ros.training.runstate import open_scalars, recover
 
 SAMPLES = ('steps', 'calls')
 EPISODES_FILE = 'episodes.json'
@@ -96,13 +96,6 @@ class OfflineConfig:
             raise ValueError(f"samples '{self.samples}' must be one of {list(SAMPLES)}")
 
 
-def _lr_factor(step: int, cfg: OfflineConfig) -> float:
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def score_bags(found: PolicyBags, chunk_size: int, config: OfflineRewardConfig) -> tuple[EpisodeScores, list[dict]]:
     """The scores of the episodes ``found`` (H = ``chunk_size`` where a bag does not record it) and
     one JSON row per episode."""
@@ -135,18 +128,6 @@ def sample_probabilities(dataset: ChunkDataset, weights: np.ndarray, samples: st
     if not p.sum() > 0:
         raise ValueError('every episode has weight 0: nothing to train on (no successful episode to keep?)')
     return p / p.sum()
-
-
-def _save(out: Path, model, optimizer, step: int, rng, generator, cfg: OfflineConfig, scalars: dict) -> None:
-    meta = {'step': step, 'offline_config': to_dict(cfg), **scalars}
-
-    def last(directory: Path) -> None:
-        save_checkpoint(directory, model, model.config, meta)
-        save_trainer_state(directory, optimizer, {'step': step, 'numpy_rng': rng.bit_generator.state},
-                           {'torch_rng': torch.get_rng_state(), 'augment_rng': generator.get_state()})
-
-    save_atomically(out, {f'checkpoints/step_{step:06d}': lambda d: save_checkpoint(d, model, model.config, meta),
-                          'last': last})
 
 
 def train_offline(cfg: OfflineConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -189,16 +170,12 @@ def train_offline(cfg: OfflineConfig, resume: bool = False, progress: bool = Tru
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
     if resuming:
-        meta, tensors = load_trainer_state(out / 'last', optimizer)
-        torch.set_rng_state(tensors['torch_rng'])
-        generator.set_state(tensors['augment_rng'])
-        rng.bit_generator.state = meta['numpy_rng']
-        start = meta['step']
+        start = restore_state(out, optimizer, rng, generator)
     else:
         out.mkdir(parents=True, exist_ok=True)
         save_json(out / 'config.json', to_dict(cfg))
         save_json(out / EPISODES_FILE, manifest)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg), last_epoch=start - 1)
+    schedule = scheduler(optimizer, cfg.warmup_steps, cfg.steps, start)
     log, writer = open_scalars(out / 'scalars.csv', ['step', 'metric', 'value', 'wall_clock_s'], start)
     with log:
         started = time.monotonic()
@@ -213,18 +190,10 @@ def train_offline(cfg: OfflineConfig, resume: bool = False, progress: bool = Tru
             actions = torch.from_numpy(np.stack([it['actions'] for it in items]))
             mask = torch.from_numpy(np.stack([it['action_mask'] for it in items]))
             loss = chunk_loss(model.normalized_error(model(image, text, state), actions), mask, cfg.hold_after_end)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            grad_norm = optimize(model, optimizer, schedule, loss, cfg.grad_clip)
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
-                elapsed = round(time.monotonic() - started, 1)
-                for name, value in (('loss', loss.item()), ('grad_norm', grad_norm.item()),
-                                    ('lr', scheduler.get_last_lr()[0])):
-                    writer.writerow([done, name, f'{value:.6g}', elapsed])
-                log.flush()
+                log_step(log, writer, done, loss.item(), grad_norm, schedule, started)
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                _save(out, model, optimizer, done, rng, generator, cfg, {})
+                save_state(out, done, model, optimizer, rng, generator, {'step': done, 'offline_config': to_dict(cfg)})
     return out / 'last'
