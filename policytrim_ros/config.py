@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +21,15 @@ T = TypeVar('T')
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the key and the rule."""
+
+
+def check_seconds(config, *names: str, zero: bool = False) -> None:
+    """ValueError naming the field and the rule unless each of ``config``'s fields ``names`` is a
+    finite number of seconds > 0 (>= 0 with ``zero``)."""
+    for name in names:
+        value = getattr(config, name)
+        if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+            raise ValueError(f"{name} ({value}) must be {'>=' if zero else '>'} 0 seconds")
 
 
 def suggest(name: str, choices) -> str:

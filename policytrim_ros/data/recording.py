@@ -30,7 +30,6 @@ metadata.yaml (what ``ros2 bag record`` leaves too): ``read_episode_bag`` refuse
 """
 from __future__ import annotations
 
-import math
 import re
 import struct
 import time
@@ -43,7 +42,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from rosbags.rosbag2.storage_mcap import McapWriter
 
-from policytrim_ros.config import suggest
+from policytrim_ros.config import check_seconds, suggest
 from policytrim_ros.data.bag import ROSBAG2_VERSION, typestore
 
 STORAGES = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
@@ -92,10 +91,7 @@ class RecordingConfig:
                              f'{suggest(self.compression, COMPRESSIONS)}')
         if self.compression != 'none' and self.storage != 'mcap':
             raise ValueError(f"compression '{self.compression}' needs storage mcap (storage is '{self.storage}')")
-        for name in ('grace_s', 'flush_period_s', 'control_dt'):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f'{name} ({value}) must be >= 0 seconds')
+        check_seconds(self, 'grace_s', 'flush_period_s', 'control_dt', zero=True)
 
 
 @dataclass(frozen=True)

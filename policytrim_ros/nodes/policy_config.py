@@ -5,10 +5,9 @@ file or with ``-p``; ``ros2 param describe /policy_node <name>`` shows these doc
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from policytrim_ros.config import check_node_name, suggest
+from policytrim_ros.config import check_node_name, check_seconds, suggest
 from policytrim_ros.execution.config import ExecutionConfig, SafetyConfig
 from policytrim_ros.policy.factory import PolicyConfig
 from policytrim_ros.robots.arm import JOINT_NAMES
@@ -49,8 +48,7 @@ class ControllerConfig:
         if self.window_end not in WINDOW_ENDS:
             raise ValueError(f"window_end '{self.window_end}' must be one of {list(WINDOW_ENDS)}"
                              f'{suggest(self.window_end, WINDOW_ENDS)}')
-        if not (math.isfinite(self.parameter_timeout_s) and self.parameter_timeout_s >= 0):
-            raise ValueError(f'parameter_timeout_s ({self.parameter_timeout_s}) must be >= 0 seconds')
+        check_seconds(self, 'parameter_timeout_s', zero=True)
 
     @property
     def trajectory_topic(self) -> str:
@@ -129,12 +127,8 @@ class EpisodeConfig:
     inference_timeout_s: float = 30.0
 
     def __post_init__(self):
-        for name in ('max_observation_age_s', 'joint_states_timeout_s', 'inference_timeout_s'):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f'{name} ({value}) must be > 0 seconds')
-        if not (math.isfinite(self.max_future_stamp_s) and self.max_future_stamp_s >= 0):
-            raise ValueError(f'max_future_stamp_s ({self.max_future_stamp_s}) must be >= 0 seconds')
+        check_seconds(self, 'max_observation_age_s', 'joint_states_timeout_s', 'inference_timeout_s')
+        check_seconds(self, 'max_future_stamp_s', zero=True)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ run exactly, with no episode lost or counted twice.
 """
 from __future__ import annotations
 
-import math
 import secrets
 import shutil
 import threading
@@ -36,7 +35,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from policytrim_ros import constants as C
 from policytrim_ros import launcher
-from policytrim_ros.config import ConfigError, from_dict, load_yaml
+from policytrim_ros.config import ConfigError, check_seconds, from_dict, load_yaml
 from policytrim_ros.msg import EpisodeEvent, EpisodeStats
 from policytrim_ros.nodes import conversions as conv
 from policytrim_ros.nodes.params import declare_config
@@ -125,12 +124,8 @@ class EpisodeLinkConfig:
     def __post_init__(self):
         if self.reset not in RESETS:
             raise ValueError(f"reset '{self.reset}' must be one of {list(RESETS)}")
-        for name in ('episode_timeout_s', 'operator_timeout_s', 'outcome_timeout_s', 'discovery_timeout_s'):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f'{name} ({value}) must be > 0 seconds')
-        if not (math.isfinite(self.settle_s) and self.settle_s >= 0):
-            raise ValueError(f'settle_s ({self.settle_s}) must be >= 0 seconds')
+        check_seconds(self, 'episode_timeout_s', 'operator_timeout_s', 'outcome_timeout_s', 'discovery_timeout_s')
+        check_seconds(self, 'settle_s', zero=True)
         if self.max_attempts < 1:
             raise ValueError(f'max_attempts ({self.max_attempts}) must be >= 1')
 
