@@ -383,8 +383,10 @@ def episode_from_messages(path: Path, messages: dict[str, list[tuple[int, object
         observed = min(max((_stamp_ns(m, ns) for ns, m in messages[t]), default=-1)
                        for t in (*cameras, JOINT_STATES_TOPIC))
         keep &= steps_ns <= observed + _ALIGN_TOLERANCE_NS
-    elif stats is not None:   # no end event (a step limit, a stop): the steps policy_node counted;
-        keep &= np.cumsum(keep) <= stats.steps   # the hold it sent at the end is not a step
+    if complete and stats is not None:
+        # at most the steps policy_node counted: the hold it sends at an episode's end is neither a step
+        # nor a call, also when the end event (a step limit's FAILURE) was stamped after it
+        keep &= np.cumsum(keep) <= stats.steps
     if not keep.any():
         raise BagError(f'{path}: no command falls between the START and the end event'
                        + ('' if complete else ' (or the last recorded observation)'))
@@ -436,7 +438,9 @@ def _provenance(messages: dict[str, list[tuple[int, object]]], episode_id: str |
             inference_calls=int(reports[-1].inference_calls), n_action_steps=int(reports[-1].n_action_steps),
             chunk_size=int(reports[-1].chunk_size), chunk_utilization=float(reports[-1].chunk_utilization),
             wall_clock_s=float(reports[-1].wall_clock_s), end_reason=reports[-1].end_reason,
-            weights_version=int(reports[-1].weights_version), sampling_seed=int(reports[-1].sampling_seed))
+            # absent from bags of a policy_node older than hot reloads: the defaults
+            weights_version=int(getattr(reports[-1], 'weights_version', 0)),
+            sampling_seed=int(getattr(reports[-1], 'sampling_seed', -1)))
     except ValueError as err:
         raise BagError(f'{path}: {EPISODE_STATS_TOPIC}: {err}') from None
     calls = {int(m.call_index): ChunkRecord(

@@ -20,8 +20,9 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-from policytrim_ros.data.bag import (COMMAND_TOPIC, EVENT_TOPIC, TOPIC_TYPES, BagError, UnreadableBagError,
-                                     bag_custom_data, episode_from_messages, episode_topics, typestore)
+from policytrim_ros.data.bag import (COMMAND_TOPIC, EPISODE_STATS_TOPIC, EVENT_TOPIC, PROVENANCE_TOPIC_TYPES,
+                                     TOPIC_TYPES, BagError, UnreadableBagError, bag_custom_data,
+                                     episode_from_messages, episode_topics, typestore)
 from policytrim_ros.data.dataset import find_bags
 from policytrim_ros.data.episode import Episode
 
@@ -160,8 +161,11 @@ def read_policy_bag(path: str | Path, chunk_stats_topic: str = CHUNK_STATS_TOPIC
             wanted = {*TOPIC_TYPES, *cameras}
             if topics.get(chunk_stats_topic) == CHUNK_STATS_TYPE:
                 wanted.add(chunk_stats_topic)
+            if topics.get(EPISODE_STATS_TOPIC) == PROVENANCE_TOPIC_TYPES[EPISODE_STATS_TOPIC]:
+                wanted.add(EPISODE_STATS_TOPIC)   # the steps policy_node counted: its end-of-episode hold is none
             messages: dict[str, list] = {t: [] for t in wanted | {chunk_stats_topic}}
-            stores = {c.id: _recorded_store(c) if c.topic == chunk_stats_topic else store for c in reader.connections}
+            recorded = {chunk_stats_topic, EPISODE_STATS_TOPIC}   # their fields grow between versions
+            stores = {c.id: _recorded_store(c) if c.topic in recorded else store for c in reader.connections}
             for connection, log_ns, raw in reader.messages([c for c in reader.connections if c.topic in wanted]):
                 decoded = stores[connection.id].deserialize_cdr(raw, connection.msgtype)
                 messages[connection.topic].append((log_ns, decoded))

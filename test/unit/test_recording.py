@@ -238,6 +238,27 @@ def test_an_episode_started_without_a_start_event_opens_on_its_first_chunk_stats
     assert (episode.steps, episode.instruction, episode.success) == (2, 'reach the goal', False)
 
 
+def test_a_step_limit_episode_has_the_steps_policy_node_counted_and_its_windows_from_chunk_stats(recording):
+    from policytrim_ros.data.executed import read_policy_bag
+    recorder, stream, clock, _ = recording
+    stream.observe(0.0, 0.0)
+    stream.event(0.0, 'reach-000', 0)
+    t = 0.0
+    for call in range(2):
+        stream.window(t, [call * H + k + 1.0 for k in range(H)])
+        stream.chunk_stats(t, 'reach-000', call, call * H, call * H + H - 1)
+        for _ in range(H):
+            t += DT
+            stream.observe(t, t)
+    stream.window(t, [0.0], stamp=0.0)          # the hold at the step limit: no end event, then the stats
+    stream.episode_stats(t, 'reach-000', 2 * H, 2, success=False, end_reason='max_steps')
+    recorder.close()
+    recorded = read_policy_bag(recorder.finished[0])
+    assert (recorded.episode.steps, recorded.episode.success, recorded.source) == (2 * H, False, 'chunk_stats')
+    assert [(w.first_step, w.steps, w.n_action_steps) for w in recorded.windows] == [(0, H, H), (H, H, H)]
+    assert read_episode_bag(recorder.finished[0]).steps == 2 * H
+
+
 def test_a_crash_leaves_closed_bags_complete_and_the_running_one_salvageable(recording, tmp_path):
     recorder, stream, clock, _ = recording
     t = stream.episode('reach-000', 0.0)
