@@ -204,3 +204,18 @@ def test_the_learner_imports_the_robot_worker_without_rclpy():
             'bad = [m for m in sys.modules if m == "rclpy" or m.startswith("rclpy.")]\nassert not bad, bad\n')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_robot_worker_refuses_episodes_that_ran_to_another_step_limit_than_the_learners():
+    from policytrim_ros import constants as C
+    from policytrim_ros.nodes.robot_worker import RayRobotWorker
+    from policytrim_ros.nodes.trainer_node import RobotSideError
+    worker = RayRobotWorker.__new__(RayRobotWorker)   # its checks only: no rclpy context, no robot
+    worker.setup = RolloutSetup(model=None, env=None, safety=None, max_episode_steps=40)
+    worker.robot = RobotWorkerConfig('arm1')
+    episode = lambda steps, end: SimpleNamespace(metrics=SimpleNamespace(  # noqa: E731
+        episode_id='train-1', steps=steps, end_reason=end))
+    worker._check_step_limit([episode(23, C.END_SUCCESS), episode(40, C.END_MAX_STEPS)])
+    for steps, end in ((150, C.END_MAX_STEPS), (30, C.END_MAX_STEPS), (41, C.END_SUCCESS)):
+        with pytest.raises(RobotSideError, match=f"ran {steps} steps .*the learner's max_episode_steps is 40"):
+            worker._check_step_limit([episode(steps, end)])
