@@ -50,7 +50,8 @@ def start_robot(out: Path, name: str, domain: int, namespace: str) -> list[subpr
     env = launcher.ros_env(domain)
     (out / 'logs').mkdir(exist_ok=True)
     processes = []
-    for spec in (NodeSpec('sim_node', [params], {}), NodeSpec('policy_node', [params], {'trainer.enabled': True})):
+    policy = {'trainer.enabled': True, 'episode.log_path': str(out / f'{name}-episodes.jsonl')}   # not in the cwd
+    for spec in (NodeSpec('sim_node', [params], {}), NodeSpec('policy_node', [params], policy)):
         command = spec.command() + (['-r', f'__ns:={namespace}'] if namespace else [])
         log = open(out / 'logs' / f'{name}-{spec.executable}.log', 'w')
         processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
