@@ -69,6 +69,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f'{key} must be a list, got {value!r}')
         args = typing.get_args(tp)
         item = args[0] if args else Any
+        if dataclasses.is_dataclass(item):   # entries name themselves: 'rollouts.robots[1].resource'
+            return tuple(_convert(v, item, f'{key}[{i}]') for i, v in enumerate(value))
         return tuple(_convert(v, item, key) for v in value)
     if origin is dict:
         if not isinstance(value, dict):

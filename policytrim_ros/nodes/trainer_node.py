@@ -35,7 +35,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from policytrim_ros import constants as C
 from policytrim_ros import launcher
-from policytrim_ros.config import ConfigError, check_seconds, from_dict, load_yaml
+from policytrim_ros.config import ConfigError, from_dict, load_yaml
 from policytrim_ros.msg import EpisodeEvent, EpisodeStats
 from policytrim_ros.nodes import conversions as conv
 from policytrim_ros.nodes.params import declare_config
@@ -44,8 +44,8 @@ from policytrim_ros.policy.checkpoint import WEIGHTS_FILE, file_sha256, save_che
 from policytrim_ros.policy.vla.modeling_vla import VLAModel
 from policytrim_ros.srv import ConfigureEpisode, LoadWeights, ResetEpisode
 from policytrim_ros.training.episodes import EpisodeStore, is_scorable, load_rollout
+from policytrim_ros.training.robots import RESETS, EpisodeLinkConfig  # noqa: F401 (the core's, with Ray robots)
 
-RESETS = ('service', 'operator')
 KINDS = ('policytrim', 'horizon')
 CALL_RETRY_S = 5.0
 """Seconds to wait for a service's answer before the request is sent again."""
@@ -85,49 +85,6 @@ class TrainingRunConfig:
             raise ValueError(f"run.kind '{self.kind}' must be one of {list(KINDS)}")
         if self.stage not in (1, 2):
             raise ValueError(f'run.stage ({self.stage}) must be 1 or 2')
-
-
-@dataclass(frozen=True)
-class EpisodeLinkConfig:
-    """How episodes run on the robot side.
-
-    reset: service (the simulator's ResetEpisode service) or operator (a person resets a real arm:
-        the log prompts, and ``trainer/reset_done`` (std_srvs/Trigger) answers).
-    reset_service: the simulator's policytrim_ros/ResetEpisode service.
-    episode_timeout_s: wall seconds an episode may take from its reset to its EpisodeStats before it
-        is run again; the wait also ends early when policy_node disappears.
-    settle_s: wall seconds between an episode's end and the next reset (reset service): the hold
-        policy_node sends at an episode's end travels on another topic than the reset, and a hold
-        that reached the simulator after the reset would move the new episode's arm.
-    operator_timeout_s: wall seconds to wait for the operator's reset_done (then the prompt repeats).
-    outcome_timeout_s: with reset operator and no detector: wall seconds to wait for the operator's
-        ``trainer/outcome`` (std_srvs/SetBool: true = success) after the policy stopped.
-    discovery_timeout_s: wall seconds to wait for policy_node's services (and the simulator's) before
-        the run stops with an error.
-    max_attempts: runs of one episode the robot side may cut short before the run stops.
-    episode_stats, episode_event, load_weights, configure_episode: policy_node's topics and services.
-    """
-
-    reset: str = 'service'
-    reset_service: str = 'sim/reset_episode'
-    episode_timeout_s: float = 120.0
-    settle_s: float = 0.5
-    operator_timeout_s: float = 600.0
-    outcome_timeout_s: float = 120.0
-    discovery_timeout_s: float = 60.0
-    max_attempts: int = 5
-    episode_stats: str = 'policytrim/episode_stats'
-    episode_event: str = 'episode/event'
-    load_weights: str = 'policytrim/load_weights'
-    configure_episode: str = 'policytrim/configure_episode'
-
-    def __post_init__(self):
-        if self.reset not in RESETS:
-            raise ValueError(f"reset '{self.reset}' must be one of {list(RESETS)}")
-        check_seconds(self, 'episode_timeout_s', 'operator_timeout_s', 'outcome_timeout_s', 'discovery_timeout_s')
-        check_seconds(self, 'settle_s', zero=True)
-        if self.max_attempts < 1:
-            raise ValueError(f'max_attempts ({self.max_attempts}) must be >= 1')
 
 
 @dataclass(frozen=True)
@@ -171,8 +128,9 @@ class RosRollouts:
         node.create_subscription(EpisodeStats, config.episode_stats, self._on_stats, RELIABLE)
         if config.reset == 'operator':
             self.event_pub = node.create_publisher(EpisodeEvent, config.episode_event, LATCHED)
-            node.create_service(Trigger, 'trainer/reset_done', self._on_reset_done)
-            node.create_service(SetBool, 'trainer/outcome', self._on_outcome)
+            # the prompts name them resolved: under a robot worker's namespace they are /arm1/trainer/...
+            self.reset_done_service = node.create_service(Trigger, 'trainer/reset_done', self._on_reset_done)
+            self.outcome_service = node.create_service(SetBool, 'trainer/outcome', self._on_outcome)
 
     # -- RolloutPool's interface ---------------------------------------------------------------
     def __call__(self, setup):
@@ -331,7 +289,7 @@ class RosRollouts:
         while True:
             self.node.get_logger().warning(
                 f'RESET the scene for task {job.task} (initial state {job.seed}, episode {episode_id}), then: '
-                'ros2 service call /trainer/reset_done std_srvs/srv/Trigger')
+                f'ros2 service call {self.reset_done_service.service_name} std_srvs/srv/Trigger')
             if self.reset_done.wait(self.config.operator_timeout_s):
                 self.awaiting = None
                 break
@@ -349,7 +307,7 @@ class RosRollouts:
         while True:
             self.node.get_logger().warning(
                 f'episode {episode_id} ran to its step limit with no success detector: did it succeed? '
-                "ros2 service call /trainer/outcome std_srvs/srv/SetBool '{data: true}' (or false)")
+                f"ros2 service call {self.outcome_service.service_name} std_srvs/srv/SetBool '{{data: true}}' (or false)")
             if self.outcome_ready.wait(self.config.outcome_timeout_s):
                 self.awaiting = None
                 return bool(self.outcome)

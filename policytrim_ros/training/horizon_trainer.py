@@ -202,7 +202,8 @@ def train_horizon_head(cfg: HorizonTrainConfig, env: EnvConfig | None = None, sa
     started = time.monotonic()
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc='efficiency head',
                disable=not progress)
-    opened = rollouts or functools.partial(open_rollouts, workers=cfg.workers, config=cfg.rollouts)
+    opened = rollouts or functools.partial(open_rollouts, workers=cfg.workers, config=cfg.rollouts,
+                                           out_dir=cfg.out_dir)
     with log, opened(setup) as pool:
         for iteration in bar:
             jobs = trunk_jobs(cfg, iteration, longest)

@@ -10,6 +10,10 @@ carries the version and the object's reference, and a worker fetches the weights
 A share whose worker died (a node lost, an actor killed) runs again on another one: jobs are
 deterministic, so the result is the one it would have given.
 
+With ``rollouts.robots`` the workers are robots instead (``nodes.robot_worker.RayRobotWorker``, one
+per robot on the node that offers its resource: ``training.robots``): each runs its share, one job
+at a time, as episodes of its machine's policy_node; the learner's side is the same.
+
 Needs the optional extra: ``pip install 'policytrim_ros[ray]'``. Ray moves jobs and rollouts
 between its processes with pickle, as ``multiprocessing`` does: every node of the cluster must be a
 machine you trust, on a private network (docs/scale-out.md).
@@ -21,6 +25,7 @@ import os
 import sys
 from collections import deque
 
+from policytrim_ros.training.robots import missing_robots, robot_actor_options, robot_run_dir
 from policytrim_ros.training.workers import RolloutJob, RolloutSetup, RolloutsConfig, RolloutWorker, shares
 
 IN_FLIGHT = 2
@@ -63,7 +68,7 @@ class RayRolloutPool:
     Use as a context manager, or call ``close``; a Ray instance the pool started ends with it.
     """
 
-    def __init__(self, setup: RolloutSetup, config: RolloutsConfig):
+    def __init__(self, setup: RolloutSetup, config: RolloutsConfig, out_dir: str | None = None):
         ray = _import_ray()
         self._ray = ray
         self._owns_ray = False
@@ -72,15 +77,21 @@ class RayRolloutPool:
             if config.address:
                 ray.init(address=config.address, log_to_driver=True)
             else:
+                # one machine: it offers every robot's resource (simulated robots on their ROS domains)
                 os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')   # no network at run time
-                ray.init(num_cpus=math.ceil(config.workers_per_node * config.cpus_per_worker),
+                workers = len(config.robots) or config.workers_per_node
+                ray.init(num_cpus=math.ceil(workers * config.cpus_per_worker),
+                         resources={robot.resource: 1 for robot in config.robots},
                          include_dashboard=False, log_to_driver=True)
         try:
-            self._actors = self._start(setup, config)
+            if config.robots:
+                self._actors = self._start_robots(setup, config, robot_run_dir(config.robot_run_dir, out_dir))
+            else:
+                self._actors = self._start(setup, config)
         except BaseException:
             self.close()
             raise
-        self._envs_per_worker = setup.envs_per_worker
+        self._envs_per_worker = 1 if config.robots else setup.envs_per_worker   # a robot runs one episode at a time
         self._version = 0
         self._weights = None   # [the current version's object reference]
 
@@ -106,19 +117,43 @@ class RayRolloutPool:
                                  scheduling_strategy=NodeAffinitySchedulingStrategy(n['NodeID'], soft=False))
                   .remote(setup)
                   for n in nodes for _ in range(config.workers_per_node)]
+        self._await(actors, config)
+        print(f'rollouts: {len(actors)} Ray workers on {len(nodes)} nodes', file=sys.stderr, flush=True)
+        return actors
+
+    def _start_robots(self, setup: RolloutSetup, config: RolloutsConfig, run_dir: str) -> list:
+        """One worker per robot, on the node that offers its resource (``nodes.robot_worker``)."""
+        ray = self._ray
+        problems = missing_robots(ray.nodes(), config.robots)
+        if problems:
+            raise RuntimeError('; '.join(problems))
+        # Imported here, not at the top: the core never imports nodes/ when it is imported, and that
+        # module imports rclpy only inside the actor, on the robot's machine (the learner needs none).
+        from policytrim_ros.nodes.robot_worker import RayRobotWorker
+        remote = ray.remote(RayRobotWorker)
+        actors = [remote.options(**robot_actor_options(robot, config.cpus_per_worker))
+                  .remote(setup, robot, config.episodes, f'{run_dir}/{robot.resource}')
+                  for robot in config.robots]
+        self._await(actors, config)
+        names = ', '.join(robot.resource for robot in config.robots)
+        print(f'rollouts: {len(actors)} Ray robot workers ({names}); episodes kept under {run_dir}',
+              file=sys.stderr, flush=True)
+        return actors
+
+    def _await(self, actors: list, config: RolloutsConfig) -> None:
+        """Wait until every worker is built (``start_timeout_s``); else end them all and raise."""
+        ray = self._ray
         try:
             ready, waiting = ray.wait([a.node.remote() for a in actors], num_returns=len(actors),
                                       timeout=config.start_timeout_s)
             if waiting:
                 raise RuntimeError(f'{len(waiting)} of {len(actors)} rollout workers were not up after '
                                    f'rollouts.start_timeout_s ({config.start_timeout_s:g} s)')
-            ray.get(ready)   # a worker whose env or model failed to build raises here
+            ray.get(ready)   # a worker whose env or model (or robot link) failed to build raises here
         except BaseException:
             for actor in actors:
                 ray.kill(actor)
             raise
-        print(f'rollouts: {len(actors)} Ray workers on {len(nodes)} nodes', file=sys.stderr, flush=True)
-        return actors
 
     @property
     def workers(self) -> int:

@@ -232,7 +232,8 @@ def train_policytrim(cfg: PolicyTrimConfig, env: EnvConfig | None = None, safety
     started = time.monotonic()
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=f'stage {cfg.stage}',
                disable=not progress)
-    opened = rollouts or functools.partial(open_rollouts, workers=cfg.workers, config=cfg.rollouts)
+    opened = rollouts or functools.partial(open_rollouts, workers=cfg.workers, config=cfg.rollouts,
+                                           out_dir=cfg.out_dir)
     with log, opened(setup) as pool:   # the log closes also when the run stops on an error
         for iteration in bar:
             jobs = iteration_jobs(cfg, iteration, horizons)

@@ -22,6 +22,7 @@ from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.execution.config import SafetyConfig
 from policytrim_ros.policy.vla.configuration_vla import VLAConfig
 from policytrim_ros.training.exploration import ExplorationConfig
+from policytrim_ros.training.robots import EpisodeLinkConfig, RobotWorkerConfig, check_robots, is_resource_name
 
 
 SAMPLES = ('chunk', 'horizon')
@@ -98,6 +99,14 @@ class RolloutsConfig:
     cpus_per_worker: CPUs Ray reserves for each worker (its torch runs 1 thread).
     start_timeout_s: seconds to wait for every worker to build its env and model; a worker no node can
         place (too few CPUs) stops the run with a message instead of waiting forever.
+    robots: with engine 'ray', robots (or simulators standing in for them) as the workers instead of
+        simulators: one worker each (``training.robots.RobotWorkerConfig``: its Ray resource, ROS domain
+        and namespace), running each job as one episode of that robot's policy_node; [] = simulators.
+    episodes: with robots, how their episodes run (reset, timeouts, policy_node's topics): trainer_node's
+        ``episodes.*`` (``training.robots.EpisodeLinkConfig``).
+    robot_run_dir: with robots, the folder on each robot's machine where its worker keeps its finished
+        episodes and weights (``<robot_run_dir>/<resource>/``, as trainer_node keeps them in its
+        out_dir): '' = ``<out_dir>/robots``, the learner's run folder as an absolute path.
     """
 
     engine: str = 'local'
@@ -106,6 +115,9 @@ class RolloutsConfig:
     node_resource: str = ''
     cpus_per_worker: float = 1.0
     start_timeout_s: float = 300.0
+    robots: tuple[RobotWorkerConfig, ...] = ()
+    episodes: EpisodeLinkConfig = field(default_factory=EpisodeLinkConfig)
+    robot_run_dir: str = ''
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -117,13 +129,20 @@ class RolloutsConfig:
                              "'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
         if self.workers_per_node < 1:
             raise ValueError(f'rollouts.workers_per_node ({self.workers_per_node}) must be >= 1')
-        if self.node_resource and not self.node_resource.replace('-', '_').isidentifier():
+        if self.node_resource and not is_resource_name(self.node_resource):
             raise ValueError(f"rollouts.node_resource '{self.node_resource}' must be a resource name "
                              "(letters, digits, _ and -) or ''")
         if not self.cpus_per_worker > 0:
             raise ValueError(f'rollouts.cpus_per_worker ({self.cpus_per_worker}) must be > 0')
         if not self.start_timeout_s > 0:
             raise ValueError(f'rollouts.start_timeout_s ({self.start_timeout_s}) must be > 0')
+        if self.robots and self.engine != 'ray':
+            raise ValueError(f"rollouts.robots needs rollouts.engine 'ray' (not '{self.engine}'): robots are Ray "
+                             'workers (trainer_node runs one robot without Ray)')
+        if self.robots and self.node_resource:
+            raise ValueError(f"rollouts.node_resource ('{self.node_resource}') places simulator workers: with "
+                             'rollouts.robots each robot\'s worker goes where its own resource is; leave it out')
+        check_robots(self.robots, self.robot_run_dir)
 
 
 class RolloutWorker:
