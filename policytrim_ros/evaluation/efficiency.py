@@ -65,7 +65,8 @@ class PolicySpec:
     def overrides(self) -> dict:
         """policy_node parameters that run it on every task; ValueError if its tasks have their own h
         (one policy_node parameter cannot hold them: run each task with ``overrides_at``)."""
-        if self.task_n_action_steps:
+        per_task = {h for _, h in self.task_n_action_steps}
+        if len(per_task) > 1 or (per_task and per_task != {self.n_action_steps}):
             raise ValueError(f'{self.name} ({self.checkpoint}) runs each task at its own h '
                              f'{dict(self.task_n_action_steps)}: run each task with its h, or name one (@h)')
         return self.overrides_at(self.n_action_steps)

@@ -44,7 +44,7 @@ from policytrim_ros.policy.checkpoint import WEIGHTS_FILE, file_sha256, save_che
 from policytrim_ros.policy.vla.modeling_vla import VLAModel
 from policytrim_ros.srv import ConfigureEpisode, LoadWeights, ResetEpisode
 from policytrim_ros.training.episodes import EpisodeStore, is_scorable, load_rollout
-from policytrim_ros.training.robots import RESETS, EpisodeLinkConfig  # noqa: F401 (the core's, with Ray robots)
+from policytrim_ros.training.robots import EpisodeLinkConfig   # the core's: Ray robot workers use it too
 
 KINDS = ('policytrim', 'horizon')
 CALL_RETRY_S = 5.0

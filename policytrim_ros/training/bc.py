@@ -250,7 +250,7 @@ def train_bc(cfg: BCConfig, resume: bool = False, progress: bool = True) -> Path
                 average.update(model, step)
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
-                log_step(log, writer, done, loss.item(), grad_norm, schedule, started)
+                log_step(log, writer, done, loss, grad_norm, schedule, started)
                 bar.set_postfix(loss=f'{loss.item():.4f}')
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 scalars = {}

@@ -193,7 +193,7 @@ def train_offline(cfg: OfflineConfig, resume: bool = False, progress: bool = Tru
             grad_norm = optimize(model, optimizer, schedule, loss, cfg.grad_clip)
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
-                log_step(log, writer, done, loss.item(), grad_norm, schedule, started)
+                log_step(log, writer, done, loss, grad_norm, schedule, started)
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 save_state(out, done, model, optimizer, rng, generator, {'step': done, 'offline_config': to_dict(cfg)})
     return out / 'last'

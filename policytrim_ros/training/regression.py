@@ -37,21 +37,21 @@ def scheduler(optimizer, warmup_steps: int, steps: int, start: int):
                                              last_epoch=start - 1)
 
 
-def optimize(model: torch.nn.Module, optimizer, schedule, loss: torch.Tensor, grad_clip: float) -> float:
+def optimize(model: torch.nn.Module, optimizer, schedule, loss: torch.Tensor, grad_clip: float) -> torch.Tensor:
     """One step on ``loss``: backward, gradient-norm clip, optimizer and schedule step; returns the
-    gradient norm before clipping."""
+    gradient norm before clipping (a tensor: reading it syncs a GPU, so only ``log_step`` does)."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     schedule.step()
-    return grad_norm.item()
+    return grad_norm
 
 
-def log_step(log, writer, done: int, loss: float, grad_norm: float, schedule, started: float) -> None:
+def log_step(log, writer, done: int, loss: torch.Tensor, grad_norm: torch.Tensor, schedule, started: float) -> None:
     """The scalar rows of step ``done`` (loss, grad_norm, lr), flushed."""
     elapsed = round(time.monotonic() - started, 1)
-    for name, value in (('loss', loss), ('grad_norm', grad_norm), ('lr', schedule.get_last_lr()[0])):
+    for name, value in (('loss', loss.item()), ('grad_norm', grad_norm.item()), ('lr', schedule.get_last_lr()[0])):
         writer.writerow([done, name, f'{value:.6g}', elapsed])
     log.flush()
 

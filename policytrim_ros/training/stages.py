@@ -126,8 +126,10 @@ class SelectionConfig:
         ``episodes`` are noisy (+-7 points at 50 episodes and SR 0.7), so set it wider than
         ``tolerance`` and raise ``episodes``.
     per_task: choose h per task (``task_stage2_horizons``): the largest h keeping that task within
-        ``task_tolerance`` (``tolerance`` if null) of the baseline's SR on it. Stage 2 then runs
-        each task at its own h, and so should deployment and evaluation (the checkpoint records them).
+        ``task_tolerance`` (``tolerance`` if null) of the baseline's SR on it; the pooled
+        ``tolerance`` then constrains nothing. Stage 2 runs each task at its own h; the checkpoint
+        records them (``task_n_action_steps``), which ``bench/efficiency.py`` reads; deploy and
+        ``policytrim eval`` a task with its h (``execution.n_action_steps``, ``--n-action-steps``).
     alpha: S_base = alpha * mean successful steps at the chosen h (paper 1.3).
     seed: first initial-state seed of each task.
     """

@@ -121,7 +121,7 @@ class PolicyTrimConfig:
         if self.group_size < 2:
             raise ValueError(f'group_size ({self.group_size}) must be >= 2: advantages compare members')
         for task, h in self.task_n_action_steps.items():
-            if task not in self.tasks or not isinstance(h, int) or h < 1:
+            if task not in self.tasks or type(h) is not int or h < 1:
                 raise ValueError(f'task_n_action_steps[{task!r}] ({h!r}) must be an h >= 1 of one of the tasks '
                                  f'{list(self.tasks)}')
         if self.stage == 2:

@@ -97,6 +97,9 @@ def test_a_stage2_checkpoint_with_h_per_task_runs_each_task_at_its_h(tiny_checkp
     assert spec.overrides_at(8)['execution.n_action_steps'] == 8
     with pytest.raises(ValueError, match=r"runs each task at its own h \{'push': 8\}"):
         spec.overrides   # one policy_node parameter cannot hold them
+    uniform = {'n_action_steps': 16, 'task_n_action_steps': {'reach': 16, 'push': 16}}
+    save_checkpoint(tmp_path / 'u', model, model.config, {'policytrim_stage': 2, 'policytrim_config': uniform})
+    assert parse_policy_spec(f"policytrim={tmp_path / 'u'}").overrides['execution.n_action_steps'] == 16
     fixed = parse_policy_spec(f"policytrim={tmp_path / 's2'}@4")          # @h: that h on every task
     assert fixed.horizon_groups(['reach', 'push']) == {4: ['reach', 'push']}
 

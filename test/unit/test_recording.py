@@ -259,6 +259,25 @@ def test_a_step_limit_episode_has_the_steps_policy_node_counted_and_its_windows_
     assert read_episode_bag(recorder.finished[0]).steps == 2 * H
 
 
+def test_a_failure_event_stamped_after_the_hold_leaves_the_hold_out_too(recording):
+    from policytrim_ros.data.executed import read_policy_bag
+    recorder, stream, clock, _ = recording
+    stream.observe(0.0, 0.0)
+    stream.event(0.0, 'reach-000', 0)
+    stream.window(0.0, [k + 1.0 for k in range(H)])
+    stream.chunk_stats(0.0, 'reach-000', 0, 0, H - 1)
+    t = 0.0
+    for _ in range(H):
+        t += DT
+        stream.observe(t, t)
+    stream.window(t, [0.0], stamp=0.0)          # the hold at the step limit, then the environment's FAILURE
+    stream.event(t + DT, 'reach-000', 2, step=H)
+    stream.episode_stats(t + DT, 'reach-000', H, 1, success=False, end_reason='max_steps')
+    recorder.close()
+    recorded = read_policy_bag(recorder.finished[0])
+    assert (recorded.episode.steps, recorded.episode.success, recorded.source) == (H, False, 'chunk_stats')
+
+
 def test_a_crash_leaves_closed_bags_complete_and_the_running_one_salvageable(recording, tmp_path):
     recorder, stream, clock, _ = recording
     t = stream.episode('reach-000', 0.0)

@@ -94,7 +94,39 @@ def test_the_selection_plan_takes_per_task_h_and_budgets_from_the_sweep(monkeypa
     per_task = pipeline.select_stage2(config, 'stage1', SelectionConfig(per_task=True), None, None, progress=False)
     assert per_task['task_n_action_steps'] == {'reach': 16, 'push': 10}
     assert per_task['step_budget'] == {'reach': 52.0, 'push': 93.6}               # each at its task's h
-    assert per_task['selection']['per_task'] is True
+    assert per_task['selection']['per_task'] is True and per_task['below_tolerance'] == []
+    # a resumed run whose rule changed re-plans from the recorded sweep, unless Stage 2 trained on the plan
+    import tempfile
+    from dataclasses import replace
+    from pathlib import Path
+    root = Path(tempfile.mkdtemp())
+    assert pipeline.resumed_plan(config, pooled, root) is pooled                          # the same rule: as it is
+    wide = replace(config, selection=SelectionConfig(per_task=True))
+    assert pipeline.resumed_plan(wide, pooled, root)['task_n_action_steps'] == per_task['task_n_action_steps']
+    strict = replace(config, selection=SelectionConfig(per_task=True, task_tolerance=0.0))
+    replanned = pipeline.resumed_plan(strict, pooled, root)   # push at 10 keeps 0.8 >= 0.8; reach 0.9 at 16
+    assert replanned['task_n_action_steps'] == {'reach': 16, 'push': 10} and replanned['below_tolerance'] == []
+    with pytest.raises(ValueError, match='swept 10 episodes from seed 50000; the config asks 50'):
+        pipeline.resumed_plan(replace(config, selection=SelectionConfig(episodes=50)),
+                              {**pooled, 'selection': {**pooled['selection'], 'episodes': 10}}, root)
+    (root / 'stage2').mkdir()
+    with pytest.raises(ValueError, match="stage2/ trained on .*selection.json's plan"):
+        pipeline.resumed_plan(wide, pooled, root)
+
+
+def test_per_task_plans_name_the_tasks_no_h_kept_and_do_not_need_the_pooled_rule(monkeypatch):
+    from policytrim_ros.training.pipeline import plan_stage2
+    from policytrim_ros.training.trainer import PolicyTrimConfig
+    row = lambda sr, steps: {'success_rate': sr, 'steps': steps}   # noqa: E731
+    baseline = {'reach': row(0.9, 50.0), 'push': row(0.9, 70.0), 'all': row(0.9, 60.0)}
+    by_h = {4: {'reach': row(0.9, 50.0), 'push': row(0.5, 80.0), 'all': row(0.7, 60.0)},
+            16: {'reach': row(0.9, 40.0), 'push': row(0.6, 75.0), 'all': row(0.75, 55.0)}}
+    config = PolicyTrimConfig(init='init', tasks=('reach', 'push'))
+    with pytest.raises(ValueError, match='no h of the sweep'):                  # the pooled rule: nothing qualifies
+        plan_stage2(config, SelectionConfig(), baseline, by_h)
+    plan = plan_stage2(config, SelectionConfig(per_task=True), baseline, by_h)
+    assert plan['task_n_action_steps'] == {'reach': 16, 'push': 16} and plan['below_tolerance'] == ['push']
+    assert plan['n_action_steps'] == 4 and plan['step_budget'] == {'reach': 52.0, 'push': 97.5}
 
 
 def test_step_budget_is_alpha_times_the_mean_successful_steps():
