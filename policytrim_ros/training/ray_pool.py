@@ -20,6 +20,7 @@ machine you trust, on a private network (docs/scale-out.md).
 """
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import sys
@@ -127,10 +128,14 @@ class RayRolloutPool:
         problems = missing_robots(ray.nodes(), config.robots)
         if problems:
             raise RuntimeError('; '.join(problems))
-        # Imported here, not at the top: the core never imports nodes/ when it is imported, and that
-        # module imports rclpy only inside the actor, on the robot's machine (the learner needs none).
-        from policytrim_ros.nodes.robot_worker import RayRobotWorker
-        remote = ray.remote(RayRobotWorker)
+        # By name (rollouts.robot_worker): the core never imports nodes/, and the default class imports
+        # rclpy only inside the actor, on the robot's machine (the learner needs none).
+        module, _, name = config.robot_worker.partition(':')
+        try:
+            worker_class = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:
+            raise RuntimeError(f"rollouts.robot_worker '{config.robot_worker}' cannot be loaded: {err}") from None
+        remote = ray.remote(worker_class)
         actors = [remote.options(**robot_actor_options(robot, config.cpus_per_worker))
                   .remote(setup, robot, config.episodes, f'{run_dir}/{robot.resource}')
                   for robot in config.robots]

@@ -107,6 +107,9 @@ class RolloutsConfig:
     robot_run_dir: with robots, the folder on each robot's machine where its worker keeps its finished
         episodes and weights (``<robot_run_dir>/<resource>/``, as trainer_node keeps them in its
         out_dir): '' = ``<out_dir>/robots``, the learner's run folder as an absolute path.
+    robot_worker: with robots, the Ray actor class each robot runs, 'module:Class' (default: the ROS 2
+        one, ``nodes.robot_worker.RayRobotWorker``): named, not imported, so that the core never
+        imports nodes/ (a driver of another robot stack can take its place).
     """
 
     engine: str = 'local'
@@ -118,6 +121,7 @@ class RolloutsConfig:
     robots: tuple[RobotWorkerConfig, ...] = ()
     episodes: EpisodeLinkConfig = field(default_factory=EpisodeLinkConfig)
     robot_run_dir: str = ''
+    robot_worker: str = 'policytrim_ros.nodes.robot_worker:RayRobotWorker'
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -143,6 +147,10 @@ class RolloutsConfig:
             raise ValueError(f"rollouts.node_resource ('{self.node_resource}') places simulator workers: with "
                              'rollouts.robots each robot\'s worker goes where its own resource is; leave it out')
         check_robots(self.robots, self.robot_run_dir)
+        module, _, name = self.robot_worker.partition(':')
+        if not (module and name.isidentifier() and all(part.isidentifier() for part in module.split('.'))):
+            raise ValueError(f"rollouts.robot_worker '{self.robot_worker}' must be 'module:Class' "
+                             "(e.g. 'policytrim_ros.nodes.robot_worker:RayRobotWorker')")
 
 
 class RolloutWorker:
