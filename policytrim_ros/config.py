@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import math
+import re
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +32,26 @@ def check_seconds(config, *names: str, zero: bool = False) -> None:
         value = getattr(config, name)
         if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
             raise ValueError(f"{name} ({value}) must be {'>=' if zero else '>'} 0 seconds")
+
+
+IMPORT_SPEC = re.compile(r'^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$')
+"""'package.module:Class': a class named by configuration (a plug-in), imported only when used."""
+
+
+def import_object(spec: str, key: str):
+    """The object ``spec`` ('package.module:Name') names; ConfigError naming ``key`` (the config
+    field that holds it) if its module cannot be imported or has no such name."""
+    module_name, _, attribute = spec.partition(':')
+    try:
+        target = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"{key} '{spec}': cannot import {module_name}: {err} (is it on PYTHONPATH?)") from None
+    for part in attribute.split('.'):
+        if not hasattr(target, part):
+            names = [n for n in dir(target) if not n.startswith('_')]
+            raise ConfigError(f"{key} '{spec}': {module_name} has no '{attribute}'{suggest(part, names)}")
+        target = getattr(target, part)
+    return target
 
 
 def suggest(name: str, choices) -> str:

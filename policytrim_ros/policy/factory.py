@@ -1,19 +1,16 @@
 """Build a policy backend from its config."""
 from __future__ import annotations
 
-import importlib
-import re
 from dataclasses import dataclass, field
 
 import yaml
 
 from policytrim_ros import resources
-from policytrim_ros.config import ConfigError, suggest
+from policytrim_ros.config import IMPORT_SPEC, ConfigError, import_object, suggest
 from policytrim_ros.policy.base import ChunkPolicy, PolicyMetadata
 from policytrim_ros.policy.remote import RemoteConfig
 
 BACKENDS = ('expert', 'replay', 'torch', 'onnx', 'remote', 'plugin')
-PLUGIN_SPEC = re.compile(r'^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$')
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,7 @@ class PolicyConfig:
             raise ValueError(f"policy.device '{self.device}' must be 'cpu', 'cuda' or 'cuda:<index>'")
         if self.num_threads < 0:
             raise ValueError(f'policy.num_threads ({self.num_threads}) must be >= 0 (0 = library default)')
-        if self.backend == 'plugin' and not PLUGIN_SPEC.match(self.plugin):
+        if self.backend == 'plugin' and not IMPORT_SPEC.match(self.plugin):
             raise ValueError(f"policy.plugin '{self.plugin}' must name the plug-in class as 'package.module:Class'")
         self.plugin_kwargs   # noqa: B018 (validates plugin_args)
 
@@ -145,18 +142,7 @@ def load_plugin(config: PolicyConfig, checkpoint: str, chunk_size: int, control_
                 joint_names: tuple[str, ...]) -> ChunkPolicy:
     """Import ``config.plugin`` ('package.module:Class') and build it (ConfigError naming policy.plugin
     if it cannot be imported or built, or if what it builds is not a ChunkPolicy)."""
-    module_name, _, attribute = config.plugin.partition(':')
-    try:
-        target = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ConfigError(f"policy.plugin '{config.plugin}': cannot import {module_name}: {err} (is it on "
-                          'PYTHONPATH?)') from None
-    for part in attribute.split('.'):
-        if not hasattr(target, part):
-            names = [n for n in dir(target) if not n.startswith('_')]
-            raise ConfigError(f"policy.plugin '{config.plugin}': {module_name} has no '{attribute}'"
-                              f'{suggest(part, names)}')
-        target = getattr(target, part)
+    target = import_object(config.plugin, 'policy.plugin')
     kwargs = dict(chunk_size=chunk_size, control_dt=control_dt, joint_names=joint_names, checkpoint=checkpoint,
                   **config.plugin_kwargs)
     try:

@@ -12,9 +12,9 @@ Gamma, deterministically (chunk means), on the same ``cfg.selection.episodes`` i
 Stage 2 runs at the largest h whose success rate (pooled over the tasks) is within
 ``selection.tolerance`` of the baseline's (and, with ``selection.task_tolerance``, each task's
 within that of the baseline's on the task), or with ``selection.per_task`` each task at the
-largest h that keeps that task within ``task_tolerance`` of the baseline's SR on it, with S_base = alpha * the Stage 1 policy's mean
-successful steps at that h, one budget per task (our tasks differ 3-4x in length, so one pooled
-budget would leave the long tasks without any step-saving signal). The selection seeds are their
+largest h that keeps that task within ``task_tolerance`` of the baseline's SR on it, with S_base =
+alpha * the Stage 1 policy's mean successful steps at that h, one budget per task (our tasks differ
+3-4x in length, so one pooled budget would leave the long tasks without any step-saving signal). The selection seeds are their
 own range, disjoint from demonstrations (0-999), evaluation (1000 on) and RL rollouts (100000 on),
 so the benchmark never scores a policy on the episodes that picked its h.
 
@@ -30,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from policytrim_ros import constants as C
+from policytrim_ros.config import to_dict
 from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.envs.factory import suite_control_dt, task_suite
 from policytrim_ros.envs.metaworld_config import MetaWorldConfig
@@ -86,12 +87,7 @@ def plan_stage2(cfg: PolicyTrimConfig, selection: SelectionConfig, baseline: dic
                              'drop the task')
         budgets[task] = round(step_budget([steps], selection.alpha), 2)
     return {'n_action_steps': h, 'task_n_action_steps': task_h, 'below_tolerance': below, 'step_budget': budgets,
-            'selection': selection_record(selection)}
-
-
-def selection_record(selection: SelectionConfig) -> dict:
-    return {'episodes': selection.episodes, 'seed': selection.seed, 'tolerance': selection.tolerance,
-            'task_tolerance': selection.task_tolerance, 'per_task': selection.per_task, 'alpha': selection.alpha}
+            'selection': to_dict(selection)}
 
 
 def select_stage2(cfg: PolicyTrimConfig, stage1: str, selection: SelectionConfig, env: EnvConfig,
@@ -119,7 +115,7 @@ def resumed_plan(cfg: PolicyTrimConfig, plan: dict, root: Path) -> dict:
     from its recorded sweep when only the rule changed (tolerances, per_task, alpha) and Stage 2 has
     not started; ValueError when it cannot serve (another sweep, or Stage 2 trained on its plan)."""
     made = {'per_task': False, **plan['selection']}
-    wanted = selection_record(cfg.selection)
+    wanted = to_dict(cfg.selection)
     if made == wanted:
         return plan
     if (made['episodes'], made['seed']) != (wanted['episodes'], wanted['seed']):

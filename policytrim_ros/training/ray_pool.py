@@ -20,12 +20,12 @@ machine you trust, on a private network (docs/scale-out.md).
 """
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import sys
 from collections import deque
 
+from policytrim_ros.config import import_object
 from policytrim_ros.training.robots import missing_robots, robot_actor_options, robot_run_dir
 from policytrim_ros.training.workers import RolloutJob, RolloutSetup, RolloutsConfig, RolloutWorker, shares
 
@@ -130,12 +130,7 @@ class RayRolloutPool:
             raise RuntimeError('; '.join(problems))
         # By name (rollouts.robot_worker): the core never imports nodes/, and the default class imports
         # rclpy only inside the actor, on the robot's machine (the learner needs none).
-        module, _, name = config.robot_worker.partition(':')
-        try:
-            worker_class = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as err:
-            raise RuntimeError(f"rollouts.robot_worker '{config.robot_worker}' cannot be loaded: {err}") from None
-        remote = ray.remote(worker_class)
+        remote = ray.remote(import_object(config.robot_worker, 'rollouts.robot_worker'))
         actors = [remote.options(**robot_actor_options(robot, config.cpus_per_worker))
                   .remote(setup, robot, config.episodes, f'{run_dir}/{robot.resource}')
                   for robot in config.robots]

@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from policytrim_ros.config import IMPORT_SPEC
 from policytrim_ros.envs.config import EnvConfig
 from policytrim_ros.envs.metaworld_config import MetaWorldConfig
 from policytrim_ros.execution.config import SafetyConfig
@@ -147,8 +148,7 @@ class RolloutsConfig:
             raise ValueError(f"rollouts.node_resource ('{self.node_resource}') places simulator workers: with "
                              'rollouts.robots each robot\'s worker goes where its own resource is; leave it out')
         check_robots(self.robots, self.robot_run_dir)
-        module, _, name = self.robot_worker.partition(':')
-        if not (module and name.isidentifier() and all(part.isidentifier() for part in module.split('.'))):
+        if not IMPORT_SPEC.match(self.robot_worker):
             raise ValueError(f"rollouts.robot_worker '{self.robot_worker}' must be 'module:Class' "
                              "(e.g. 'policytrim_ros.nodes.robot_worker:RayRobotWorker')")
 
